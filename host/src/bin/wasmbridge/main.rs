@@ -1,0 +1,27 @@
+//! The `wasmbridge` command line.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod serve;
+
+/// A WebAssembly host for web servers: wasi:http components, sandboxed and metered.
+#[derive(Parser)]
+#[command(name = "wasmbridge", version)]
+enum Command {
+    Serve(serve::ServeCommand),
+}
+
+fn main() -> ExitCode {
+    let result = match Command::parse() {
+        Command::Serve(serve) => serve.execute(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}

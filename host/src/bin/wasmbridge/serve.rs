@@ -1,0 +1,302 @@
+//! `wasmbridge serve`: the flags of `wasmtime serve`, with the same meanings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use http::{HeaderName, HeaderValue};
+use wasmtime::error::Context as _;
+use wasmtime::{Result, bail, format_err};
+use wasmtime_cli_flags::CommonOptions;
+
+use wasmbridge::cache::CompileCache;
+use wasmbridge::engine::{EpochTicker, new_engine};
+use wasmbridge::limits::Limits;
+use wasmbridge::log::StderrLog;
+use wasmbridge::sandbox::{Preopen, Sandbox};
+use wasmbridge::server::{ServerOptions, serve};
+use wasmbridge::{App, AppConfig};
+
+/// Serve a wasi:http component over HTTP/1.1 and HTTP/2.
+#[derive(Parser)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    common: CommonOptions,
+
+    /// Allow running a component precompiled with `wasmtime compile`.
+    #[arg(long = "allow-precompiled")]
+    allow_precompiled: bool,
+
+    /// Grant access to a host directory, under the same path or under GUEST_DIR.
+    #[arg(long = "dir", value_name = "HOST_DIR[::GUEST_DIR]", value_parser = parse_dir)]
+    dirs: Vec<(String, String)>,
+
+    /// Pass an environment variable to the guest; with no value, the host's value (if set).
+    #[arg(long = "env", number_of_values = 1, value_name = "NAME[=VAL]", value_parser = parse_env)]
+    vars: Vec<(String, Option<String>)>,
+
+    /// Socket address for the web server to bind to.
+    #[arg(long, value_name = "SOCKADDR", default_value = "0.0.0.0:8080")]
+    addr: SocketAddr,
+
+    /// Socket address where a connection starts a graceful shutdown (as SIGINT/SIGTERM do).
+    #[arg(long, value_name = "SOCKADDR")]
+    shutdown_addr: Option<SocketAddr>,
+
+    /// Do not prefix guest output with `stdout [ID] :: ` / `stderr [ID] :: `.
+    #[arg(long)]
+    no_logging_prefix: bool,
+
+    /// Requests served by one instance. Only 1 is supported: every request gets a fresh one.
+    #[arg(long)]
+    max_instance_reuse_count: Option<usize>,
+
+    /// Concurrent requests per instance. Only 1 is supported.
+    #[arg(long)]
+    max_instance_concurrent_reuse_count: Option<usize>,
+
+    /// Accepted for compatibility; instances are never kept idle, so it has no effect.
+    #[arg(long, value_name = "DURATION")]
+    idle_instance_timeout: Option<String>,
+
+    /// Replace or add a request header (`name: value`) before the component sees it;
+    /// `@FILE` reads one header a line.
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+
+    /// Requests processed at once; more wait for a free slot. Default 1000.
+    #[arg(long)]
+    max_concurrent_requests: Option<usize>,
+
+    /// Connections held at once. Default 1000.
+    #[arg(long)]
+    max_concurrent_connections: Option<usize>,
+
+    /// Where compiled code is cached (default: $XDG_CACHE_HOME/wasmbridge). `-C cache=n` turns
+    /// the cache off.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// The wasi:http component to serve.
+    #[arg(value_name = "WASM")]
+    component: PathBuf,
+}
+
+impl ServeCommand {
+    pub fn execute(mut self) -> Result<()> {
+        // Parses the `-O/-C/-W/-S` groups; logging itself stays off.
+        self.common.init_logging()?;
+        self.check_supported()?;
+        let use_cache = self.common.codegen.cache.take().unwrap_or(true);
+        let max_requests = self.max_concurrent_requests.unwrap_or(1000);
+        let engine = new_engine(&mut self.common, u32::try_from(max_requests).unwrap_or(u32::MAX))?;
+
+        let cache = use_cache
+            .then(|| self.cache_dir.clone().or_else(CompileCache::default_dir))
+            .flatten()
+            .map(CompileCache::new);
+        let config = self.app_config(max_requests)?;
+        let app = App::load(&engine, &self.component, cache.as_ref(), self.allow_precompiled, config)?;
+        let options = ServerOptions {
+            max_connections: self.max_concurrent_connections.unwrap_or(1000),
+            request_headers: parse_headers(&self.headers)?,
+        };
+
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let listener = bind(self.addr)?;
+            eprintln!("Serving HTTP on http://{}/", listener.local_addr()?);
+            let shutdown = shutdown_signal(self.shutdown_addr).await?;
+            let _ticker = EpochTicker::start(&engine);
+            serve(listener, Arc::new(app), options, shutdown).await
+        })
+    }
+
+    /// Options that `wasmtime serve` accepts but that make no sense here, or are not built in,
+    /// stop the start with their name rather than being ignored.
+    fn check_supported(&self) -> Result<()> {
+        let wasi = &self.common.wasi;
+        if wasi.http == Some(false) {
+            bail!("`-S http=n`: wasi:http is what `serve` runs; it cannot be disabled");
+        }
+        if self.common.wasm.component_model == Some(false) {
+            bail!("`-W component-model=n`: `serve` runs components; it cannot be disabled");
+        }
+        if wasi.common.is_some() && wasi.cli.is_some() {
+            bail!("`-S common` is a deprecated alias of `-S cli`; pass only one of them");
+        }
+        let unsupported = [
+            ("-S nn", wasi.nn == Some(true) || !wasi.nn_graph.is_empty()),
+            ("-S threads", wasi.threads == Some(true)),
+            ("-S config", wasi.config == Some(true) || !wasi.config_var.is_empty()),
+            ("-S keyvalue", wasi.keyvalue == Some(true) || !wasi.keyvalue_in_memory_data.is_empty()),
+            ("-S tls", wasi.tls == Some(true)),
+            ("-S p3", wasi.p3 == Some(true)),
+            ("-S listenfd", wasi.listenfd == Some(true)),
+            ("-S tcplisten", !wasi.tcplisten.is_empty()),
+            ("-S preview0", wasi.preview0 == Some(true)),
+            ("-C cache-config", self.common.codegen.cache_config.is_some()),
+            ("-D debugger", self.common.debug.debugger.is_some()),
+            ("-D coredump", self.common.debug.coredump.is_some()),
+            ("--target", self.common.target.is_some()),
+            ("--max-instance-reuse-count other than 1", self.max_instance_reuse_count.is_some_and(|n| n != 1)),
+            (
+                "--max-instance-concurrent-reuse-count other than 1",
+                self.max_instance_concurrent_reuse_count.is_some_and(|n| n != 1),
+            ),
+        ];
+        if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
+            bail!("`{name}` is not supported by `wasmbridge serve`");
+        }
+        Ok(())
+    }
+
+    fn app_config(&self, max_concurrent: usize) -> Result<AppConfig> {
+        let wasi = &self.common.wasi;
+        let wasm = &self.common.wasm;
+
+        let mut env = Vec::new();
+        if wasi.inherit_env == Some(true) {
+            for (name, value) in std::env::vars_os() {
+                let name = name.into_string().map_err(|n| format_err!("environment variable {n:?} is not UTF-8"))?;
+                let value = value.into_string().map_err(|_| format_err!("environment variable `{name}` is not UTF-8"))?;
+                env.push((name, value));
+            }
+        }
+        for (name, value) in &self.vars {
+            match value {
+                Some(value) => env.push((name.clone(), value.clone())),
+                None => match std::env::var_os(name) {
+                    Some(value) => env.push((
+                        name.clone(),
+                        value.into_string().map_err(|_| format_err!("environment variable `{name}` is not UTF-8"))?,
+                    )),
+                    None => {}
+                },
+            }
+        }
+
+        let sandbox = Sandbox {
+            env,
+            dirs: self
+                .dirs
+                .iter()
+                .map(|(host, guest)| Preopen { host: host.into(), guest: guest.clone(), writable: true })
+                .collect(),
+            cwd: wasi.cwd.clone(),
+            inherit_network: wasi.inherit_network == Some(true),
+            allow_ip_name_lookup: wasi.allow_ip_name_lookup == Some(true),
+            tcp: wasi.tcp,
+            udp: wasi.udp,
+            max_random_size: wasi.max_random_size,
+        };
+        let limits = Limits {
+            max_memory_size: wasm.max_memory_size,
+            timeout: wasm.timeout,
+            fuel: wasm.fuel,
+            max_resources: wasi.max_resources,
+            max_table_elements: wasm.max_table_elements,
+            max_instances: wasm.max_instances,
+            max_tables: wasm.max_tables,
+            max_memories: wasm.max_memories,
+            trap_on_grow_failure: wasm.trap_on_grow_failure == Some(true),
+            hostcall_fuel: wasi.hostcall_fuel,
+            max_component_handles: wasi.max_component_handles,
+        };
+        let name = self
+            .component
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "app".into());
+        Ok(AppConfig {
+            name,
+            sandbox,
+            limits,
+            link_cli: wasi.cli.or(wasi.common).unwrap_or(true),
+            max_concurrent,
+            max_http_fields_size: wasi.max_http_fields_size,
+            outgoing_body_buffer_chunks: wasi.http_outgoing_body_buffer_chunks,
+            outgoing_body_chunk_size: wasi.http_outgoing_body_chunk_size,
+            log: Arc::new(StderrLog { guest_prefix: !self.no_logging_prefix }),
+        })
+    }
+}
+
+fn parse_dir(s: &str) -> Result<(String, String)> {
+    let mut parts = s.splitn(2, "::");
+    let host = parts.next().unwrap_or_default();
+    Ok((host.to_string(), parts.next().unwrap_or(host).to_string()))
+}
+
+fn parse_env(s: &str) -> Result<(String, Option<String>)> {
+    let mut parts = s.splitn(2, '=');
+    Ok((parts.next().unwrap_or_default().to_string(), parts.next().map(str::to_string)))
+}
+
+fn parse_headers(args: &[String]) -> Result<Vec<(HeaderName, HeaderValue)>> {
+    let mut headers = Vec::new();
+    for arg in args {
+        if let Some(path) = arg.strip_prefix('@') {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read header file `{path}`"))?;
+            for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                headers.push(parse_header(line)?);
+            }
+        } else {
+            headers.push(parse_header(arg)?);
+        }
+    }
+    Ok(headers)
+}
+
+fn parse_header(header: &str) -> Result<(HeaderName, HeaderValue)> {
+    let (name, value) = header.split_once(':').with_context(|| format!("header `{header}` is missing `:`"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).with_context(|| format!("invalid header name in `{header}`"))?;
+    let value = HeaderValue::from_str(value.trim_start()).with_context(|| format!("invalid header value in `{header}`"))?;
+    Ok((name, value))
+}
+
+/// Binds with `SO_REUSEADDR`, so a restarted server gets its port back at once.
+fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    Ok(socket.listen(1024)?)
+}
+
+/// Resolves at the first SIGINT, SIGTERM or connection to `shutdown_addr`; a second signal
+/// ends the process without waiting.
+async fn shutdown_signal(shutdown_addr: Option<SocketAddr>) -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let shutdown_listener = match shutdown_addr {
+        Some(addr) => {
+            let listener = bind(addr)?;
+            eprintln!("Listening for shutdown on tcp://{}/", listener.local_addr()?);
+            Some(listener)
+        }
+        None => None,
+    };
+    Ok(async move {
+        let by_connection = async {
+            match &shutdown_listener {
+                Some(listener) => drop(listener.accept().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = by_connection => {}
+        }
+        eprintln!("Shutting down: waiting for requests in flight (signal again to quit at once)");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            std::process::exit(130);
+        });
+    })
+}

@@ -1,0 +1,109 @@
+//! Compiled code on disk, so a component is compiled once and reused across restarts.
+//!
+//! An entry is named by the SHA-256 of the wasm and of the engine's compatibility hash (which
+//! changes with the wasmtime version, the target and every setting that affects code), and ends
+//! with the SHA-256 of its own contents. Loading code is `unsafe`: wasmtime trusts it blindly.
+//! So an entry whose checksum does not match, or that wasmtime rejects, is compiled afresh and
+//! overwritten, never used.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::error::Context as _;
+use wasmtime::{Engine, Result};
+
+const CHECKSUM_LEN: usize = 32;
+
+pub struct CompileCache {
+    dir: PathBuf,
+}
+
+impl CompileCache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        CompileCache { dir: dir.into() }
+    }
+
+    /// `$WASMBRIDGE_CACHE_DIR`, else `$XDG_CACHE_HOME/wasmbridge`, else `~/.cache/wasmbridge`.
+    pub fn default_dir() -> Option<PathBuf> {
+        let env = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        env("WASMBRIDGE_CACHE_DIR")
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("wasmbridge")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache/wasmbridge")))
+    }
+
+    /// The compiled form of the component in `wasm`, from the cache when a sound entry exists.
+    pub fn component(&self, engine: &Engine, wasm: &[u8]) -> Result<Component> {
+        let path = self.entry_path(engine, wasm);
+        if let Some(component) = self.load(engine, &path) {
+            return Ok(component);
+        }
+        let code = engine.precompile_component(wasm)?;
+        if let Err(e) = self.store(&path, &code) {
+            eprintln!("wasmbridge: cannot write the compile cache at {}: {e:#}", path.display());
+        }
+        // SAFETY: the bytes were produced by this engine just now.
+        unsafe { Component::deserialize(engine, &code) }
+    }
+
+    fn entry_path(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
+        let mut key = Sha256::new();
+        key.update(Sha256::digest(wasm));
+        let mut compat = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut compat);
+        key.update(compat.0.finalize());
+        self.dir.join(format!("{}.cwasm", hex(&key.finalize())))
+    }
+
+    fn load(&self, engine: &Engine, path: &Path) -> Option<Component> {
+        let bytes = std::fs::read(path).ok()?;
+        let Some(split) = bytes.len().checked_sub(CHECKSUM_LEN) else {
+            eprintln!("wasmbridge: recompiling: cache entry {} is truncated", path.display());
+            return None;
+        };
+        let (code, checksum) = bytes.split_at(split);
+        if Sha256::digest(code).as_slice() != checksum {
+            eprintln!("wasmbridge: recompiling: cache entry {} is corrupt", path.display());
+            return None;
+        }
+        // SAFETY: the checksum shows these are the bytes this cache wrote from
+        // `Engine::precompile_component`; wasmtime still checks that they match this engine.
+        match unsafe { Component::deserialize(engine, code) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                eprintln!("wasmbridge: recompiling: cache entry {} is stale: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    /// Writes to a temporary file and renames it, so readers never see half an entry.
+    fn store(&self, path: &Path, code: &[u8]) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let mut bytes = Vec::with_capacity(code.len() + CHECKSUM_LEN);
+        bytes.extend_from_slice(code);
+        bytes.extend_from_slice(&Sha256::digest(code));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+/// Feeds `Hash` output into SHA-256, so the key does not depend on std's unstable hasher.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        unreachable!("only the digest is used")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,95 @@
+//! The one [`Engine`] of a process, configured for serving.
+//!
+//! - the pooling allocator, sized for the number of requests served at once, unless the
+//!   address-space probe says this machine cannot reserve that much (as `wasmtime serve` does);
+//! - copy-on-write memory images, so an instance starts from its data segments without copying;
+//! - epoch interruption, so a guest that computes without pause still yields to the other
+//!   requests and can be stopped at its deadline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Engine, Result};
+use wasmtime_cli_flags::CommonOptions;
+
+/// How often the epoch advances. A running guest yields to the scheduler at every tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Builds the engine from `wasmtime`-style options (`-O`, `-C`, `-W`, ...). `max_concurrent` is
+/// how many requests may run at once; the pooling allocator gets room for that many instances
+/// unless `-O pooling-total-*` says otherwise.
+pub fn new_engine(options: &mut CommonOptions, max_concurrent: u32) -> Result<Engine> {
+    // Parses the raw `-O`/`-W`/... flags into their typed fields (logging stays off).
+    options.init_logging()?;
+    let pooling_by_default = pooling_fits_address_space();
+    if options.opts.pooling_allocator.or(pooling_by_default).unwrap_or(false) {
+        size_pool(options, max_concurrent);
+    }
+    let mut config = options.config(pooling_by_default)?;
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.memory_init_cow(true);
+    Engine::new(&config)
+}
+
+/// Room for `n` requests at once. A component built by Rust or wit-component holds a handful of
+/// core instances and tables (program, adapter, shims), so those get several slots per request.
+fn size_pool(options: &mut CommonOptions, n: u32) {
+    let opts = &mut options.opts;
+    opts.pooling_total_component_instances.get_or_insert(n);
+    opts.pooling_total_core_instances.get_or_insert(n * 8);
+    opts.pooling_total_memories.get_or_insert(n * 2);
+    opts.pooling_total_tables.get_or_insert(n * 4);
+    opts.pooling_total_stacks.get_or_insert(n);
+}
+
+/// The pooling allocator reserves address space for every slot up front (several TiB by
+/// default). Some systems give a process less than that, so probe first: reserving a 2^42-byte
+/// memory tells whether the pool would fit.
+fn pooling_fits_address_space() -> Option<bool> {
+    const BITS: u32 = 42;
+    let mut config = wasmtime::Config::new();
+    config.wasm_memory64(true);
+    config.memory_reservation(1 << BITS);
+    let engine = Engine::new(&config).ok()?;
+    let mut store = wasmtime::Store::new(&engine, ());
+    let ty = wasmtime::MemoryType::new64(0, Some(1 << (BITS - 16)));
+    wasmtime::Memory::new(&mut store, ty).is_ok().then_some(true)
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped. Create it
+/// where it will live: in the process that serves (after Apache's fork, not before).
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("wasmbridge-epoch".into())
+            .spawn({
+                let (engine, stop) = (engine.clone(), stop.clone());
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .expect("failed to start the epoch thread");
+        EpochTicker { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Why a request failed, and the status the client gets for it.
+//!
+//! | cause                                              | status |
+//! |----------------------------------------------------|--------|
+//! | the guest trapped (panic, `unreachable`, bad access)| 500    |
+//! | the guest could not be instantiated                 | 500    |
+//! | the guest returned without a response, or with an `error-code` | 502 |
+//! | a memory, table or resource-table limit was hit    | 503    |
+//! | the fuel budget ran out (`-W fuel`)                | 503    |
+//! | the server is at its instance limit                | 503    |
+//! | the deadline passed (`-W timeout`)                 | 504    |
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+use wasmtime::Trap;
+use wasmtime::component::ResourceTableError;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+
+use crate::limits::LimitHit;
+
+#[derive(Debug)]
+pub enum Failure {
+    /// The guest trapped.
+    Trap(String),
+    /// Instantiation failed: a missing import at run time, a start function that trapped.
+    Instantiate(String),
+    /// `handle` returned without setting the response.
+    NoResponse,
+    /// The guest set the response to an `error-code`.
+    GuestError(ErrorCode),
+    /// A linear memory or table tried to grow past its cap.
+    Limit(LimitHit),
+    /// The guest used more resource-table entries than allowed.
+    ResourceTableFull,
+    /// The fuel budget ran out.
+    OutOfFuel,
+    /// Every instance slot is in use.
+    Overloaded(String),
+    /// The request's deadline passed.
+    Deadline(Duration),
+}
+
+impl Failure {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Failure::Trap(_) | Failure::Instantiate(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Failure::NoResponse | Failure::GuestError(_) => StatusCode::BAD_GATEWAY,
+            Failure::Limit(_) | Failure::ResourceTableFull | Failure::OutOfFuel | Failure::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Failure::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Classifies an error from instantiating or calling a guest. `hit` is the limit the
+    /// store's limiter saw, if any: a guest that aborts after a failed allocation traps with
+    /// `unreachable`, and the limiter is what tells that apart from a plain bug.
+    pub(crate) fn from_error(error: &wasmtime::Error, hit: Option<LimitHit>, instantiating: bool) -> Failure {
+        if let Some(trap) = error.downcast_ref::<Trap>() {
+            match trap {
+                Trap::OutOfFuel => return Failure::OutOfFuel,
+                Trap::Interrupt => return Failure::Deadline(Duration::ZERO),
+                _ => {}
+            }
+        }
+        if let Some(hit) = hit {
+            return Failure::Limit(hit);
+        }
+        if error.chain().any(|cause| cause.downcast_ref::<ResourceTableError>().is_some()) {
+            return Failure::ResourceTableFull;
+        }
+        if error.chain().any(|cause| cause.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some()) {
+            return Failure::Overloaded(one_line(error));
+        }
+        let message = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => one_line(error),
+        };
+        if instantiating { Failure::Instantiate(message) } else { Failure::Trap(message) }
+    }
+
+    /// A small HTML page for the client. It names the kind of failure, never guest details.
+    pub fn page(&self) -> String {
+        let status = self.status();
+        let reason = status.canonical_reason().unwrap_or("Error");
+        format!(
+            "<!doctype html>\n<html><head><title>{code} {reason}</title></head>\n<body><h1>{code} {reason}</h1><p>{summary}</p><hr>wasmbridge</body></html>\n",
+            code = status.as_u16(),
+            summary = self.summary(),
+        )
+    }
+
+    fn summary(&self) -> &'static str {
+        match self {
+            Failure::Trap(_) | Failure::Instantiate(_) => "The application failed while handling this request.",
+            Failure::NoResponse | Failure::GuestError(_) => "The application did not produce a response.",
+            Failure::Limit(_) | Failure::ResourceTableFull | Failure::OutOfFuel => {
+                "The application exceeded a resource limit."
+            }
+            Failure::Overloaded(_) => "The server is busy. Try again later.",
+            Failure::Deadline(_) => "The application did not finish in time.",
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Trap(m) => write!(f, "guest trapped: {m}"),
+            Failure::Instantiate(m) => write!(f, "instantiation failed: {m}"),
+            Failure::NoResponse => write!(f, "guest returned without setting a response"),
+            Failure::GuestError(code) => write!(f, "guest answered with error code {code:?}"),
+            Failure::Limit(LimitHit::Memory { requested, limit }) => write!(
+                f,
+                "memory limit exceeded: the guest asked for {requested} bytes of linear memory, the limit is {limit}"
+            ),
+            Failure::Limit(LimitHit::TableElements { requested, limit }) => write!(
+                f,
+                "table limit exceeded: the guest asked for {requested} table elements, the limit is {limit}"
+            ),
+            Failure::ResourceTableFull => write!(f, "resource limit exceeded: the resource table is full"),
+            Failure::OutOfFuel => write!(f, "fuel exhausted: the request used all of its fuel"),
+            Failure::Overloaded(m) => write!(f, "no instance slot free: {m}"),
+            Failure::Deadline(t) if t.is_zero() => write!(f, "deadline exceeded"),
+            Failure::Deadline(t) => write!(f, "deadline exceeded: still running after {t:?}"),
+        }
+    }
+}
+
+/// An error chain on one line: `outer: inner: root`, without backtraces.
+fn one_line(error: &wasmtime::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        if first.is_empty() || line.contains(first) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(first);
+    }
+    line
+}

@@ -1,0 +1,26 @@
+//! wasmbridge: a WebAssembly host for web servers.
+//!
+//! The library is the engine every front end shares. The `wasmbridge serve` command line and
+//! the Apache module both load an [`App`] and hand it requests with [`App::handle`]: a request
+//! head plus a streaming body in, a response head plus a streaming body out. Everything else
+//! (sockets, TLS, HTTP framing, access logs) belongs to the front end.
+//!
+//! Each request runs in a fresh [`wasmtime::Store`] with its own limits, so nothing a guest does
+//! survives into the next request, and a guest that traps, loops or runs out of memory costs only
+//! the request it was serving.
+
+pub mod app;
+pub mod cache;
+pub mod engine;
+pub mod failure;
+pub mod limits;
+pub mod log;
+pub mod sandbox;
+pub mod server;
+mod state;
+
+pub use app::{App, AppConfig, RequestContext};
+pub use failure::Failure;
+
+/// The body of a request or response as it crosses the host: a stream of byte chunks.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, wasmtime_wasi_http::Error>;

@@ -1,0 +1,77 @@
+//! What a guest may reach. Everything is denied unless granted here: no environment variables,
+//! no directories, no sockets and no outgoing HTTP requests by default.
+
+use std::path::PathBuf;
+
+use wasmtime::{Result, bail};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// A host directory made visible to the guest under another path.
+#[derive(Clone, Debug)]
+pub struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+    pub writable: bool,
+}
+
+/// The grants of one app.
+#[derive(Clone, Debug, Default)]
+pub struct Sandbox {
+    /// Environment variables the guest sees, in order.
+    pub env: Vec<(String, String)>,
+    /// Directories the guest can open.
+    pub dirs: Vec<Preopen>,
+    /// The guest's initial working directory, if any.
+    pub cwd: Option<String>,
+    /// Use the host's network for `wasi:sockets` (`-S inherit-network`); also allows outgoing
+    /// `wasi:http` requests.
+    pub inherit_network: bool,
+    /// Allow `wasi:sockets/ip-name-lookup` (`-S allow-ip-name-lookup`).
+    pub allow_ip_name_lookup: bool,
+    /// Override TCP or UDP support (`-S tcp`, `-S udp`).
+    pub tcp: Option<bool>,
+    pub udp: Option<bool>,
+    /// Largest `wasi:random` request, in bytes (`-S max-random-size`).
+    pub max_random_size: Option<u64>,
+}
+
+impl Sandbox {
+    /// Checks the grants against the host once, at start-up, so that a typo in a directory
+    /// fails loudly instead of on the first request.
+    pub fn validate(&self) -> Result<()> {
+        for dir in &self.dirs {
+            if !dir.host.is_dir() {
+                bail!("cannot grant directory `{}`: it does not exist or is not a directory", dir.host.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the grants to a fresh WASI context.
+    pub(crate) fn configure(&self, builder: &mut WasiCtxBuilder) -> Result<()> {
+        for (name, value) in &self.env {
+            builder.env(name, value);
+        }
+        for dir in &self.dirs {
+            let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            builder.preopened_dir(&dir.host, &dir.guest, perms)?;
+        }
+        if let Some(cwd) = &self.cwd {
+            builder.initial_cwd(cwd);
+        }
+        if self.inherit_network {
+            builder.inherit_network();
+        }
+        builder.allow_ip_name_lookup(self.allow_ip_name_lookup);
+        if let Some(enable) = self.tcp {
+            builder.allow_tcp(enable);
+        }
+        if let Some(enable) = self.udp {
+            builder.allow_udp(enable);
+        }
+        if let Some(max) = self.max_random_size {
+            builder.max_random_size(max);
+        }
+        Ok(())
+    }
+}
