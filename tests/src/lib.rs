@@ -1,1 +1,224 @@
-//! Shared helpers live in the test files.
+//! Test harness: starts the real `wasmbridge` binary on a free loopback port, collects its log,
+//! and stops it by PID when the test ends, passed or failed.
+//!
+//! Paths come from the environment the test command sets, with fallbacks for a plain
+//! `cargo test` after a build:
+//! - `WASMBRIDGE_BIN`: the binary (default: beside this test's `deps/` directory);
+//! - `WASMBRIDGE_GUESTS`: the built guests (default: the guests workspace's release target).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The `wasmbridge` binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("WASMBRIDGE_BIN") {
+        return path.into();
+    }
+    // target/<profile>/deps/<test>  ->  target/<profile>/wasmbridge
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("wasmbridge")
+}
+
+/// A guest `.wasm` built by the guests workspace, e.g. `guest("echo")`.
+pub fn guest(name: &str) -> String {
+    let dir = match std::env::var_os("WASMBRIDGE_GUESTS") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/target"));
+            target.join("wasm32-wasip2/release")
+        }
+    };
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.exists(), "guest {} is not built; run the README's test command", path.display());
+    path.to_string_lossy().into_owned()
+}
+
+/// A compile cache shared by the tests of one run, so each guest is compiled once.
+pub fn test_cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("wasmbridge-test-cache-{}", std::process::id()))
+}
+
+/// A running `wasmbridge serve`.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `wasmbridge serve --addr 127.0.0.1:0 ARGS...` and waits until it listens.
+    /// Panics with the server's log if it does not start.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        match Server::try_start(args, env) {
+            Ok(server) => server,
+            Err((_, log)) => panic!("wasmbridge did not start:\n{log}"),
+        }
+    }
+
+    /// Starts the server; on failure returns its exit status and log.
+    pub fn try_start(args: &[&str], env: &[(&str, &str)]) -> Result<Server, (Option<ExitStatus>, String)> {
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("WASMBRIDGE_CACHE_DIR", test_cache_dir())
+            .env_remove("RUST_BACKTRACE")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", binary().display()));
+
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let (log, ready_tx) = (log.clone(), ready_tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addr) = line.strip_prefix("Serving HTTP on http://") {
+                        let addr = addr.trim_end_matches('/').parse::<SocketAddr>().ok();
+                        let _ = ready_tx.send(addr);
+                    }
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+                let _ = ready_tx.send(None);
+            });
+        }
+        drop(ready_tx);
+
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match ready_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Some(addr)) => return Ok(Server { child, addr, log }),
+                Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Output closed: the process is exiting. Give it a moment to be reaped.
+                    let status = wait_timeout(&mut child, Duration::from_secs(10));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(50));
+                    return Err((status, log.lock().unwrap().clone()));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    return Err((None, log.lock().unwrap().clone()));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log has a line containing `needle`; returns whether it came in time.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The lines of the log that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) to the server process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_timeout(&mut self.child, timeout)
+    }
+
+    /// Resident set size of the server process, in bytes.
+    pub fn rss(&self) -> u64 {
+        rss_of(self.pid())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident set size of a process, in bytes (0 once it is gone).
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `wasmbridge serve ARGS...` expecting it to refuse to start; returns its log.
+pub fn start_error(args: &[&str]) -> String {
+    match Server::try_start(args, &[]) {
+        Ok(server) => panic!("wasmbridge started but should have refused:\n{}", server.log()),
+        Err((status, log)) => {
+            assert!(status.is_some_and(|s| !s.success()), "expected a failing exit status, got {status:?}:\n{log}");
+            log
+        }
+    }
+}
+
+/// An HTTP client that talks to loopback directly, never through a proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// An HTTP/2 client with prior knowledge (h2c).
+pub fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap()
+}

@@ -1,0 +1,82 @@
+//! A guest reaches no variable or file that was not granted.
+
+use std::path::PathBuf;
+
+use wasmbridge_tests::{Server, client, guest};
+
+async fn get(server: &Server, path: &str) -> (u16, String) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn no_environment_variable_without_env() {
+    let server = Server::start_with_env(&[&guest("probe")], &[("WB_SECRET", "s3cret")]);
+    assert_eq!(get(&server, "/env").await, (200, String::new()));
+}
+
+#[tokio::test]
+async fn env_grants_exactly_the_named_variables() {
+    let server = Server::start_with_env(
+        &["--env", "GIVEN=1", "--env", "WB_INHERITED", "--env", "WB_UNSET", &guest("probe")],
+        &[("WB_INHERITED", "from host"), ("WB_SECRET", "s3cret")],
+    );
+    // WB_UNSET is not set on the host, so the guest does not get it either.
+    assert_eq!(get(&server, "/env").await, (200, "GIVEN=1\nWB_INHERITED=from host\n".to_string()));
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("wasmbridge-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn no_file_without_dir() {
+    let server = Server::start(&[&guest("probe")]);
+    let (status, text) = get(&server, "/read?path=/etc/passwd").await;
+    assert_eq!(status, 404, "{text}");
+    assert!(!text.contains("root:"), "{text}");
+    assert_eq!(get(&server, "/list?path=/").await.0, 404);
+}
+
+#[tokio::test]
+async fn dir_grants_exactly_that_directory() {
+    let tmp = TempDir::new("sandbox");
+    let public = tmp.0.join("public");
+    std::fs::create_dir_all(&public).unwrap();
+    std::fs::write(public.join("hello.txt"), "inside").unwrap();
+    std::fs::write(tmp.0.join("secret.txt"), "outside").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", public.join("passwd-link")).unwrap();
+    std::os::unix::fs::symlink("../secret.txt", public.join("secret-link")).unwrap();
+
+    let grant = format!("{}::/data", public.display());
+    let server = Server::start(&["--dir", &grant, &guest("probe")]);
+
+    assert_eq!(get(&server, "/read?path=/data/hello.txt").await, (200, "inside".to_string()));
+    assert_eq!(get(&server, "/list?path=/data").await, (200, "hello.txt\npasswd-link\nsecret-link\n".to_string()));
+    for escape in [
+        "/etc/passwd",
+        "/data/../secret.txt",
+        "/data/../../etc/passwd",
+        "../secret.txt",
+        "/data/passwd-link",
+        "/data/secret-link",
+        &format!("{}/secret.txt", tmp.0.display()),
+    ] {
+        let (status, text) = get(&server, &format!("/read?path={escape}")).await;
+        assert_eq!(status, 404, "{escape} was readable: {text}");
+        assert!(!text.contains("outside") && !text.contains("root:"), "{escape} leaked: {text}");
+    }
+}
