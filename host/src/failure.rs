@@ -145,3 +145,34 @@ fn one_line(error: &wasmtime::Error) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_has_its_documented_status() {
+        let memory = Failure::Limit(LimitHit::Memory { requested: 2, limit: 1 });
+        assert_eq!(Failure::Trap("x".into()).status(), 500);
+        assert_eq!(Failure::NoResponse.status(), 502);
+        assert_eq!(memory.status(), 503);
+        assert_eq!(Failure::OutOfFuel.status(), 503);
+        assert_eq!(Failure::Deadline(Duration::from_secs(1)).status(), 504);
+    }
+
+    #[test]
+    fn traps_are_told_apart_from_limits() {
+        let trap = wasmtime::Error::new(Trap::UnreachableCodeReached);
+        assert!(matches!(Failure::from_error(&trap, None, false), Failure::Trap(_)));
+        let hit = LimitHit::Memory { requested: 2, limit: 1 };
+        assert!(matches!(Failure::from_error(&trap, Some(hit), false), Failure::Limit(_)));
+        let fuel = wasmtime::Error::new(Trap::OutOfFuel);
+        assert!(matches!(Failure::from_error(&fuel, Some(hit), false), Failure::OutOfFuel));
+    }
+
+    #[test]
+    fn the_page_names_the_status_but_not_the_cause() {
+        let page = Failure::Trap("secret detail".into()).page();
+        assert!(page.contains("500 Internal Server Error") && !page.contains("secret"));
+    }
+}

@@ -175,3 +175,38 @@ impl AsyncWrite for GuestOutput {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<String>>);
+
+    impl Log for Collect {
+        fn guest_output(&self, request: u64, stream: GuestStream, line: &[u8]) {
+            let line = String::from_utf8_lossy(line);
+            self.0.lock().unwrap().push(format!("{} {request} {line}", stream.name()));
+        }
+        fn request_failed(&self, _: u64, _: &str, _: &Failure) {}
+    }
+
+    #[test]
+    fn output_is_split_into_whole_lines() {
+        let log = Arc::new(Collect::default());
+        let out = GuestOutput::new(log.clone(), 7, GuestStream::Stderr);
+        out.write(b"one\ntw");
+        out.write(b"o\r\nthree");
+        assert_eq!(*log.0.lock().unwrap(), ["stderr 7 one", "stderr 7 two"]);
+        drop(out);
+        assert_eq!(log.0.lock().unwrap().last().unwrap(), "stderr 7 three");
+    }
+
+    #[test]
+    fn an_endless_line_is_written_in_pieces() {
+        let log = Arc::new(Collect::default());
+        let out = GuestOutput::new(log.clone(), 1, GuestStream::Stdout);
+        out.write(&vec![b'x'; MAX_LINE + 10]);
+        assert_eq!(log.0.lock().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,59 @@
+# Shared by demo.sh, test.sh and bench.sh: installs what is missing and builds.
+# Source it; do not run it.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# One target directory for the host and the guests. CARGO_TARGET_DIR (e.g. a cache outside
+# the clone) is honoured; without it, everything stays in the checkout.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+export CARGO_TARGET_DIR=$TARGET_DIR
+WASMBRIDGE_BIN=$TARGET_DIR/release/wasmbridge
+WASMBRIDGE_GUESTS=$TARGET_DIR/wasm32-wasip2/release
+export WASMBRIDGE_BIN WASMBRIDGE_GUESTS
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian packages, installed only when a command they provide is missing.
+# Usage: need_packages COMMAND:PACKAGE ...
+need_packages() {
+    local missing=() pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+setup() {
+    need_packages cc:gcc curl:curl
+    if ! command -v cargo >/dev/null 2>&1 || ! command -v rustup >/dev/null 2>&1; then
+        echo "error: Rust (cargo and rustup) is required; see https://rustup.rs" >&2
+        exit 1
+    fi
+    local installed
+    installed=$(rustup target list --installed)
+    for target in wasm32-wasip2 wasm32-wasip1; do
+        if ! grep -qx "$target" <<<"$installed"; then
+            say "adding the Rust target $target"
+            rustup target add "$target"
+        fi
+    done
+}
+
+build_host() {
+    say "building wasmbridge"
+    (cd "$ROOT" && cargo build --release --locked -p wasmbridge)
+}
+
+build_guests() {
+    say "building the guests (wasm32-wasip2)"
+    (cd "$ROOT/guests" && cargo build --release --locked --target wasm32-wasip2)
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds everything and runs every test: the host's unit tests and the end-to-end tests, which
+# start the real wasmbridge binary on loopback ports and talk to it over HTTP.
+source "$(dirname "$0")/common.sh"
+
+setup
+build_host
+build_guests
+say "running the tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+(cd "$ROOT" && cargo test --release --locked --workspace "$@") 2>&1 | tee "$log" || status=$?
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
