@@ -80,3 +80,40 @@ async fn dir_grants_exactly_that_directory() {
         assert!(!text.contains("outside") && !text.contains("root:"), "{escape} leaked: {text}");
     }
 }
+
+/// A one-line HTTP server on loopback that counts its connections.
+async fn upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authority = listener.local_addr().unwrap().to_string();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream")
+                .await;
+        }
+    });
+    (authority, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_outgoing_request_without_a_network_grant() {
+    let (authority, hits) = upstream().await;
+    let server = Server::start(&[&guest("probe")]);
+    let (status, text) = get(&server, &format!("/fetch?authority={authority}")).await;
+    assert_eq!((status, text.as_str()), (502, "fetch failed: ErrorCode::HttpRequestDenied\n"));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the upstream was reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inherit_network_grants_outgoing_requests() {
+    let (authority, hits) = upstream().await;
+    let server = Server::start(&["-S", "inherit-network", &guest("probe")]);
+    assert_eq!(get(&server, &format!("/fetch?authority={authority}")).await, (200, "upstream".to_string()));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -99,3 +99,14 @@ async fn sigterm_lets_requests_in_flight_finish() {
     assert!(status.is_some_and(|s| s.success()), "exit status {status:?}:\n{}", server.log());
     assert!(client().get(server.url("/")).send().await.is_err(), "still accepting after shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_to_the_shutdown_address_stops_the_server() {
+    let mut server = Server::start(&["--shutdown-addr", "127.0.0.1:0", &guest("hello_http")]);
+    let line = server.log_lines("Listening for shutdown on tcp://").pop().expect("no shutdown address in the log");
+    let addr = line.trim_start_matches("Listening for shutdown on tcp://").trim_end_matches('/').to_string();
+    assert_eq!(client().get(server.url("/")).send().await.unwrap().status(), 200);
+    drop(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let status = tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(10))).await.unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}

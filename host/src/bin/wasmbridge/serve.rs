@@ -105,9 +105,9 @@ impl ServeCommand {
 
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(async {
+            let shutdown = shutdown_signal(self.shutdown_addr).await?;
             let listener = bind(self.addr)?;
             eprintln!("Serving HTTP on http://{}/", listener.local_addr()?);
-            let shutdown = shutdown_signal(self.shutdown_addr).await?;
             let _ticker = EpochTicker::start(&engine);
             serve(listener, Arc::new(app), options, shutdown).await
         })
