@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Precompiled, Result, Store, bail};
-use wasmtime_wasi::{WasiCtxBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView as _};
@@ -129,9 +129,18 @@ impl App {
             .exports(engine)
             .map(|(name, _)| name.to_string())
             .collect();
-        if !exports.iter().any(|name| name.starts_with(INCOMING_HANDLER)) {
-            let found = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
-            bail!("it is not a wasi:http component: it exports {found}, but `{INCOMING_HANDLER}.x` was expected");
+        if !exports
+            .iter()
+            .any(|name| name.starts_with(INCOMING_HANDLER))
+        {
+            let found = if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            };
+            bail!(
+                "it is not a wasi:http component: it exports {found}, but `{INCOMING_HANDLER}.x` was expected"
+            );
         }
 
         let mut linker = Linker::new(engine);
@@ -148,7 +157,11 @@ impl App {
         })?;
         let pre = ProxyPre::new(pre)?;
         config.sandbox.validate()?;
-        Ok(App { slots: Arc::new(Semaphore::new(config.max_concurrent)), config, pre })
+        Ok(App {
+            slots: Arc::new(Semaphore::new(config.max_concurrent)),
+            config,
+            pre,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -160,14 +173,20 @@ impl App {
     ///
     /// Deadlines rely on the engine's epoch advancing: keep an
     /// [`EpochTicker`](crate::engine::EpochTicker) running for the engine.
-    pub async fn handle<B>(&self, request: http::Request<B>, cx: RequestContext) -> http::Response<Body>
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        cx: RequestContext,
+    ) -> http::Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let id = cx.id;
         let fail = |failure: Failure| {
-            self.config.log.request_failed(id, &self.config.name, &failure);
+            self.config
+                .log
+                .request_failed(id, &self.config.name, &failure);
             error_response(&failure)
         };
 
@@ -223,8 +242,16 @@ impl App {
         let limits = &config.limits;
         let mut wasi = WasiCtxBuilder::new();
         config.sandbox.configure(&mut wasi)?;
-        wasi.stdout(GuestOutput::new(config.log.clone(), id, GuestStream::Stdout));
-        wasi.stderr(GuestOutput::new(config.log.clone(), id, GuestStream::Stderr));
+        wasi.stdout(GuestOutput::new(
+            config.log.clone(),
+            id,
+            GuestStream::Stdout,
+        ));
+        wasi.stderr(GuestOutput::new(
+            config.log.clone(),
+            id,
+            GuestStream::Stderr,
+        ));
 
         let mut table = ResourceTable::new();
         if let Some(max) = limits.max_resources {
@@ -243,7 +270,13 @@ impl App {
                 .outgoing_body_chunk_size
                 .unwrap_or(wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_CHUNK_SIZE),
         };
-        let state = RequestState { table, wasi: wasi.build(), http, hooks, limiter: Limiter::new(limits) };
+        let state = RequestState {
+            table,
+            wasi: wasi.build(),
+            http,
+            hooks,
+            limiter: Limiter::new(limits),
+        };
 
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -272,7 +305,10 @@ async fn run_guest(
     timeout: Option<std::time::Duration>,
 ) -> Result<(), Failure> {
     let call = async {
-        let proxy = pre.instantiate_async(&mut *store).await.map_err(|e| (e, true))?;
+        let proxy = pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(|e| (e, true))?;
         proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut *store, incoming, outparam)
@@ -294,17 +330,23 @@ async fn run_guest(
 /// The response a client gets for a failed request.
 pub fn error_response(failure: &Failure) -> http::Response<Body> {
     let mut response = simple_response(failure.status(), failure.page());
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/html; charset=utf-8"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     response
 }
 
 fn simple_response(status: http::StatusCode, body: String) -> http::Response<Body> {
-    let mut response = http::Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

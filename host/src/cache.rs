@@ -27,7 +27,11 @@ impl CompileCache {
 
     /// `$WASMBRIDGE_CACHE_DIR`, else `$XDG_CACHE_HOME/wasmbridge`, else `~/.cache/wasmbridge`.
     pub fn default_dir() -> Option<PathBuf> {
-        let env = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         env("WASMBRIDGE_CACHE_DIR")
             .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("wasmbridge")))
             .or_else(|| env("HOME").map(|d| d.join(".cache/wasmbridge")))
@@ -41,7 +45,10 @@ impl CompileCache {
         }
         let code = engine.precompile_component(wasm)?;
         if let Err(e) = self.store(&path, &code) {
-            eprintln!("wasmbridge: cannot write the compile cache at {}: {e:#}", path.display());
+            eprintln!(
+                "wasmbridge: cannot write the compile cache at {}: {e:#}",
+                path.display()
+            );
         }
         // SAFETY: the bytes were produced by this engine just now.
         unsafe { Component::deserialize(engine, &code) }
@@ -59,12 +66,18 @@ impl CompileCache {
     fn load(&self, engine: &Engine, path: &Path) -> Option<Component> {
         let bytes = std::fs::read(path).ok()?;
         let Some(split) = bytes.len().checked_sub(CHECKSUM_LEN) else {
-            eprintln!("wasmbridge: recompiling: cache entry {} is truncated", path.display());
+            eprintln!(
+                "wasmbridge: recompiling: cache entry {} is truncated",
+                path.display()
+            );
             return None;
         };
         let (code, checksum) = bytes.split_at(split);
         if Sha256::digest(code).as_slice() != checksum {
-            eprintln!("wasmbridge: recompiling: cache entry {} is corrupt", path.display());
+            eprintln!(
+                "wasmbridge: recompiling: cache entry {} is corrupt",
+                path.display()
+            );
             return None;
         }
         // SAFETY: the checksum shows these are the bytes this cache wrote from
@@ -72,7 +85,10 @@ impl CompileCache {
         match unsafe { Component::deserialize(engine, code) } {
             Ok(component) => Some(component),
             Err(e) => {
-                eprintln!("wasmbridge: recompiling: cache entry {} is stale: {e}", path.display());
+                eprintln!(
+                    "wasmbridge: recompiling: cache entry {} is stale: {e}",
+                    path.display()
+                );
                 None
             }
         }
@@ -80,7 +96,8 @@ impl CompileCache {
 
     /// Writes to a temporary file and renames it, so readers never see half an entry.
     fn store(&self, path: &Path, code: &[u8]) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let mut bytes = Vec::with_capacity(code.len() + CHECKSUM_LEN);
         bytes.extend_from_slice(code);

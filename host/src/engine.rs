@@ -24,7 +24,12 @@ pub fn new_engine(options: &mut CommonOptions, max_concurrent: u32) -> Result<En
     // Parses the raw `-O`/`-W`/... flags into their typed fields (logging stays off).
     options.init_logging()?;
     let pooling_by_default = pooling_fits_address_space();
-    if options.opts.pooling_allocator.or(pooling_by_default).unwrap_or(false) {
+    if options
+        .opts
+        .pooling_allocator
+        .or(pooling_by_default)
+        .unwrap_or(false)
+    {
         size_pool(options, max_concurrent);
     }
     let mut config = options.config(pooling_by_default)?;
@@ -56,7 +61,9 @@ fn pooling_fits_address_space() -> Option<bool> {
     let engine = Engine::new(&config).ok()?;
     let mut store = wasmtime::Store::new(&engine, ());
     let ty = wasmtime::MemoryType::new64(0, Some(1 << (BITS - 16)));
-    wasmtime::Memory::new(&mut store, ty).is_ok().then_some(true)
+    wasmtime::Memory::new(&mut store, ty)
+        .is_ok()
+        .then_some(true)
 }
 
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped. Create it
@@ -81,7 +88,10 @@ impl EpochTicker {
                 }
             })
             .expect("failed to start the epoch thread");
-        EpochTicker { stop, thread: Some(thread) }
+        EpochTicker {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 

@@ -47,9 +47,10 @@ impl Failure {
         match self {
             Failure::Trap(_) | Failure::Instantiate(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Failure::NoResponse | Failure::GuestError(_) => StatusCode::BAD_GATEWAY,
-            Failure::Limit(_) | Failure::ResourceTableFull | Failure::OutOfFuel | Failure::Overloaded(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Failure::Limit(_)
+            | Failure::ResourceTableFull
+            | Failure::OutOfFuel
+            | Failure::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -57,7 +58,11 @@ impl Failure {
     /// Classifies an error from instantiating or calling a guest. `hit` is the limit the
     /// store's limiter saw, if any: a guest that aborts after a failed allocation traps with
     /// `unreachable`, and the limiter is what tells that apart from a plain bug.
-    pub(crate) fn from_error(error: &wasmtime::Error, hit: Option<LimitHit>, instantiating: bool) -> Failure {
+    pub(crate) fn from_error(
+        error: &wasmtime::Error,
+        hit: Option<LimitHit>,
+        instantiating: bool,
+    ) -> Failure {
         if let Some(trap) = error.downcast_ref::<Trap>() {
             match trap {
                 Trap::OutOfFuel => return Failure::OutOfFuel,
@@ -68,17 +73,28 @@ impl Failure {
         if let Some(hit) = hit {
             return Failure::Limit(hit);
         }
-        if error.chain().any(|cause| cause.downcast_ref::<ResourceTableError>().is_some()) {
+        if error
+            .chain()
+            .any(|cause| cause.downcast_ref::<ResourceTableError>().is_some())
+        {
             return Failure::ResourceTableFull;
         }
-        if error.chain().any(|cause| cause.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some()) {
+        if error.chain().any(|cause| {
+            cause
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+        }) {
             return Failure::Overloaded(one_line(error));
         }
         let message = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
             None => one_line(error),
         };
-        if instantiating { Failure::Instantiate(message) } else { Failure::Trap(message) }
+        if instantiating {
+            Failure::Instantiate(message)
+        } else {
+            Failure::Trap(message)
+        }
     }
 
     /// A small HTML page for the client. It names the kind of failure, never guest details.
@@ -94,8 +110,12 @@ impl Failure {
 
     fn summary(&self) -> &'static str {
         match self {
-            Failure::Trap(_) | Failure::Instantiate(_) => "The application failed while handling this request.",
-            Failure::NoResponse | Failure::GuestError(_) => "The application did not produce a response.",
+            Failure::Trap(_) | Failure::Instantiate(_) => {
+                "The application failed while handling this request."
+            }
+            Failure::NoResponse | Failure::GuestError(_) => {
+                "The application did not produce a response."
+            }
             Failure::Limit(_) | Failure::ResourceTableFull | Failure::OutOfFuel => {
                 "The application exceeded a resource limit."
             }
@@ -120,7 +140,9 @@ impl fmt::Display for Failure {
                 f,
                 "table limit exceeded: the guest asked for {requested} table elements, the limit is {limit}"
             ),
-            Failure::ResourceTableFull => write!(f, "resource limit exceeded: the resource table is full"),
+            Failure::ResourceTableFull => {
+                write!(f, "resource limit exceeded: the resource table is full")
+            }
             Failure::OutOfFuel => write!(f, "fuel exhausted: the request used all of its fuel"),
             Failure::Overloaded(m) => write!(f, "no instance slot free: {m}"),
             Failure::Deadline(t) if t.is_zero() => write!(f, "deadline exceeded"),
@@ -152,7 +174,10 @@ mod tests {
 
     #[test]
     fn each_cause_has_its_documented_status() {
-        let memory = Failure::Limit(LimitHit::Memory { requested: 2, limit: 1 });
+        let memory = Failure::Limit(LimitHit::Memory {
+            requested: 2,
+            limit: 1,
+        });
         assert_eq!(Failure::Trap("x".into()).status(), 500);
         assert_eq!(Failure::NoResponse.status(), 502);
         assert_eq!(memory.status(), 503);
@@ -163,11 +188,23 @@ mod tests {
     #[test]
     fn traps_are_told_apart_from_limits() {
         let trap = wasmtime::Error::new(Trap::UnreachableCodeReached);
-        assert!(matches!(Failure::from_error(&trap, None, false), Failure::Trap(_)));
-        let hit = LimitHit::Memory { requested: 2, limit: 1 };
-        assert!(matches!(Failure::from_error(&trap, Some(hit), false), Failure::Limit(_)));
+        assert!(matches!(
+            Failure::from_error(&trap, None, false),
+            Failure::Trap(_)
+        ));
+        let hit = LimitHit::Memory {
+            requested: 2,
+            limit: 1,
+        };
+        assert!(matches!(
+            Failure::from_error(&trap, Some(hit), false),
+            Failure::Limit(_)
+        ));
         let fuel = wasmtime::Error::new(Trap::OutOfFuel);
-        assert!(matches!(Failure::from_error(&fuel, Some(hit), false), Failure::OutOfFuel));
+        assert!(matches!(
+            Failure::from_error(&fuel, Some(hit), false),
+            Failure::OutOfFuel
+        ));
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(limits: &Limits) -> Self {
-        let mut builder = StoreLimitsBuilder::new().trap_on_grow_failure(limits.trap_on_grow_failure);
+        let mut builder =
+            StoreLimitsBuilder::new().trap_on_grow_failure(limits.trap_on_grow_failure);
         if let Some(max) = limits.max_memory_size {
             builder = builder.memory_size(max);
         }
@@ -80,7 +81,10 @@ impl ResourceLimiter for Limiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if let Some(limit) = self.max_memory_size.filter(|limit| desired > *limit) {
-            self.hit.get_or_insert(LimitHit::Memory { requested: desired, limit });
+            self.hit.get_or_insert(LimitHit::Memory {
+                requested: desired,
+                limit,
+            });
         }
         self.inner.memory_growing(current, desired, maximum)
     }
@@ -92,7 +96,10 @@ impl ResourceLimiter for Limiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if let Some(limit) = self.max_table_elements.filter(|limit| desired > *limit) {
-            self.hit.get_or_insert(LimitHit::TableElements { requested: desired, limit });
+            self.hit.get_or_insert(LimitHit::TableElements {
+                requested: desired,
+                limit,
+            });
         }
         self.inner.table_growing(current, desired, maximum)
     }

@@ -87,7 +87,12 @@ struct LineBuffer {
 
 impl GuestOutput {
     pub(crate) fn new(log: Arc<dyn Log>, request: u64, stream: GuestStream) -> Self {
-        GuestOutput(Arc::new(LineBuffer { log, request, stream, pending: Mutex::new(Vec::new()) }))
+        GuestOutput(Arc::new(LineBuffer {
+            log,
+            request,
+            stream,
+            pending: Mutex::new(Vec::new()),
+        }))
     }
 
     fn write(&self, mut bytes: &[u8]) {
@@ -162,7 +167,11 @@ impl Pollable for GuestOutput {
 }
 
 impl AsyncWrite for GuestOutput {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         GuestOutput::write(&self, buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -186,7 +195,10 @@ mod tests {
     impl Log for Collect {
         fn guest_output(&self, request: u64, stream: GuestStream, line: &[u8]) {
             let line = String::from_utf8_lossy(line);
-            self.0.lock().unwrap().push(format!("{} {request} {line}", stream.name()));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {request} {line}", stream.name()));
         }
         fn request_failed(&self, _: u64, _: &str, _: &Failure) {}
     }

@@ -41,7 +41,10 @@ impl Sandbox {
     pub fn validate(&self) -> Result<()> {
         for dir in &self.dirs {
             if !dir.host.is_dir() {
-                bail!("cannot grant directory `{}`: it does not exist or is not a directory", dir.host.display());
+                bail!(
+                    "cannot grant directory `{}`: it does not exist or is not a directory",
+                    dir.host.display()
+                );
             }
         }
         Ok(())
@@ -53,7 +56,11 @@ impl Sandbox {
             builder.env(name, value);
         }
         for dir in &self.dirs {
-            let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
             builder.preopened_dir(&dir.host, &dir.guest, perms)?;
         }
         if let Some(cwd) = &self.cwd {

@@ -59,16 +59,22 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let (app, options, next_id) = (app.clone(), options.clone(), next_id.clone());
-        let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-            let (app, options) = (app.clone(), options.clone());
-            let id = next_id.fetch_add(1, Ordering::Relaxed);
-            async move {
-                prepare(&mut request, &options, local);
-                let cx = RequestContext { id, scheme: Scheme::Http };
-                Ok::<http::Response<Body>, Infallible>(app.handle(request, cx).await)
-            }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let service =
+            hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                let (app, options) = (app.clone(), options.clone());
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    prepare(&mut request, &options, local);
+                    let cx = RequestContext {
+                        id,
+                        scheme: Scheme::Http,
+                    };
+                    Ok::<http::Response<Body>, Infallible>(app.handle(request, cx).await)
+                }
+            });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // Errors here are the client's doing (reset, bad framing): nothing to report.
@@ -82,7 +88,11 @@ pub async fn serve(
     Ok(())
 }
 
-fn prepare(request: &mut http::Request<hyper::body::Incoming>, options: &ServerOptions, local: Option<std::net::SocketAddr>) {
+fn prepare(
+    request: &mut http::Request<hyper::body::Incoming>,
+    options: &ServerOptions,
+    local: Option<std::net::SocketAddr>,
+) {
     let headers = request.headers_mut();
     for (name, _) in &options.request_headers {
         headers.remove(name);
@@ -91,9 +101,10 @@ fn prepare(request: &mut http::Request<hyper::body::Incoming>, options: &ServerO
         headers.append(name, value.clone());
     }
     // HTTP/1.0 clients may send no Host; wasi:http needs an authority, so use our address.
-    if request.uri().authority().is_none() && !request.headers().contains_key(http::header::HOST) {
-        if let Some(value) = local.and_then(|addr| HeaderValue::from_str(&addr.to_string()).ok()) {
-            request.headers_mut().insert(http::header::HOST, value);
-        }
+    let has_authority =
+        request.uri().authority().is_some() || request.headers().contains_key(http::header::HOST);
+    if let Some(addr) = local.filter(|_| !has_authority) {
+        let value = HeaderValue::from_str(&addr.to_string()).expect("an address is a valid header");
+        request.headers_mut().insert(http::header::HOST, value);
     }
 }

@@ -21,7 +21,10 @@ pub fn binary() -> PathBuf {
     }
     // target/<profile>/deps/<test>  ->  target/<profile>/wasmbridge
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("wasmbridge")
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("wasmbridge")
 }
 
 /// A guest `.wasm` built by the guests workspace, e.g. `guest("echo")`.
@@ -31,12 +34,18 @@ pub fn guest(name: &str) -> String {
         None => {
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/target"));
+                .unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/target")
+                });
             target.join("wasm32-wasip2/release")
         }
     };
     let path = dir.join(format!("{name}.wasm"));
-    assert!(path.exists(), "guest {} is not built; run the README's test command", path.display());
+    assert!(
+        path.exists(),
+        "guest {} is not built; run the README's test command",
+        path.display()
+    );
     path.to_string_lossy().into_owned()
 }
 
@@ -67,7 +76,10 @@ impl Server {
     }
 
     /// Starts the server; on failure returns its exit status and log.
-    pub fn try_start(args: &[&str], env: &[(&str, &str)]) -> Result<Server, (Option<ExitStatus>, String)> {
+    pub fn try_start(
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, (Option<ExitStatus>, String)> {
         let mut command = Command::new(binary());
         command
             .arg("serve")
@@ -79,7 +91,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", binary().display()));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary().display()));
 
         let log = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -152,12 +166,20 @@ impl Server {
 
     /// The lines of the log that contain `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Sends a signal by name (`TERM`, `INT`) to the server process.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -{name} failed");
     }
 
@@ -205,9 +227,15 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 /// Runs `wasmbridge serve ARGS...` expecting it to refuse to start; returns its log.
 pub fn start_error(args: &[&str]) -> String {
     match Server::try_start(args, &[]) {
-        Ok(server) => panic!("wasmbridge started but should have refused:\n{}", server.log()),
+        Ok(server) => panic!(
+            "wasmbridge started but should have refused:\n{}",
+            server.log()
+        ),
         Err((status, log)) => {
-            assert!(status.is_some_and(|s| !s.success()), "expected a failing exit status, got {status:?}:\n{log}");
+            assert!(
+                status.is_some_and(|s| !s.success()),
+                "expected a failing exit status, got {status:?}:\n{log}"
+            );
             log
         }
     }
@@ -220,5 +248,9 @@ pub fn client() -> reqwest::Client {
 
 /// An HTTP/2 client with prior knowledge (h2c).
 pub fn h2c_client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
 }

@@ -8,11 +8,25 @@ use wasmbridge_tests::{Server, client, guest};
 
 /// Asserts that exactly one log line reports a failure of `app`, and that it says `cause`.
 fn assert_one_failure_line(server: &Server, app: &str, cause: &str) {
-    assert!(server.wait_for_log(cause, Duration::from_secs(5)), "no `{cause}` in log:\n{}", server.log());
+    assert!(
+        server.wait_for_log(cause, Duration::from_secs(5)),
+        "no `{cause}` in log:\n{}",
+        server.log()
+    );
     let lines = server.log_lines("error [");
-    assert_eq!(lines.len(), 1, "expected one failure line:\n{}", server.log());
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one failure line:\n{}",
+        server.log()
+    );
     let line = &lines[0];
-    assert!(line.starts_with("error [0] :: ") && line.contains(&format!("app `{app}`")) && line.contains(cause), "{line}");
+    assert!(
+        line.starts_with("error [0] :: ")
+            && line.contains(&format!("app `{app}`"))
+            && line.contains(cause),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -21,10 +35,23 @@ async fn a_trap_is_a_500_and_the_next_request_succeeds() {
     let response = client().get(server.url("/")).send().await.unwrap();
     assert_eq!(response.status(), 500);
     let page = response.text().await.unwrap();
-    assert!(!page.contains("deliberate"), "guest details must not reach the client: {page}");
-    assert_one_failure_line(&server, "trap", "guest trapped: wasm trap: wasm `unreachable` instruction executed");
+    assert!(
+        !page.contains("deliberate"),
+        "guest details must not reach the client: {page}"
+    );
+    assert_one_failure_line(
+        &server,
+        "trap",
+        "guest trapped: wasm trap: wasm `unreachable` instruction executed",
+    );
     // The guest's own panic message is in the log, tagged with the request id.
-    assert!(server.log().contains("stderr [0] :: deliberate trap from the trap fixture"), "{}", server.log());
+    assert!(
+        server
+            .log()
+            .contains("stderr [0] :: deliberate trap from the trap fixture"),
+        "{}",
+        server.log()
+    );
 
     let next = client().get(server.url("/ok")).send().await.unwrap();
     assert_eq!(next.status(), 200);
@@ -38,9 +65,20 @@ async fn an_endless_loop_is_stopped_by_the_deadline() {
     let response = client().get(server.url("/")).send().await.unwrap();
     let took = started.elapsed();
     assert_eq!(response.status(), 504);
-    assert!(took < Duration::from_millis(2500), "answered after {took:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
     assert_one_failure_line(&server, "spin", "deadline exceeded: still running after 1s");
-    assert_eq!(client().get(server.url("/ok")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(server.url("/ok"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +92,11 @@ async fn a_looping_request_does_not_stall_the_others() {
     let started = Instant::now();
     let ok = client().get(server.url("/ok")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
     for l in loops {
         assert_eq!(l.await.unwrap().unwrap().status(), 504);
     }
@@ -66,7 +108,11 @@ async fn a_memory_bomb_under_a_cap_is_a_503() {
     let response = client().get(server.url("/?mb=1024")).send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_one_failure_line(&server, "membomb", "memory limit exceeded");
-    assert!(server.log_lines("error [0]")[0].contains("the limit is 67108864"), "{}", server.log());
+    assert!(
+        server.log_lines("error [0]")[0].contains("the limit is 67108864"),
+        "{}",
+        server.log()
+    );
     let small = client().get(server.url("/?mb=8")).send().await.unwrap();
     assert_eq!(small.status(), 200);
     assert_eq!(small.text().await.unwrap(), "allocated 8 MiB\n");
@@ -78,5 +124,13 @@ async fn running_out_of_fuel_is_a_503() {
     let response = client().get(server.url("/")).send().await.unwrap();
     assert_eq!(response.status(), 503);
     assert_one_failure_line(&server, "spin", "fuel exhausted");
-    assert_eq!(client().get(server.url("/ok")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(server.url("/ok"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

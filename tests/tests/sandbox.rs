@@ -18,11 +18,22 @@ async fn no_environment_variable_without_env() {
 #[tokio::test]
 async fn env_grants_exactly_the_named_variables() {
     let server = Server::start_with_env(
-        &["--env", "GIVEN=1", "--env", "WB_INHERITED", "--env", "WB_UNSET", &guest("probe")],
+        &[
+            "--env",
+            "GIVEN=1",
+            "--env",
+            "WB_INHERITED",
+            "--env",
+            "WB_UNSET",
+            &guest("probe"),
+        ],
         &[("WB_INHERITED", "from host"), ("WB_SECRET", "s3cret")],
     );
     // WB_UNSET is not set on the host, so the guest does not get it either.
-    assert_eq!(get(&server, "/env").await, (200, "GIVEN=1\nWB_INHERITED=from host\n".to_string()));
+    assert_eq!(
+        get(&server, "/env").await,
+        (200, "GIVEN=1\nWB_INHERITED=from host\n".to_string())
+    );
 }
 
 struct TempDir(PathBuf);
@@ -64,8 +75,14 @@ async fn dir_grants_exactly_that_directory() {
     let grant = format!("{}::/data", public.display());
     let server = Server::start(&["--dir", &grant, &guest("probe")]);
 
-    assert_eq!(get(&server, "/read?path=/data/hello.txt").await, (200, "inside".to_string()));
-    assert_eq!(get(&server, "/list?path=/data").await, (200, "hello.txt\npasswd-link\nsecret-link\n".to_string()));
+    assert_eq!(
+        get(&server, "/read?path=/data/hello.txt").await,
+        (200, "inside".to_string())
+    );
+    assert_eq!(
+        get(&server, "/list?path=/data").await,
+        (200, "hello.txt\npasswd-link\nsecret-link\n".to_string())
+    );
     for escape in [
         "/etc/passwd",
         "/data/../secret.txt",
@@ -77,7 +94,10 @@ async fn dir_grants_exactly_that_directory() {
     ] {
         let (status, text) = get(&server, &format!("/read?path={escape}")).await;
         assert_eq!(status, 404, "{escape} was readable: {text}");
-        assert!(!text.contains("outside") && !text.contains("root:"), "{escape} leaked: {text}");
+        assert!(
+            !text.contains("outside") && !text.contains("root:"),
+            "{escape} leaked: {text}"
+        );
     }
 }
 
@@ -94,7 +114,9 @@ async fn upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) 
             let mut buf = [0u8; 4096];
             let _ = socket.read(&mut buf).await;
             let _ = socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream")
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream",
+                )
                 .await;
         }
     });
@@ -106,14 +128,24 @@ async fn no_outgoing_request_without_a_network_grant() {
     let (authority, hits) = upstream().await;
     let server = Server::start(&[&guest("probe")]);
     let (status, text) = get(&server, &format!("/fetch?authority={authority}")).await;
-    assert_eq!((status, text.as_str()), (502, "fetch failed: ErrorCode::HttpRequestDenied\n"));
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the upstream was reached");
+    assert_eq!(
+        (status, text.as_str()),
+        (502, "fetch failed: ErrorCode::HttpRequestDenied\n")
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the upstream was reached"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inherit_network_grants_outgoing_requests() {
     let (authority, hits) = upstream().await;
     let server = Server::start(&["-S", "inherit-network", &guest("probe")]);
-    assert_eq!(get(&server, &format!("/fetch?authority={authority}")).await, (200, "upstream".to_string()));
+    assert_eq!(
+        get(&server, &format!("/fetch?authority={authority}")).await,
+        (200, "upstream".to_string())
+    );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

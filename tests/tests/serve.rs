@@ -7,7 +7,10 @@ async fn hello_answers_like_wasmtime_serve() {
     let server = Server::start(&[&guest("hello_http")]);
     let response = client().get(server.url("/")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
     assert_eq!(response.text().await.unwrap(), "Hello from WebAssembly!\n");
 }
 
@@ -15,12 +18,20 @@ async fn hello_answers_like_wasmtime_serve() {
 async fn status_and_headers_set_by_the_guest_arrive_unchanged() {
     let server = Server::start(&[&guest("probe")]);
     for code in [201u16, 404, 418, 503] {
-        let response = client().get(server.url(&format!("/status?code={code}"))).send().await.unwrap();
+        let response = client()
+            .get(server.url(&format!("/status?code={code}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status().as_u16(), code);
         let headers = response.headers();
         assert_eq!(headers["content-type"], "text/x-probe");
         assert_eq!(headers["x-probe"], "yes");
-        let cookies: Vec<_> = headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+        let cookies: Vec<_> = headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
         assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/"]);
         assert_eq!(response.text().await.unwrap(), format!("status {code}\n"));
     }
@@ -44,9 +55,17 @@ async fn request_headers_reach_the_guest() {
 #[tokio::test]
 async fn header_flag_replaces_request_headers() {
     let server = Server::start(&["-H", "x-test: from-server", &guest("probe")]);
-    let text = client().get(server.url("/headers")).header("x-test", "from-client").send().await.unwrap();
+    let text = client()
+        .get(server.url("/headers"))
+        .header("x-test", "from-client")
+        .send()
+        .await
+        .unwrap();
     let text = text.text().await.unwrap();
-    assert!(text.contains("x-test: from-server\n") && !text.contains("from-client"), "{text}");
+    assert!(
+        text.contains("x-test: from-server\n") && !text.contains("from-client"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -63,7 +82,14 @@ async fn every_request_gets_a_fresh_instance() {
     let server = Server::start(&[&guest("counter")]);
     let client = client();
     for _ in 0..20 {
-        let text = client.get(server.url("/")).send().await.unwrap().text().await.unwrap();
+        let text = client
+            .get(server.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_eq!(text, "1\n");
     }
     let concurrent = (0..50).map(|_| {
@@ -93,7 +119,12 @@ async fn five_hundred_concurrent_requests_all_succeed() {
         .iter()
         .filter(|r| matches!(r, Ok(Ok((status, body))) if *status == 200 && body == "Hello from WebAssembly!\n"))
         .count();
-    assert_eq!(ok, 500, "only {ok} of 500 succeeded; log:\n{}", server.log());
+    assert_eq!(
+        ok,
+        500,
+        "only {ok} of 500 succeeded; log:\n{}",
+        server.log()
+    );
 }
 
 #[tokio::test]
@@ -103,20 +134,38 @@ async fn a_wasmtime_serve_command_line_works_unchanged() {
     std::fs::write(data.join("greeting.txt"), "hi there").unwrap();
     let dir = format!("{}::/data", data.display());
     let server = Server::start(&[
-        "-S", "cli",
-        "-S", "inherit-network=n,allow-ip-name-lookup=n",
-        "-W", "timeout=30s,max-memory-size=104857600",
-        "-O", "pooling-allocator=n",
-        "--dir", &dir,
-        "--env", "GREETING=hello",
-        "--max-instance-reuse-count", "1",
+        "-S",
+        "cli",
+        "-S",
+        "inherit-network=n,allow-ip-name-lookup=n",
+        "-W",
+        "timeout=30s,max-memory-size=104857600",
+        "-O",
+        "pooling-allocator=n",
+        "--dir",
+        &dir,
+        "--env",
+        "GREETING=hello",
+        "--max-instance-reuse-count",
+        "1",
         "--no-logging-prefix",
         &guest("probe"),
     ]);
     let c = client();
-    let env = c.get(server.url("/env")).send().await.unwrap().text().await.unwrap();
+    let env = c
+        .get(server.url("/env"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(env, "GREETING=hello\n");
-    let file = c.get(server.url("/read?path=/data/greeting.txt")).send().await.unwrap();
+    let file = c
+        .get(server.url("/read?path=/data/greeting.txt"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(file.status(), 200);
     assert_eq!(file.text().await.unwrap(), "hi there");
     std::fs::remove_dir_all(&data).unwrap();

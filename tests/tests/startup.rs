@@ -16,7 +16,8 @@ fn a_command_component_is_refused_with_what_it_exports() {
 
 #[test]
 fn a_file_that_is_not_wasm_is_refused() {
-    let path = std::env::temp_dir().join(format!("wasmbridge-not-wasm-{}.wasm", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("wasmbridge-not-wasm-{}.wasm", std::process::id()));
     std::fs::write(&path, "hello").unwrap();
     let log = start_error(&[path.to_str().unwrap()]);
     assert!(log.contains("is not a WebAssembly file"), "{log}");
@@ -43,7 +44,10 @@ fn a_missing_directory_is_named() {
 fn without_cli_only_the_proxy_world_is_linked() {
     // Rust's std imports wasi:cli; with `-S cli=n` that is refused, as by `wasmtime serve`.
     let log = start_error(&["-S", "cli=n", &guest("trap")]);
-    assert!(log.contains("wasi:http/proxy world") && log.contains("wasi:cli/"), "{log}");
+    assert!(
+        log.contains("wasi:http/proxy world") && log.contains("wasi:cli/"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -53,10 +57,18 @@ async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled() {
     let cache_arg = cache.to_str().unwrap();
     let args = ["--cache-dir", cache_arg, &guest("hello_http")];
 
-    let entries = || -> Vec<_> { std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect() };
+    let entries = || -> Vec<_> {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
     {
         let server = Server::start(&args);
-        assert_eq!(client().get(server.url("/")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            client().get(server.url("/")).send().await.unwrap().status(),
+            200
+        );
     }
     let first = entries();
     assert_eq!(first.len(), 1, "{first:?}");
@@ -65,10 +77,16 @@ async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled() {
     // A second start reuses the entry as it is.
     {
         let server = Server::start(&args);
-        assert_eq!(client().get(server.url("/")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            client().get(server.url("/")).send().await.unwrap().status(),
+            200
+        );
         assert!(!server.log().contains("recompiling"), "{}", server.log());
     }
-    assert_eq!(std::fs::metadata(&first[0]).unwrap().modified().unwrap(), written);
+    assert_eq!(
+        std::fs::metadata(&first[0]).unwrap().modified().unwrap(),
+        written
+    );
 
     // A flipped byte in the middle is noticed, and the entry is replaced.
     let mut bytes = std::fs::read(&first[0]).unwrap();
@@ -90,8 +108,17 @@ async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled() {
     // `-C cache=n` neither reads nor writes the cache.
     std::fs::remove_dir_all(&cache).unwrap();
     {
-        let server = Server::start(&["-C", "cache=n", "--cache-dir", cache_arg, &guest("hello_http")]);
-        assert_eq!(client().get(server.url("/")).send().await.unwrap().status(), 200);
+        let server = Server::start(&[
+            "-C",
+            "cache=n",
+            "--cache-dir",
+            cache_arg,
+            &guest("hello_http"),
+        ]);
+        assert_eq!(
+            client().get(server.url("/")).send().await.unwrap().status(),
+            200
+        );
     }
     assert!(!cache.exists());
 }

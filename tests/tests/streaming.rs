@@ -43,13 +43,26 @@ fn watch_rss(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
 async fn a_64_mib_body_streams_through_echo_in_little_memory() {
     let server = Server::start(&[&guest("echo")]);
     // Warm up, so that the baseline includes the instance machinery.
-    client().post(server.url("/")).body("warm").send().await.unwrap().bytes().await.unwrap();
+    client()
+        .post(server.url("/"))
+        .body("warm")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let baseline = server.rss();
 
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_rss(server.pid(), stop.clone());
     let (upload, expected) = body(64, Duration::ZERO);
-    let response = client().post(server.url("/")).body(upload).send().await.unwrap();
+    let response = client()
+        .post(server.url("/"))
+        .body(upload)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let mut stream = response.bytes_stream();
     let (mut hasher, mut length) = (Sha256::new(), 0usize);
@@ -64,16 +77,29 @@ async fn a_64_mib_body_streams_through_echo_in_little_memory() {
     assert_eq!(length, 64 * MIB);
     assert_eq!(hex(&hasher.finalize()), expected);
     let growth = peak.saturating_sub(baseline);
-    assert!(growth < 16 * MIB as u64, "RSS grew by {} MiB (baseline {} MiB)", growth >> 20, baseline >> 20);
+    assert!(
+        growth < 16 * MIB as u64,
+        "RSS grew by {} MiB (baseline {} MiB)",
+        growth >> 20,
+        baseline >> 20
+    );
 }
 
 #[tokio::test]
 async fn a_64_mib_upload_is_hashed_as_it_arrives() {
     let server = Server::start(&[&guest("echo")]);
     let (upload, expected) = body(64, Duration::ZERO);
-    let response = client().post(server.url("/sha256")).body(upload).send().await.unwrap();
+    let response = client()
+        .post(server.url("/sha256"))
+        .body(upload)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.unwrap(), format!("{expected} {}\n", 64 * MIB));
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!("{expected} {}\n", 64 * MIB)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,9 +111,15 @@ async fn sigterm_lets_requests_in_flight_finish() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     server.signal("TERM");
 
-    let response = in_flight.await.unwrap().expect("the request in flight was cut off");
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight was cut off");
     assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.unwrap(), format!("{expected} {}\n", 16 * MIB));
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!("{expected} {}\n", 16 * MIB)
+    );
 
     let status = tokio::task::spawn_blocking(move || {
         let status = server.wait_exit(Duration::from_secs(10));
@@ -96,17 +128,35 @@ async fn sigterm_lets_requests_in_flight_finish() {
     .await
     .unwrap();
     let (status, server) = status;
-    assert!(status.is_some_and(|s| s.success()), "exit status {status:?}:\n{}", server.log());
-    assert!(client().get(server.url("/")).send().await.is_err(), "still accepting after shutdown");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}:\n{}",
+        server.log()
+    );
+    assert!(
+        client().get(server.url("/")).send().await.is_err(),
+        "still accepting after shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_to_the_shutdown_address_stops_the_server() {
     let mut server = Server::start(&["--shutdown-addr", "127.0.0.1:0", &guest("hello_http")]);
-    let line = server.log_lines("Listening for shutdown on tcp://").pop().expect("no shutdown address in the log");
-    let addr = line.trim_start_matches("Listening for shutdown on tcp://").trim_end_matches('/').to_string();
-    assert_eq!(client().get(server.url("/")).send().await.unwrap().status(), 200);
+    let line = server
+        .log_lines("Listening for shutdown on tcp://")
+        .pop()
+        .expect("no shutdown address in the log");
+    let addr = line
+        .trim_start_matches("Listening for shutdown on tcp://")
+        .trim_end_matches('/')
+        .to_string();
+    assert_eq!(
+        client().get(server.url("/")).send().await.unwrap().status(),
+        200
+    );
     drop(tokio::net::TcpStream::connect(addr).await.unwrap());
-    let status = tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(10))).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }

@@ -13,7 +13,14 @@ fn the_pinned_wit_resolves_to_the_http_app_world() {
     let exports: Vec<String> = world.exports.keys().map(name).collect();
     let imports: Vec<String> = world.imports.keys().map(name).collect();
     assert_eq!(exports, ["wasi:http/incoming-handler@0.2.12"]);
-    for needed in ["wasi:http/outgoing-handler@0.2.12", "wasi:cli/environment@0.2.12", "wasi:filesystem/preopens@0.2.12"] {
-        assert!(imports.iter().any(|i| i == needed), "{needed} missing from {imports:?}");
+    for needed in [
+        "wasi:http/outgoing-handler@0.2.12",
+        "wasi:cli/environment@0.2.12",
+        "wasi:filesystem/preopens@0.2.12",
+    ] {
+        assert!(
+            imports.iter().any(|i| i == needed),
+            "{needed} missing from {imports:?}"
+        );
     }
 }

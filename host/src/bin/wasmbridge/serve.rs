@@ -90,20 +90,31 @@ impl ServeCommand {
         self.check_supported()?;
         let use_cache = self.common.codegen.cache.take().unwrap_or(true);
         let max_requests = self.max_concurrent_requests.unwrap_or(1000);
-        let engine = new_engine(&mut self.common, u32::try_from(max_requests).unwrap_or(u32::MAX))?;
+        let engine = new_engine(
+            &mut self.common,
+            u32::try_from(max_requests).unwrap_or(u32::MAX),
+        )?;
 
         let cache = use_cache
             .then(|| self.cache_dir.clone().or_else(CompileCache::default_dir))
             .flatten()
             .map(CompileCache::new);
         let config = self.app_config(max_requests)?;
-        let app = App::load(&engine, &self.component, cache.as_ref(), self.allow_precompiled, config)?;
+        let app = App::load(
+            &engine,
+            &self.component,
+            cache.as_ref(),
+            self.allow_precompiled,
+            config,
+        )?;
         let options = ServerOptions {
             max_connections: self.max_concurrent_connections.unwrap_or(1000),
             request_headers: parse_headers(&self.headers)?,
         };
 
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
         runtime.block_on(async {
             let shutdown = shutdown_signal(self.shutdown_addr).await?;
             let listener = bind(self.addr)?;
@@ -129,21 +140,34 @@ impl ServeCommand {
         let unsupported = [
             ("-S nn", wasi.nn == Some(true) || !wasi.nn_graph.is_empty()),
             ("-S threads", wasi.threads == Some(true)),
-            ("-S config", wasi.config == Some(true) || !wasi.config_var.is_empty()),
-            ("-S keyvalue", wasi.keyvalue == Some(true) || !wasi.keyvalue_in_memory_data.is_empty()),
+            (
+                "-S config",
+                wasi.config == Some(true) || !wasi.config_var.is_empty(),
+            ),
+            (
+                "-S keyvalue",
+                wasi.keyvalue == Some(true) || !wasi.keyvalue_in_memory_data.is_empty(),
+            ),
             ("-S tls", wasi.tls == Some(true)),
             ("-S p3", wasi.p3 == Some(true)),
             ("-S listenfd", wasi.listenfd == Some(true)),
             ("-S tcplisten", !wasi.tcplisten.is_empty()),
             ("-S preview0", wasi.preview0 == Some(true)),
-            ("-C cache-config", self.common.codegen.cache_config.is_some()),
+            (
+                "-C cache-config",
+                self.common.codegen.cache_config.is_some(),
+            ),
             ("-D debugger", self.common.debug.debugger.is_some()),
             ("-D coredump", self.common.debug.coredump.is_some()),
             ("--target", self.common.target.is_some()),
-            ("--max-instance-reuse-count other than 1", self.max_instance_reuse_count.is_some_and(|n| n != 1)),
+            (
+                "--max-instance-reuse-count other than 1",
+                self.max_instance_reuse_count.is_some_and(|n| n != 1),
+            ),
             (
                 "--max-instance-concurrent-reuse-count other than 1",
-                self.max_instance_concurrent_reuse_count.is_some_and(|n| n != 1),
+                self.max_instance_concurrent_reuse_count
+                    .is_some_and(|n| n != 1),
             ),
         ];
         if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
@@ -156,25 +180,33 @@ impl ServeCommand {
         let wasi = &self.common.wasi;
         let wasm = &self.common.wasm;
 
+        // `-S inherit-env` first, so that `--env` can override what it brings.
+        let utf8 = |name: &str, value: std::ffi::OsString| {
+            value
+                .into_string()
+                .map_err(|_| format_err!("environment variable `{name}` is not UTF-8"))
+        };
         let mut env = Vec::new();
         if wasi.inherit_env == Some(true) {
             for (name, value) in std::env::vars_os() {
-                let name = name.into_string().map_err(|n| format_err!("environment variable {n:?} is not UTF-8"))?;
-                let value = value.into_string().map_err(|_| format_err!("environment variable `{name}` is not UTF-8"))?;
+                let name = name
+                    .into_string()
+                    .map_err(|n| format_err!("environment variable {n:?} is not UTF-8"))?;
+                let value = utf8(&name, value)?;
                 env.push((name, value));
             }
         }
         for (name, value) in &self.vars {
-            match value {
-                Some(value) => env.push((name.clone(), value.clone())),
+            let value = match value {
+                Some(value) => value.clone(),
+                // `--env NAME` passes the host's value, and nothing when it is unset.
                 None => match std::env::var_os(name) {
-                    Some(value) => env.push((
-                        name.clone(),
-                        value.into_string().map_err(|_| format_err!("environment variable `{name}` is not UTF-8"))?,
-                    )),
-                    None => {}
+                    Some(value) => utf8(name, value)?,
+                    None => continue,
                 },
-            }
+            };
+            env.retain(|(existing, _)| existing != name);
+            env.push((name.clone(), value));
         }
 
         let sandbox = Sandbox {
@@ -182,7 +214,11 @@ impl ServeCommand {
             dirs: self
                 .dirs
                 .iter()
-                .map(|(host, guest)| Preopen { host: host.into(), guest: guest.clone(), writable: true })
+                .map(|(host, guest)| Preopen {
+                    host: host.into(),
+                    guest: guest.clone(),
+                    writable: true,
+                })
                 .collect(),
             cwd: wasi.cwd.clone(),
             inherit_network: wasi.inherit_network == Some(true),
@@ -218,7 +254,9 @@ impl ServeCommand {
             max_http_fields_size: wasi.max_http_fields_size,
             outgoing_body_buffer_chunks: wasi.http_outgoing_body_buffer_chunks,
             outgoing_body_chunk_size: wasi.http_outgoing_body_chunk_size,
-            log: Arc::new(StderrLog { guest_prefix: !self.no_logging_prefix }),
+            log: Arc::new(StderrLog {
+                guest_prefix: !self.no_logging_prefix,
+            }),
         })
     }
 }
@@ -231,14 +269,18 @@ fn parse_dir(s: &str) -> Result<(String, String)> {
 
 fn parse_env(s: &str) -> Result<(String, Option<String>)> {
     let mut parts = s.splitn(2, '=');
-    Ok((parts.next().unwrap_or_default().to_string(), parts.next().map(str::to_string)))
+    Ok((
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().map(str::to_string),
+    ))
 }
 
 fn parse_headers(args: &[String]) -> Result<Vec<(HeaderName, HeaderValue)>> {
     let mut headers = Vec::new();
     for arg in args {
         if let Some(path) = arg.strip_prefix('@') {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read header file `{path}`"))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read header file `{path}`"))?;
             for line in text.lines().filter(|line| !line.trim().is_empty()) {
                 headers.push(parse_header(line)?);
             }
@@ -250,17 +292,27 @@ fn parse_headers(args: &[String]) -> Result<Vec<(HeaderName, HeaderValue)>> {
 }
 
 fn parse_header(header: &str) -> Result<(HeaderName, HeaderValue)> {
-    let (name, value) = header.split_once(':').with_context(|| format!("header `{header}` is missing `:`"))?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes()).with_context(|| format!("invalid header name in `{header}`"))?;
-    let value = HeaderValue::from_str(value.trim_start()).with_context(|| format!("invalid header value in `{header}`"))?;
+    let (name, value) = header
+        .split_once(':')
+        .with_context(|| format!("header `{header}` is missing `:`"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .with_context(|| format!("invalid header name in `{header}`"))?;
+    let value = HeaderValue::from_str(value.trim_start())
+        .with_context(|| format!("invalid header value in `{header}`"))?;
     Ok((name, value))
 }
 
 /// Binds with `SO_REUSEADDR`, so a restarted server gets its port back at once.
 fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
-    socket.bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("cannot listen on {addr}"))?;
     Ok(socket.listen(1024)?)
 }
 
@@ -273,7 +325,10 @@ async fn shutdown_signal(shutdown_addr: Option<SocketAddr>) -> Result<impl Futur
     let shutdown_listener = match shutdown_addr {
         Some(addr) => {
             let listener = bind(addr)?;
-            eprintln!("Listening for shutdown on tcp://{}/", listener.local_addr()?);
+            eprintln!(
+                "Listening for shutdown on tcp://{}/",
+                listener.local_addr()?
+            );
             Some(listener)
         }
         None => None,
