@@ -134,3 +134,21 @@ async fn running_out_of_fuel_is_a_503() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_full_resource_table_is_a_503() {
+    let server = Server::start(&["-S", "max-resources=1000", &guest("probe")]);
+    let response = client()
+        .get(server.url("/resources?n=5000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_one_failure_line(&server, "probe", "the resource table is full");
+    let fine = client()
+        .get(server.url("/resources?n=100"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.text().await.unwrap(), "holding 100 resources\n");
+}
