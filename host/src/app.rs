@@ -6,15 +6,19 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use tokio::task::JoinHandle;
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Precompiled, Result, Store, bail};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView as _};
 
 use crate::cache::CompileCache;
+use crate::cgi::CgiConfig;
 use crate::limits::{Limiter, Limits};
 use crate::log::{GuestOutput, GuestStream, Log, StderrLog};
 use crate::sandbox::Sandbox;
@@ -23,14 +27,29 @@ use crate::{Body, Failure};
 
 /// The export that makes a component a `wasi:http` app.
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+/// The export that makes a component a command, served in CGI mode.
+const CLI_RUN: &str = "wasi:cli/run@0.2";
+
+/// How an app is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// By what the program exports: `wasi:http/incoming-handler` natively, a command as CGI.
+    #[default]
+    Auto,
+    Http,
+    Cgi,
+}
 
 /// Everything about an app except its code.
 #[derive(Clone)]
 pub struct AppConfig {
     /// How the app is named in log lines.
     pub name: String,
+    pub mode: Mode,
     pub sandbox: Sandbox,
     pub limits: Limits,
+    /// How a CGI program is started; unused for wasi:http components.
+    pub cgi: CgiConfig,
     /// Link the whole WASI command world (filesystem, sockets, environment, ...) with only the
     /// grants of `sandbox`, so that components built with a language's standard library run.
     /// When false, only the interfaces of the `wasi:http/proxy` world are available.
@@ -50,8 +69,10 @@ impl AppConfig {
     pub fn new(name: impl Into<String>) -> Self {
         AppConfig {
             name: name.into(),
+            mode: Mode::Auto,
             sandbox: Sandbox::default(),
             limits: Limits::default(),
+            cgi: CgiConfig::default(),
             link_cli: true,
             max_concurrent: 1000,
             max_http_fields_size: None,
@@ -69,17 +90,48 @@ pub struct RequestContext {
     pub id: u64,
     /// `http` or `https`, as the client reached the front end.
     pub scheme: Scheme,
+    /// The server's and the client's ends of the connection.
+    pub local: Option<std::net::SocketAddr>,
+    pub remote: Option<std::net::SocketAddr>,
+    /// Set when the front end authenticated the client (`AUTH_TYPE`, `REMOTE_USER` in CGI).
+    pub auth_type: Option<String>,
+    pub remote_user: Option<String>,
+    /// CGI local redirects followed so far.
+    pub redirects: u8,
+}
+
+impl RequestContext {
+    pub fn new(id: u64, scheme: Scheme) -> Self {
+        RequestContext { id, scheme, local: None, remote: None, auth_type: None, remote_user: None, redirects: 0 }
+    }
+}
+
+/// The two kinds of guest, pre-instantiated.
+#[derive(Clone)]
+enum Guest {
+    Http(ProxyPre<RequestState>),
+    Cgi(CommandPre<RequestState>),
+}
+
+/// What a guest task calls.
+pub(crate) enum Entry {
+    Http(Resource<HostIncomingRequest>, Resource<HostResponseOutparam>),
+    Cgi,
 }
 
 pub struct App {
     config: AppConfig,
-    pre: ProxyPre<RequestState>,
+    guest: Guest,
+    /// `argv[0]` of a CGI program: the file name it was loaded from.
+    program_name: String,
     slots: Arc<Semaphore>,
 }
 
 impl App {
-    /// Compiles (or takes from `cache`) the component at `path` and links it.
-    /// `allow_precompiled` accepts a `.cwasm` made by `wasmtime compile` for this engine.
+    /// Compiles (or takes from `cache`) the program at `path` and links it. A wasi:http
+    /// component, a command component, or a WASI preview-1 command module (wrapped into a
+    /// component with the preview-1 adapter first). `allow_precompiled` accepts a `.cwasm`
+    /// made by `wasmtime compile` for this engine.
     pub fn load(
         engine: &Engine,
         path: &Path,
@@ -98,49 +150,39 @@ impl App {
             Some(Precompiled::Component) => {
                 bail!("`{shown}` is precompiled code; pass `--allow-precompiled` to run it")
             }
-            Some(Precompiled::Module) => {
-                bail!("`{shown}` is a precompiled core module, not a component")
-            }
-            None => {
-                if !wasmtime::wasmparser::Parser::is_component(&bytes) {
-                    if wasmtime::wasmparser::Parser::is_core_wasm(&bytes) {
-                        bail!(
-                            "`{shown}` is a core WebAssembly module, not a component: \
-                             expected a component exporting `{INCOMING_HANDLER}.x` \
-                             (build for wasm32-wasip2, or wrap the module with `wasm-tools component new`)"
-                        );
-                    }
-                    bail!("`{shown}` is not a WebAssembly file");
-                }
-                let compiled = match cache {
-                    Some(cache) => cache.component(engine, &bytes),
-                    None => Component::new(engine, &bytes),
-                };
-                compiled.with_context(|| format!("cannot compile `{shown}`"))?
-            }
+            Some(Precompiled::Module) => bail!("`{shown}` is a precompiled core module, not a component"),
+            None => crate::program::compile(engine, &bytes, cache, config.mode)
+                .with_context(|| format!("cannot load `{shown}`"))?,
         };
-        App::new(engine, &component, config).with_context(|| format!("cannot serve `{shown}`"))
+        let program_name = path.file_name().map_or_else(|| config.name.clone(), |n| n.to_string_lossy().into_owned());
+        let mut app = App::new(engine, &component, config).with_context(|| format!("cannot serve `{shown}`"))?;
+        app.program_name = program_name;
+        Ok(app)
     }
 
     /// Links an already compiled component.
     pub fn new(engine: &Engine, component: &Component, config: AppConfig) -> Result<App> {
-        let exports: Vec<String> = component
-            .component_type()
-            .exports(engine)
-            .map(|(name, _)| name.to_string())
-            .collect();
-        if !exports
-            .iter()
-            .any(|name| name.starts_with(INCOMING_HANDLER))
-        {
-            let found = if exports.is_empty() {
-                "nothing".to_string()
-            } else {
-                exports.join(", ")
-            };
-            bail!(
-                "it is not a wasi:http component: it exports {found}, but `{INCOMING_HANDLER}.x` was expected"
-            );
+        let exports: Vec<String> =
+            component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
+        let exports_any = |prefix: &str| exports.iter().any(|name| name.starts_with(prefix));
+        let cgi = match config.mode {
+            Mode::Auto if exports_any(INCOMING_HANDLER) => false,
+            Mode::Auto | Mode::Cgi if exports_any(CLI_RUN) => true,
+            Mode::Http if exports_any(INCOMING_HANDLER) => false,
+            mode => {
+                let found = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
+                let expected = match mode {
+                    Mode::Http => format!("a wasi:http component: it exports {found}, but `{INCOMING_HANDLER}.x` was expected"),
+                    Mode::Cgi => format!("a CGI program: it exports {found}, but `{CLI_RUN}.x` was expected"),
+                    Mode::Auto => format!(
+                        "a wasi:http component or a command: it exports {found}, but `{INCOMING_HANDLER}.x` or `{CLI_RUN}.x` was expected"
+                    ),
+                };
+                bail!("it is not {expected}");
+            }
+        };
+        if cgi && !config.link_cli {
+            bail!("a CGI program needs the WASI command world, which `-S cli=n` leaves out");
         }
 
         let mut linker = Linker::new(engine);
@@ -155,12 +197,13 @@ impl App {
         } else {
             "it imports an interface outside the wasi:http/proxy world (`-S cli` would provide the WASI command world)"
         })?;
-        let pre = ProxyPre::new(pre)?;
+        let guest = if cgi { Guest::Cgi(CommandPre::new(pre)?) } else { Guest::Http(ProxyPre::new(pre)?) };
         config.sandbox.validate()?;
         Ok(App {
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
+            program_name: config.name.clone(),
             config,
-            pre,
+            guest,
         })
     }
 
@@ -168,90 +211,107 @@ impl App {
         &self.config.name
     }
 
+    pub fn config(&self) -> &AppConfig {
+        &self.config
+    }
+
+    /// Whether requests are served in CGI mode.
+    pub fn is_cgi(&self) -> bool {
+        matches!(self.guest, Guest::Cgi(_))
+    }
+
+    pub(crate) fn program_name(&self) -> &str {
+        &self.program_name
+    }
+
     /// Serves one request. The response head comes back as soon as the guest sets it; the body
     /// streams while the guest writes it. Failures become an error response and one log line.
     ///
     /// Deadlines rely on the engine's epoch advancing: keep an
     /// [`EpochTicker`](crate::engine::EpochTicker) running for the engine.
-    pub async fn handle<B>(
-        &self,
-        request: http::Request<B>,
-        cx: RequestContext,
-    ) -> http::Response<Body>
+    pub async fn handle<B>(&self, request: http::Request<B>, cx: RequestContext) -> http::Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        match self.guest {
+            Guest::Http(_) => self.handle_http(request, cx).await,
+            Guest::Cgi(_) => crate::cgi::handle(self, request, cx).await,
+        }
+    }
+
+    async fn handle_http<B>(&self, request: http::Request<B>, cx: RequestContext) -> http::Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let id = cx.id;
-        let fail = |failure: Failure| {
-            self.config
-                .log
-                .request_failed(id, &self.config.name, &failure);
-            error_response(&failure)
-        };
-
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return fail(Failure::Overloaded("the app is shutting down".into()));
-        };
-        let mut store = match self.new_store(id) {
-            Ok(store) => store,
-            Err(e) => return fail(Failure::Instantiate(format!("{e:#}"))),
-        };
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let resources = {
+        let guest = self.spawn_guest(id, |_| {}, move |store| {
             let mut http = store.data_mut().http();
-            http.new_incoming_request(cx.scheme, request)
-                .and_then(|req| Ok((req, http.new_response_outparam(sender)?)))
-        };
-        let (incoming, outparam) = match resources {
-            Ok(resources) => resources,
-            Err(e) => {
-                let status = http::StatusCode::BAD_REQUEST;
-                return simple_response(status, format!("{e}\n"));
-            }
-        };
-
-        // The guest runs in its own task: it may go on writing the body after the head is
-        // sent, and it reports its own failures, also those that happen after that point.
-        let pre = self.pre.clone();
-        let timeout = self.config.limits.timeout;
-        let (log, name) = (self.config.log.clone(), self.config.name.clone());
-        let guest = tokio::spawn(async move {
-            let _slot = slot;
-            let outcome = run_guest(&pre, &mut store, incoming, outparam, timeout).await;
-            if let Err(failure) = &outcome {
-                log.request_failed(id, &name, failure);
-            }
-            outcome
+            let incoming = http
+                .new_incoming_request(cx.scheme, request)
+                .map_err(|e| Failure::BadRequest(e.to_string()))?;
+            let outparam = http.new_response_outparam(sender).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+            Ok(Entry::Http(incoming, outparam))
         });
-
+        let guest = match guest.await {
+            Ok(guest) => guest,
+            Err(failure) => return self.fail(id, failure),
+        };
         match receiver.await {
             Ok(Ok(response)) => response,
-            Ok(Err(code)) => fail(Failure::GuestError(code)),
+            Ok(Err(code)) => self.fail(id, Failure::GuestError(code)),
             // The guest ended without setting a response; its task says why.
             Err(_) => match guest.await {
                 Ok(Err(failure)) => error_response(&failure),
-                Ok(Ok(())) => fail(Failure::NoResponse),
-                Err(e) => fail(Failure::Trap(format!("host task failed: {e}"))),
+                Ok(Ok(_)) => self.fail(id, Failure::NoResponse),
+                Err(e) => self.fail(id, Failure::Trap(format!("host task failed: {e}"))),
             },
         }
     }
 
-    fn new_store(&self, id: u64) -> Result<Store<RequestState>> {
+    /// Logs a failure and makes its response.
+    pub(crate) fn fail(&self, id: u64, failure: Failure) -> http::Response<Body> {
+        self.config.log.request_failed(id, &self.config.name, &failure);
+        error_response(&failure)
+    }
+
+    /// Waits for a free slot, prepares a store (`configure` adds to its WASI context, `entry`
+    /// says what to call) and runs the guest in its own task. The guest may go on after the
+    /// response head is sent, so the task reports its own failures; it returns the exit status.
+    pub(crate) async fn spawn_guest(
+        &self,
+        id: u64,
+        configure: impl FnOnce(&mut WasiCtxBuilder),
+        entry: impl FnOnce(&mut Store<RequestState>) -> Result<Entry, Failure>,
+    ) -> Result<JoinHandle<Result<i32, Failure>>, Failure> {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return Err(Failure::Overloaded("the app is shutting down".into()));
+        };
+        let mut store = self.new_store(id, configure).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+        let entry = entry(&mut store)?;
+        let guest = self.guest.clone();
+        let timeout = self.config.limits.timeout;
+        let (log, name) = (self.config.log.clone(), self.config.name.clone());
+        Ok(tokio::spawn(async move {
+            let _slot = slot;
+            let outcome = run_guest(&guest, entry, &mut store, timeout).await;
+            if let Err(failure) = &outcome {
+                log.request_failed(id, &name, failure);
+            }
+            outcome
+        }))
+    }
+
+    fn new_store(&self, id: u64, configure: impl FnOnce(&mut WasiCtxBuilder)) -> Result<Store<RequestState>> {
         let config = &self.config;
         let limits = &config.limits;
         let mut wasi = WasiCtxBuilder::new();
         config.sandbox.configure(&mut wasi)?;
-        wasi.stdout(GuestOutput::new(
-            config.log.clone(),
-            id,
-            GuestStream::Stdout,
-        ));
-        wasi.stderr(GuestOutput::new(
-            config.log.clone(),
-            id,
-            GuestStream::Stderr,
-        ));
+        wasi.stdout(GuestOutput::new(config.log.clone(), id, GuestStream::Stdout));
+        wasi.stderr(GuestOutput::new(config.log.clone(), id, GuestStream::Stderr));
+        configure(&mut wasi);
 
         let mut table = ResourceTable::new();
         if let Some(max) = limits.max_resources {
@@ -270,15 +330,9 @@ impl App {
                 .outgoing_body_chunk_size
                 .unwrap_or(wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_CHUNK_SIZE),
         };
-        let state = RequestState {
-            table,
-            wasi: wasi.build(),
-            http,
-            hooks,
-            limiter: Limiter::new(limits),
-        };
+        let state = RequestState { table, wasi: wasi.build(), http, hooks, limiter: Limiter::new(limits) };
 
-        let mut store = Store::new(self.pre.engine(), state);
+        let mut store = Store::new(self.engine(), state);
         store.limiter(|state| &mut state.limiter);
         if let Some(fuel) = limits.fuel {
             store.set_fuel(fuel)?;
@@ -294,26 +348,44 @@ impl App {
         store.epoch_deadline_async_yield_and_update(1);
         Ok(store)
     }
+
+    fn engine(&self) -> &Engine {
+        match &self.guest {
+            Guest::Http(pre) => pre.engine(),
+            Guest::Cgi(pre) => pre.engine(),
+        }
+    }
 }
 
-/// Instantiates the app and calls its handler, within the deadline if there is one.
+/// Instantiates the guest and calls its entry point, within the deadline if there is one.
+/// Returns the exit status: 0 for a handler that returned, the program's status for a command.
 async fn run_guest(
-    pre: &ProxyPre<RequestState>,
+    guest: &Guest,
+    entry: Entry,
     store: &mut Store<RequestState>,
-    incoming: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
-    outparam: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
     timeout: Option<std::time::Duration>,
-) -> Result<(), Failure> {
+) -> Result<i32, Failure> {
     let call = async {
-        let proxy = pre
-            .instantiate_async(&mut *store)
-            .await
-            .map_err(|e| (e, true))?;
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut *store, incoming, outparam)
-            .await
-            .map_err(|e| (e, false))
+        match (guest, entry) {
+            (Guest::Http(pre), Entry::Http(incoming, outparam)) => {
+                let proxy = pre.instantiate_async(&mut *store).await.map_err(|e| (e, true))?;
+                let handler = proxy.wasi_http_incoming_handler();
+                handler.call_handle(&mut *store, incoming, outparam).await.map_err(|e| (e, false))?;
+                Ok(0)
+            }
+            (Guest::Cgi(pre), Entry::Cgi) => {
+                let command = pre.instantiate_async(&mut *store).await.map_err(|e| (e, true))?;
+                match command.wasi_cli_run().call_run(&mut *store).await {
+                    Ok(Ok(())) => Ok(0),
+                    Ok(Err(())) => Ok(1),
+                    Err(e) => match e.downcast_ref::<I32Exit>() {
+                        Some(exit) => Ok(exit.0),
+                        None => Err((e, false)),
+                    },
+                }
+            }
+            _ => unreachable!("the entry always matches the guest"),
+        }
     };
     let result = match timeout {
         Some(limit) => match tokio::time::timeout(limit, call).await {
@@ -322,31 +394,23 @@ async fn run_guest(
         },
         None => call.await,
     };
-    result.map_err(|(error, instantiating)| {
-        Failure::from_error(&error, store.data().limiter.hit, instantiating)
-    })
+    result.map_err(|(error, instantiating)| Failure::from_error(&error, store.data().limiter.hit, instantiating))
 }
 
 /// The response a client gets for a failed request.
 pub fn error_response(failure: &Failure) -> http::Response<Body> {
     let mut response = simple_response(failure.status(), failure.page());
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/html; charset=utf-8"));
     response
 }
 
-fn simple_response(status: http::StatusCode, body: String) -> http::Response<Body> {
-    let mut response = http::Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
+pub(crate) fn simple_response(status: http::StatusCode, body: String) -> http::Response<Body> {
+    let mut response = http::Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }

@@ -37,30 +37,36 @@ impl CompileCache {
             .or_else(|| env("HOME").map(|d| d.join(".cache/wasmbridge")))
     }
 
-    /// The compiled form of the component in `wasm`, from the cache when a sound entry exists.
-    pub fn component(&self, engine: &Engine, wasm: &[u8]) -> Result<Component> {
-        let path = self.entry_path(engine, wasm);
+    /// The compiled form of a component, from the cache when a sound entry exists. `key` is
+    /// what the component is made from (the wasm itself, or a module and the adapter that
+    /// wraps it); `build` makes the component's bytes when they must be compiled.
+    pub fn component(
+        &self,
+        engine: &Engine,
+        key: &[&[u8]],
+        build: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Component> {
+        let path = self.entry_path(engine, key);
         if let Some(component) = self.load(engine, &path) {
             return Ok(component);
         }
-        let code = engine.precompile_component(wasm)?;
+        let code = engine.precompile_component(&build()?)?;
         if let Err(e) = self.store(&path, &code) {
-            eprintln!(
-                "wasmbridge: cannot write the compile cache at {}: {e:#}",
-                path.display()
-            );
+            eprintln!("wasmbridge: cannot write the compile cache at {}: {e:#}", path.display());
         }
         // SAFETY: the bytes were produced by this engine just now.
         unsafe { Component::deserialize(engine, &code) }
     }
 
-    fn entry_path(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
-        let mut key = Sha256::new();
-        key.update(Sha256::digest(wasm));
+    fn entry_path(&self, engine: &Engine, key: &[&[u8]]) -> PathBuf {
+        let mut digest = Sha256::new();
+        for part in key {
+            digest.update(Sha256::digest(part));
+        }
         let mut compat = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut compat);
-        key.update(compat.0.finalize());
-        self.dir.join(format!("{}.cwasm", hex(&key.finalize())))
+        digest.update(compat.0.finalize());
+        self.dir.join(format!("{}.cwasm", hex(&digest.finalize())))
     }
 
     fn load(&self, engine: &Engine, path: &Path) -> Option<Component> {

@@ -4,7 +4,10 @@
 //! |----------------------------------------------------|--------|
 //! | the guest trapped (panic, `unreachable`, bad access)| 500    |
 //! | the guest could not be instantiated                 | 500    |
+//! | the request cannot be given to the guest (no authority, ...) | 400 |
 //! | the guest returned without a response, or with an `error-code` | 502 |
+//! | a CGI program wrote no valid CGI header block (exited early, malformed) | 502 |
+//! | a CGI program's local redirects went in circles     | 500    |
 //! | a memory, table or resource-table limit was hit    | 503    |
 //! | the fuel budget ran out (`-W fuel`)                | 503    |
 //! | the server is at its instance limit                | 503    |
@@ -30,6 +33,15 @@ pub enum Failure {
     NoResponse,
     /// The guest set the response to an `error-code`.
     GuestError(ErrorCode),
+    /// The request could not be handed to the guest.
+    BadRequest(String),
+    /// A CGI program's output was not a CGI response; `exit` is its exit status if it ended.
+    BadCgiOutput { malformed: crate::cgi::Malformed, exit: Option<i32> },
+    /// A CGI program exited with a non-zero status after its response had started (logged;
+    /// the client already has the status).
+    ExitAfterResponse(i32),
+    /// A CGI program's local redirects did not end.
+    RedirectLoop(String),
     /// A linear memory or table tried to grow past its cap.
     Limit(LimitHit),
     /// The guest used more resource-table entries than allowed.
@@ -45,8 +57,11 @@ pub enum Failure {
 impl Failure {
     pub fn status(&self) -> StatusCode {
         match self {
-            Failure::Trap(_) | Failure::Instantiate(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Failure::NoResponse | Failure::GuestError(_) => StatusCode::BAD_GATEWAY,
+            Failure::Trap(_) | Failure::Instantiate(_) | Failure::ExitAfterResponse(_) | Failure::RedirectLoop(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Failure::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Failure::NoResponse | Failure::GuestError(_) | Failure::BadCgiOutput { .. } => StatusCode::BAD_GATEWAY,
             Failure::Limit(_)
             | Failure::ResourceTableFull
             | Failure::OutOfFuel
@@ -110,11 +125,13 @@ impl Failure {
 
     fn summary(&self) -> &'static str {
         match self {
-            Failure::Trap(_) | Failure::Instantiate(_) => {
-                "The application failed while handling this request."
-            }
-            Failure::NoResponse | Failure::GuestError(_) => {
-                "The application did not produce a response."
+            Failure::Trap(_)
+            | Failure::Instantiate(_)
+            | Failure::ExitAfterResponse(_)
+            | Failure::RedirectLoop(_) => "The application failed while handling this request.",
+            Failure::BadRequest(_) => "The request cannot be handled.",
+            Failure::NoResponse | Failure::GuestError(_) | Failure::BadCgiOutput { .. } => {
+                "The application did not produce a valid response."
             }
             Failure::Limit(_) | Failure::ResourceTableFull | Failure::OutOfFuel => {
                 "The application exceeded a resource limit."
@@ -132,6 +149,17 @@ impl fmt::Display for Failure {
             Failure::Instantiate(m) => write!(f, "instantiation failed: {m}"),
             Failure::NoResponse => write!(f, "guest returned without setting a response"),
             Failure::GuestError(code) => write!(f, "guest answered with error code {code:?}"),
+            Failure::BadRequest(m) => write!(f, "bad request: {m}"),
+            Failure::BadCgiOutput { malformed, exit: None } => write!(f, "bad CGI response: {malformed}"),
+            Failure::BadCgiOutput { malformed, exit: Some(code) } => {
+                write!(f, "bad CGI response: {malformed}; the program exited with status {code}")
+            }
+            Failure::ExitAfterResponse(code) => {
+                write!(f, "the program exited with status {code} after its response had started")
+            }
+            Failure::RedirectLoop(location) => {
+                write!(f, "too many local redirects; the last was to {location:?}")
+            }
             Failure::Limit(LimitHit::Memory { requested, limit }) => write!(
                 f,
                 "memory limit exceeded: the guest asked for {requested} bytes of linear memory, the limit is {limit}"

@@ -1,5 +1,8 @@
 //! wasmbridge: a WebAssembly host for web servers.
 //!
+//! It serves two kinds of guest: `wasi:http/proxy` components, natively, and CGI programs
+//! (preview-1 command modules, wrapped into components, and `wasi:cli/command` components).
+//!
 //! The library is the engine every front end shares. The `wasmbridge serve` command line and
 //! the Apache module both load an [`App`] and hand it requests with [`App::handle`]: a request
 //! head plus a streaming body in, a response head plus a streaming body out. Everything else
@@ -11,15 +14,17 @@
 
 pub mod app;
 pub mod cache;
+pub mod cgi;
 pub mod engine;
 pub mod failure;
 pub mod limits;
 pub mod log;
+pub mod program;
 pub mod sandbox;
 pub mod server;
 mod state;
 
-pub use app::{App, AppConfig, RequestContext};
+pub use app::{App, AppConfig, Mode, RequestContext};
 pub use failure::Failure;
 
 /// The body of a request or response as it crosses the host: a stream of byte chunks.

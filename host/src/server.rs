@@ -40,11 +40,11 @@ pub async fn serve(
     tokio::pin!(shutdown);
 
     loop {
-        let (permit, stream) = tokio::select! {
+        let (permit, stream, remote) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = async {
                 let permit = connections.clone().acquire_owned().await.expect("never closed");
-                listener.accept().await.map(|(stream, _)| (permit, stream))
+                listener.accept().await.map(|(stream, remote)| (permit, stream, remote))
             } => match accepted {
                 Ok(accepted) => accepted,
                 // Out of file descriptors and the like: the listener itself is fine.
@@ -66,8 +66,9 @@ pub async fn serve(
                 async move {
                     prepare(&mut request, &options, local);
                     let cx = RequestContext {
-                        id,
-                        scheme: Scheme::Http,
+                        local,
+                        remote: Some(remote),
+                        ..RequestContext::new(id, Scheme::Http)
                     };
                     Ok::<http::Response<Body>, Infallible>(app.handle(request, cx).await)
                 }

@@ -11,14 +11,15 @@ use wasmtime::{Result, bail, format_err};
 use wasmtime_cli_flags::CommonOptions;
 
 use wasmbridge::cache::CompileCache;
+use wasmbridge::cgi::CgiConfig;
 use wasmbridge::engine::{EpochTicker, new_engine};
 use wasmbridge::limits::Limits;
 use wasmbridge::log::StderrLog;
 use wasmbridge::sandbox::{Preopen, Sandbox};
 use wasmbridge::server::{ServerOptions, serve};
-use wasmbridge::{App, AppConfig};
+use wasmbridge::{App, AppConfig, Mode};
 
-/// Serve a wasi:http component over HTTP/1.1 and HTTP/2.
+/// Serve a wasi:http component, or a CGI program, over HTTP/1.1 and HTTP/2.
 #[derive(Parser)]
 pub struct ServeCommand {
     #[command(flatten)]
@@ -78,9 +79,23 @@ pub struct ServeCommand {
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 
-    /// The wasi:http component to serve.
+    /// Serve the program in CGI mode even if it also exports a wasi:http handler.
+    #[arg(long)]
+    cgi: bool,
+
+    /// CGI docroot style: URL paths name scripts inside this guest directory (one of the
+    /// `--dir` grants); the script is appended to the program's arguments.
+    #[arg(long, value_name = "GUEST_DIR")]
+    cgi_docroot: Option<String>,
+
+    /// The program to serve: a wasi:http component, or a CGI program (a WASI preview-1 command
+    /// module or a wasi:cli/command component).
     #[arg(value_name = "WASM")]
     component: PathBuf,
+
+    /// Arguments for a CGI program, after its name (e.g. the script an interpreter runs).
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 impl ServeCommand {
@@ -100,13 +115,13 @@ impl ServeCommand {
             .flatten()
             .map(CompileCache::new);
         let config = self.app_config(max_requests)?;
-        let app = App::load(
-            &engine,
-            &self.component,
-            cache.as_ref(),
-            self.allow_precompiled,
-            config,
-        )?;
+        let app = App::load(&engine, &self.component, cache.as_ref(), self.allow_precompiled, config)?;
+        if !app.is_cgi() && (!self.args.is_empty() || self.cgi_docroot.is_some()) {
+            bail!("arguments and `--cgi-docroot` are for CGI programs; `{}` is a wasi:http component", self.component.display());
+        }
+        if let Some(docroot) = self.cgi_docroot.as_deref().filter(|d| app.config().sandbox.host_path(d).is_none()) {
+            bail!("`--cgi-docroot {docroot}` is not inside any `--dir` grant");
+        }
         let options = ServerOptions {
             max_connections: self.max_concurrent_connections.unwrap_or(1000),
             request_headers: parse_headers(&self.headers)?,
@@ -247,6 +262,8 @@ impl ServeCommand {
             .unwrap_or_else(|| "app".into());
         Ok(AppConfig {
             name,
+            mode: if self.cgi { Mode::Cgi } else { Mode::Auto },
+            cgi: CgiConfig { args: self.args.clone(), docroot: self.cgi_docroot.clone() },
             sandbox,
             limits,
             link_cli: wasi.cli.or(wasi.common).unwrap_or(true),

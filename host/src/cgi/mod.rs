@@ -1,0 +1,219 @@
+//! CGI mode: a WASI command (a preview-1 module wrapped into a component, or a
+//! `wasi:cli/command` component) serves each request the way a CGI program does under Apache.
+//! The request becomes RFC 3875 meta-variables in its environment and its body arrives on
+//! stdin; what it writes to stdout is parsed as a CGI response and streamed to the client.
+
+mod meta;
+mod response;
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http_body_util::{BodyExt as _, StreamBody};
+use tokio::io::AsyncWriteExt as _;
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
+
+pub use meta::{Script, meta_variables};
+pub use response::{CgiResponse, Malformed};
+
+use crate::app::{App, Entry, error_response, simple_response};
+use crate::sandbox::Sandbox;
+use crate::{Body, Failure, RequestContext};
+
+/// Bytes buffered between the program and the client in either direction.
+const PIPE_SIZE: usize = 64 * 1024;
+
+/// Local redirects followed for one request before giving up.
+const MAX_LOCAL_REDIRECTS: u8 = 10;
+
+/// How a CGI app finds its script.
+#[derive(Clone, Debug, Default)]
+pub struct CgiConfig {
+    /// Arguments after the program name (mod_wasm's `WasmArg`), e.g. the script of an
+    /// interpreter: `["/app/prettyfy.py"]`.
+    pub args: Vec<String>,
+    /// Docroot style (mod_wasm's `WasmMapCGIFileNames`): the guest directory that URL paths map
+    /// into. The script a URL names is appended to the arguments and is `SCRIPT_FILENAME`.
+    pub docroot: Option<String>,
+}
+
+impl CgiConfig {
+    /// Finds the script for a URL path. `None` when the path names no file in the docroot.
+    pub fn script(&self, program: &str, path: &str, sandbox: &Sandbox) -> Option<Script> {
+        let Some(docroot) = &self.docroot else {
+            // A fixed script answers every URL: all of the path is PATH_INFO.
+            let filename = self.args.last().cloned().unwrap_or_else(|| program.to_string());
+            let document_root = Path::new(&filename).parent().map_or("/".into(), |p| p.display().to_string());
+            return Some(Script { filename, name: String::new(), path_info: path.to_string(), document_root });
+        };
+        let host_root = sandbox.host_path(docroot)?;
+        let mut host = host_root.clone();
+        let mut guest = docroot.trim_end_matches('/').to_string();
+        let mut name = String::new();
+        let mut segments = path.split('/').filter(|s| !s.is_empty());
+        while let Some(segment) = segments.next() {
+            let decoded = percent_decode(segment)?;
+            if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\0') {
+                return None;
+            }
+            host.push(&decoded);
+            guest = format!("{guest}/{decoded}");
+            name = format!("{name}/{segment}");
+            let metadata = std::fs::metadata(&host).ok()?;
+            if metadata.is_file() {
+                // A symlink out of the docroot does not count as a script in it.
+                if !std::fs::canonicalize(&host).ok()?.starts_with(std::fs::canonicalize(&host_root).ok()?) {
+                    return None;
+                }
+                let rest: Vec<&str> = segments.collect();
+                let path_info = if rest.is_empty() { String::new() } else { format!("/{}", rest.join("/")) };
+                return Some(Script { filename: guest, name, path_info, document_root: docroot.clone() });
+            }
+        }
+        None
+    }
+}
+
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Sandbox {
+    /// The host path behind a guest path, through the granted directories.
+    pub fn host_path(&self, guest: &str) -> Option<PathBuf> {
+        self.dirs.iter().find_map(|dir| {
+            let base = dir.guest.trim_end_matches('/');
+            let rest = guest.strip_prefix(base)?;
+            if !rest.is_empty() && !rest.starts_with('/') {
+                return None;
+            }
+            Some(dir.host.join(rest.trim_start_matches('/')))
+        })
+    }
+}
+
+/// Serves one request with a CGI program.
+pub(crate) async fn handle<B>(app: &App, request: http::Request<B>, cx: RequestContext) -> http::Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let config = app.config();
+    let (parts, body) = request.into_parts();
+    let Some(script) = config.cgi.script(app.program_name(), parts.uri.path(), &config.sandbox) else {
+        return simple_response(http::StatusCode::NOT_FOUND, "Not Found\n".into());
+    };
+    let mut args = vec![app.program_name().to_string()];
+    args.extend(config.cgi.args.iter().cloned());
+    if config.cgi.docroot.is_some() {
+        args.push(script.filename.clone());
+    }
+    // Granted variables last, so that a request cannot override them.
+    let mut env = meta_variables(&parts, &cx, &script);
+    env.retain(|(name, _)| !config.sandbox.env.iter().any(|(granted, _)| granted == name));
+
+    // The request body flows into stdin through a bounded pipe, so a large upload waits for
+    // the program to read it instead of piling up in memory.
+    // (A duplex pipe, not a simplex one: dropping one end is what tells the other end EOF.)
+    let (stdin, mut body_in) = tokio::io::duplex(PIPE_SIZE);
+    let body = body.map_err(Into::<wasmtime_wasi_http::Error>::into);
+    tokio::spawn(async move {
+        let mut body = std::pin::pin!(body);
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data() {
+                if body_in.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let (mut stdout, stdout_in) = tokio::io::duplex(PIPE_SIZE);
+
+    let id = cx.id;
+    let configure = |wasi: &mut wasmtime_wasi::WasiCtxBuilder| {
+        wasi.args(&args);
+        for (name, value) in &env {
+            wasi.env(name, value);
+        }
+        wasi.stdin(AsyncStdinStream::new(stdin));
+        wasi.stdout(AsyncStdoutStream::new(PIPE_SIZE, stdout_in));
+    };
+    let guest = app.spawn_guest(id, configure, |_| Ok(Entry::Cgi));
+    let guest = match guest.await {
+        Ok(guest) => guest,
+        Err(failure) => return app.fail(id, failure),
+    };
+
+    match response::read_head(&mut stdout).await {
+        Ok((CgiResponse::Document { status, headers }, first)) => {
+            let log = config.log.clone();
+            let name = config.name.clone();
+            tokio::spawn(async move {
+                if let Ok(Ok(code)) = guest.await {
+                    if code != 0 {
+                        log.request_failed(id, &name, &Failure::ExitAfterResponse(code));
+                    }
+                }
+            });
+            let body = futures::stream::once(async move { Ok(Bytes::from(first)) })
+                .chain(tokio_util::io::ReaderStream::new(stdout))
+                .filter(|chunk| std::future::ready(!matches!(chunk, Ok(c) if c.is_empty())))
+                .map(|chunk| {
+                    chunk
+                        .map(http_body::Frame::data)
+                        .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
+                });
+            let mut response = http::Response::new(StreamBody::new(body).boxed_unsync());
+            *response.status_mut() = status;
+            let response_headers = response.headers_mut();
+            for (name, value) in headers {
+                response_headers.append(name, value);
+            }
+            response
+        }
+        Ok((CgiResponse::LocalRedirect(location), _)) => {
+            guest.abort();
+            if cx.redirects >= MAX_LOCAL_REDIRECTS {
+                return app.fail(id, Failure::RedirectLoop(location));
+            }
+            let mut redirected = http::Request::get(&location).body(http_body_util::Empty::<Bytes>::new()).unwrap();
+            let headers = redirected.headers_mut();
+            for (name, value) in &parts.headers {
+                if name != http::header::CONTENT_LENGTH && name != http::header::CONTENT_TYPE {
+                    headers.append(name, value.clone());
+                }
+            }
+            let cx = RequestContext { redirects: cx.redirects + 1, ..cx };
+            Box::pin(handle(app, redirected, cx)).await
+        }
+        Err(malformed) => {
+            // A program that wrote nonsense may still be running: stop it. One that ended
+            // before its headers has its own story (a trap, a deadline, an exit status).
+            let ended = matches!(malformed, Malformed::NoHeaderBlock { .. });
+            if !ended {
+                guest.abort();
+                return app.fail(id, Failure::BadCgiOutput { malformed, exit: None });
+            }
+            match guest.await {
+                Ok(Err(failure)) => error_response(&failure),
+                Ok(Ok(code)) => app.fail(id, Failure::BadCgiOutput { malformed, exit: Some(code) }),
+                Err(e) => app.fail(id, Failure::Trap(format!("host task failed: {e}"))),
+            }
+        }
+    }
+}
