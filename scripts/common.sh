@@ -54,6 +54,7 @@ build_host() {
 }
 
 build_guests() {
-    say "building the guests (wasm32-wasip2)"
+    say "building the guests (wasm32-wasip2, and the CGI programs for wasm32-wasip1)"
     (cd "$ROOT/guests" && cargo build --release --locked --target wasm32-wasip2)
+    (cd "$ROOT/guests" && cargo build --release --locked --target wasm32-wasip1 -p cgi-hello -p cgi-probe)
 }

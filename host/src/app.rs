@@ -102,7 +102,15 @@ pub struct RequestContext {
 
 impl RequestContext {
     pub fn new(id: u64, scheme: Scheme) -> Self {
-        RequestContext { id, scheme, local: None, remote: None, auth_type: None, remote_user: None, redirects: 0 }
+        RequestContext {
+            id,
+            scheme,
+            local: None,
+            remote: None,
+            auth_type: None,
+            remote_user: None,
+            redirects: 0,
+        }
     }
 }
 
@@ -115,7 +123,10 @@ enum Guest {
 
 /// What a guest task calls.
 pub(crate) enum Entry {
-    Http(Resource<HostIncomingRequest>, Resource<HostResponseOutparam>),
+    Http(
+        Resource<HostIncomingRequest>,
+        Resource<HostResponseOutparam>,
+    ),
     Cgi,
 }
 
@@ -150,30 +161,46 @@ impl App {
             Some(Precompiled::Component) => {
                 bail!("`{shown}` is precompiled code; pass `--allow-precompiled` to run it")
             }
-            Some(Precompiled::Module) => bail!("`{shown}` is a precompiled core module, not a component"),
+            Some(Precompiled::Module) => {
+                bail!("`{shown}` is a precompiled core module, not a component")
+            }
             None => crate::program::compile(engine, &bytes, cache, config.mode)
                 .with_context(|| format!("cannot load `{shown}`"))?,
         };
-        let program_name = path.file_name().map_or_else(|| config.name.clone(), |n| n.to_string_lossy().into_owned());
-        let mut app = App::new(engine, &component, config).with_context(|| format!("cannot serve `{shown}`"))?;
+        let program_name = path
+            .file_name()
+            .map_or_else(|| config.name.clone(), |n| n.to_string_lossy().into_owned());
+        let mut app = App::new(engine, &component, config)
+            .with_context(|| format!("cannot serve `{shown}`"))?;
         app.program_name = program_name;
         Ok(app)
     }
 
     /// Links an already compiled component.
     pub fn new(engine: &Engine, component: &Component, config: AppConfig) -> Result<App> {
-        let exports: Vec<String> =
-            component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let exports_any = |prefix: &str| exports.iter().any(|name| name.starts_with(prefix));
         let cgi = match config.mode {
             Mode::Auto if exports_any(INCOMING_HANDLER) => false,
             Mode::Auto | Mode::Cgi if exports_any(CLI_RUN) => true,
             Mode::Http if exports_any(INCOMING_HANDLER) => false,
             mode => {
-                let found = if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") };
+                let found = if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                };
                 let expected = match mode {
-                    Mode::Http => format!("a wasi:http component: it exports {found}, but `{INCOMING_HANDLER}.x` was expected"),
-                    Mode::Cgi => format!("a CGI program: it exports {found}, but `{CLI_RUN}.x` was expected"),
+                    Mode::Http => format!(
+                        "a wasi:http component: it exports {found}, but `{INCOMING_HANDLER}.x` was expected"
+                    ),
+                    Mode::Cgi => {
+                        format!("a CGI program: it exports {found}, but `{CLI_RUN}.x` was expected")
+                    }
                     Mode::Auto => format!(
                         "a wasi:http component or a command: it exports {found}, but `{INCOMING_HANDLER}.x` or `{CLI_RUN}.x` was expected"
                     ),
@@ -197,7 +224,11 @@ impl App {
         } else {
             "it imports an interface outside the wasi:http/proxy world (`-S cli` would provide the WASI command world)"
         })?;
-        let guest = if cgi { Guest::Cgi(CommandPre::new(pre)?) } else { Guest::Http(ProxyPre::new(pre)?) };
+        let guest = if cgi {
+            Guest::Cgi(CommandPre::new(pre)?)
+        } else {
+            Guest::Http(ProxyPre::new(pre)?)
+        };
         config.sandbox.validate()?;
         Ok(App {
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
@@ -229,7 +260,11 @@ impl App {
     ///
     /// Deadlines rely on the engine's epoch advancing: keep an
     /// [`EpochTicker`](crate::engine::EpochTicker) running for the engine.
-    pub async fn handle<B>(&self, request: http::Request<B>, cx: RequestContext) -> http::Response<Body>
+    pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        cx: RequestContext,
+    ) -> http::Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -240,21 +275,31 @@ impl App {
         }
     }
 
-    async fn handle_http<B>(&self, request: http::Request<B>, cx: RequestContext) -> http::Response<Body>
+    async fn handle_http<B>(
+        &self,
+        request: http::Request<B>,
+        cx: RequestContext,
+    ) -> http::Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let id = cx.id;
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let guest = self.spawn_guest(id, |_| {}, move |store| {
-            let mut http = store.data_mut().http();
-            let incoming = http
-                .new_incoming_request(cx.scheme, request)
-                .map_err(|e| Failure::BadRequest(e.to_string()))?;
-            let outparam = http.new_response_outparam(sender).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
-            Ok(Entry::Http(incoming, outparam))
-        });
+        let guest = self.spawn_guest(
+            id,
+            |_| {},
+            move |store| {
+                let mut http = store.data_mut().http();
+                let incoming = http
+                    .new_incoming_request(cx.scheme, request)
+                    .map_err(|e| Failure::BadRequest(e.to_string()))?;
+                let outparam = http
+                    .new_response_outparam(sender)
+                    .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+                Ok(Entry::Http(incoming, outparam))
+            },
+        );
         let guest = match guest.await {
             Ok(guest) => guest,
             Err(failure) => return self.fail(id, failure),
@@ -273,7 +318,9 @@ impl App {
 
     /// Logs a failure and makes its response.
     pub(crate) fn fail(&self, id: u64, failure: Failure) -> http::Response<Body> {
-        self.config.log.request_failed(id, &self.config.name, &failure);
+        self.config
+            .log
+            .request_failed(id, &self.config.name, &failure);
         error_response(&failure)
     }
 
@@ -289,7 +336,9 @@ impl App {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return Err(Failure::Overloaded("the app is shutting down".into()));
         };
-        let mut store = self.new_store(id, configure).map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+        let mut store = self
+            .new_store(id, configure)
+            .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
         let entry = entry(&mut store)?;
         let guest = self.guest.clone();
         let timeout = self.config.limits.timeout;
@@ -304,13 +353,25 @@ impl App {
         }))
     }
 
-    fn new_store(&self, id: u64, configure: impl FnOnce(&mut WasiCtxBuilder)) -> Result<Store<RequestState>> {
+    fn new_store(
+        &self,
+        id: u64,
+        configure: impl FnOnce(&mut WasiCtxBuilder),
+    ) -> Result<Store<RequestState>> {
         let config = &self.config;
         let limits = &config.limits;
         let mut wasi = WasiCtxBuilder::new();
         config.sandbox.configure(&mut wasi)?;
-        wasi.stdout(GuestOutput::new(config.log.clone(), id, GuestStream::Stdout));
-        wasi.stderr(GuestOutput::new(config.log.clone(), id, GuestStream::Stderr));
+        wasi.stdout(GuestOutput::new(
+            config.log.clone(),
+            id,
+            GuestStream::Stdout,
+        ));
+        wasi.stderr(GuestOutput::new(
+            config.log.clone(),
+            id,
+            GuestStream::Stderr,
+        ));
         configure(&mut wasi);
 
         let mut table = ResourceTable::new();
@@ -330,7 +391,13 @@ impl App {
                 .outgoing_body_chunk_size
                 .unwrap_or(wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_CHUNK_SIZE),
         };
-        let state = RequestState { table, wasi: wasi.build(), http, hooks, limiter: Limiter::new(limits) };
+        let state = RequestState {
+            table,
+            wasi: wasi.build(),
+            http,
+            hooks,
+            limiter: Limiter::new(limits),
+        };
 
         let mut store = Store::new(self.engine(), state);
         store.limiter(|state| &mut state.limiter);
@@ -368,13 +435,22 @@ async fn run_guest(
     let call = async {
         match (guest, entry) {
             (Guest::Http(pre), Entry::Http(incoming, outparam)) => {
-                let proxy = pre.instantiate_async(&mut *store).await.map_err(|e| (e, true))?;
+                let proxy = pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(|e| (e, true))?;
                 let handler = proxy.wasi_http_incoming_handler();
-                handler.call_handle(&mut *store, incoming, outparam).await.map_err(|e| (e, false))?;
+                handler
+                    .call_handle(&mut *store, incoming, outparam)
+                    .await
+                    .map_err(|e| (e, false))?;
                 Ok(0)
             }
             (Guest::Cgi(pre), Entry::Cgi) => {
-                let command = pre.instantiate_async(&mut *store).await.map_err(|e| (e, true))?;
+                let command = pre
+                    .instantiate_async(&mut *store)
+                    .await
+                    .map_err(|e| (e, true))?;
                 match command.wasi_cli_run().call_run(&mut *store).await {
                     Ok(Ok(())) => Ok(0),
                     Ok(Err(())) => Ok(1),
@@ -394,23 +470,31 @@ async fn run_guest(
         },
         None => call.await,
     };
-    result.map_err(|(error, instantiating)| Failure::from_error(&error, store.data().limiter.hit, instantiating))
+    result.map_err(|(error, instantiating)| {
+        Failure::from_error(&error, store.data().limiter.hit, instantiating)
+    })
 }
 
 /// The response a client gets for a failed request.
 pub fn error_response(failure: &Failure) -> http::Response<Body> {
     let mut response = simple_response(failure.status(), failure.page());
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/html; charset=utf-8"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     response
 }
 
 pub(crate) fn simple_response(status: http::StatusCode, body: String) -> http::Response<Body> {
-    let mut response = http::Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

@@ -52,7 +52,10 @@ impl CompileCache {
         }
         let code = engine.precompile_component(&build()?)?;
         if let Err(e) = self.store(&path, &code) {
-            eprintln!("wasmbridge: cannot write the compile cache at {}: {e:#}", path.display());
+            eprintln!(
+                "wasmbridge: cannot write the compile cache at {}: {e:#}",
+                path.display()
+            );
         }
         // SAFETY: the bytes were produced by this engine just now.
         unsafe { Component::deserialize(engine, &code) }

@@ -36,7 +36,10 @@ pub enum Failure {
     /// The request could not be handed to the guest.
     BadRequest(String),
     /// A CGI program's output was not a CGI response; `exit` is its exit status if it ended.
-    BadCgiOutput { malformed: crate::cgi::Malformed, exit: Option<i32> },
+    BadCgiOutput {
+        malformed: crate::cgi::Malformed,
+        exit: Option<i32>,
+    },
     /// A CGI program exited with a non-zero status after its response had started (logged;
     /// the client already has the status).
     ExitAfterResponse(i32),
@@ -57,11 +60,14 @@ pub enum Failure {
 impl Failure {
     pub fn status(&self) -> StatusCode {
         match self {
-            Failure::Trap(_) | Failure::Instantiate(_) | Failure::ExitAfterResponse(_) | Failure::RedirectLoop(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Failure::Trap(_)
+            | Failure::Instantiate(_)
+            | Failure::ExitAfterResponse(_)
+            | Failure::RedirectLoop(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Failure::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Failure::NoResponse | Failure::GuestError(_) | Failure::BadCgiOutput { .. } => StatusCode::BAD_GATEWAY,
+            Failure::NoResponse | Failure::GuestError(_) | Failure::BadCgiOutput { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Failure::Limit(_)
             | Failure::ResourceTableFull
             | Failure::OutOfFuel
@@ -150,12 +156,24 @@ impl fmt::Display for Failure {
             Failure::NoResponse => write!(f, "guest returned without setting a response"),
             Failure::GuestError(code) => write!(f, "guest answered with error code {code:?}"),
             Failure::BadRequest(m) => write!(f, "bad request: {m}"),
-            Failure::BadCgiOutput { malformed, exit: None } => write!(f, "bad CGI response: {malformed}"),
-            Failure::BadCgiOutput { malformed, exit: Some(code) } => {
-                write!(f, "bad CGI response: {malformed}; the program exited with status {code}")
+            Failure::BadCgiOutput {
+                malformed,
+                exit: None,
+            } => write!(f, "bad CGI response: {malformed}"),
+            Failure::BadCgiOutput {
+                malformed,
+                exit: Some(code),
+            } => {
+                write!(
+                    f,
+                    "bad CGI response: {malformed}; the program exited with status {code}"
+                )
             }
             Failure::ExitAfterResponse(code) => {
-                write!(f, "the program exited with status {code} after its response had started")
+                write!(
+                    f,
+                    "the program exited with status {code} after its response had started"
+                )
             }
             Failure::RedirectLoop(location) => {
                 write!(f, "too many local redirects; the last was to {location:?}")

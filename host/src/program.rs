@@ -13,7 +13,12 @@ use crate::cache::CompileCache;
 /// Names the adapter in cache keys: a new adapter means a new wrapped component.
 const ADAPTER_ID: &str = concat!("wasi-preview1-command-adapter-", "48.0.8");
 
-pub(crate) fn compile(engine: &Engine, wasm: &[u8], cache: Option<&CompileCache>, mode: Mode) -> Result<Component> {
+pub(crate) fn compile(
+    engine: &Engine,
+    wasm: &[u8],
+    cache: Option<&CompileCache>,
+    mode: Mode,
+) -> Result<Component> {
     if Parser::is_component(wasm) {
         return match cache {
             Some(cache) => cache.component(engine, &[wasm], || Ok(wasm.to_vec())),
@@ -36,7 +41,9 @@ pub(crate) fn compile(engine: &Engine, wasm: &[u8], cache: Option<&CompileCache>
         );
     }
     match cache {
-        Some(cache) => cache.component(engine, &[wasm, ADAPTER_ID.as_bytes()], || wrap_preview1(wasm)),
+        Some(cache) => cache.component(engine, &[wasm, ADAPTER_ID.as_bytes()], || {
+            wrap_preview1(wasm)
+        }),
         None => Component::new(engine, wrap_preview1(wasm)?),
     }
 }

@@ -27,17 +27,30 @@ pub fn binary() -> PathBuf {
         .join("wasmbridge")
 }
 
-/// A guest `.wasm` built by the guests workspace, e.g. `guest("echo")`.
+/// A guest `.wasm` built by the guests workspace for wasm32-wasip2, e.g. `guest("echo")`.
 pub fn guest(name: &str) -> String {
+    guest_for("wasm32-wasip2", name)
+}
+
+/// A guest built for wasm32-wasip1: a core module, served through the preview-1 adapter.
+pub fn guest_p1(name: &str) -> String {
+    guest_for("wasm32-wasip1", name)
+}
+
+fn guest_for(target: &str, name: &str) -> String {
     let dir = match std::env::var_os("WASMBRIDGE_GUESTS") {
-        Some(dir) => PathBuf::from(dir),
+        // The variable names the wasm32-wasip2 directory; the other targets sit beside it.
+        Some(dir) => PathBuf::from(dir)
+            .join("../..")
+            .join(target)
+            .join("release"),
         None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
+            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
                     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/target")
                 });
-            target.join("wasm32-wasip2/release")
+            target_dir.join(target).join("release")
         }
     };
     let path = dir.join(format!("{name}.wasm"));

@@ -4,12 +4,26 @@
 use wasmbridge_tests::{Server, client, guest, start_error};
 
 #[test]
-fn a_command_component_is_refused_with_what_it_exports() {
-    let log = start_error(&[&guest("cli-hello")]);
+fn a_component_with_nothing_to_serve_is_refused_with_what_it_exports() {
+    let log = start_error(&[&guest("library")]);
     assert!(
-        log.contains("not a wasi:http component")
-            && log.contains("exports wasi:cli/run@0.2")
-            && log.contains("wasi:http/incoming-handler@0.2"),
+        log.contains("it exports nothing")
+            && log.contains("wasi:http/incoming-handler@0.2")
+            && log.contains("wasi:cli/run@0.2"),
+        "{log}"
+    );
+}
+
+#[test]
+fn cgi_flags_are_refused_for_a_wasi_http_component() {
+    let log = start_error(&["--cgi", &guest("hello_http")]);
+    assert!(
+        log.contains("not a CGI program") && log.contains("wasi:cli/run@0.2"),
+        "{log}"
+    );
+    let log = start_error(&[&guest("hello_http"), "an-argument"]);
+    assert!(
+        log.contains("arguments and `--cgi-docroot` are for CGI programs"),
         "{log}"
     );
 }

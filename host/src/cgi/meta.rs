@@ -19,9 +19,19 @@ pub struct Script {
 
 /// Request headers that never become `HTTP_*` variables: credentials stay with the server (as
 /// Apache does), `Proxy` would set `HTTP_PROXY` (httpoxy), and the content headers have their own.
-const WITHHELD: [&str; 5] = ["authorization", "proxy-authorization", "proxy", "content-type", "content-length"];
+const WITHHELD: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "proxy",
+    "content-type",
+    "content-length",
+];
 
-pub fn meta_variables(parts: &Parts, cx: &RequestContext, script: &Script) -> Vec<(String, String)> {
+pub fn meta_variables(
+    parts: &Parts,
+    cx: &RequestContext,
+    script: &Script,
+) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = Vec::with_capacity(32);
     let mut set = |name: &str, value: String| vars.push((name.to_string(), value));
 
@@ -29,16 +39,28 @@ pub fn meta_variables(parts: &Parts, cx: &RequestContext, script: &Script) -> Ve
         .uri
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     let (server_name, host_port) = split_host(&host);
     let server_port = host_port
         .or_else(|| cx.local.map(|a| a.port().to_string()))
         .unwrap_or_else(|| "80".into());
-    let https = matches!(cx.scheme, wasmtime_wasi_http::p2::bindings::http::types::Scheme::Https);
+    let https = matches!(
+        cx.scheme,
+        wasmtime_wasi_http::p2::bindings::http::types::Scheme::Https
+    );
 
     set("GATEWAY_INTERFACE", "CGI/1.1".into());
-    set("SERVER_SOFTWARE", format!("wasmbridge/{}", env!("CARGO_PKG_VERSION")));
+    set(
+        "SERVER_SOFTWARE",
+        format!("wasmbridge/{}", env!("CARGO_PKG_VERSION")),
+    );
     set("SERVER_PROTOCOL", format!("{:?}", parts.version));
     set("SERVER_NAME", server_name);
     set("SERVER_PORT", server_port);
@@ -56,21 +78,43 @@ pub fn meta_variables(parts: &Parts, cx: &RequestContext, script: &Script) -> Ve
         set("REMOTE_USER", user.clone());
     }
     set("REQUEST_METHOD", parts.method.to_string());
-    set("REQUEST_SCHEME", if https { "https" } else { "http" }.into());
+    set(
+        "REQUEST_SCHEME",
+        if https { "https" } else { "http" }.into(),
+    );
     if https {
         set("HTTPS", "on".into());
     }
-    set("REQUEST_URI", parts.uri.path_and_query().map_or("/".into(), |p| p.as_str().to_string()));
-    set("QUERY_STRING", parts.uri.query().unwrap_or_default().to_string());
+    set(
+        "REQUEST_URI",
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/".into(), |p| p.as_str().to_string()),
+    );
+    set(
+        "QUERY_STRING",
+        parts.uri.query().unwrap_or_default().to_string(),
+    );
     set("SCRIPT_NAME", script.name.clone());
     set("SCRIPT_FILENAME", script.filename.clone());
     set("DOCUMENT_ROOT", script.document_root.clone());
     set("PATH_INFO", script.path_info.clone());
     if !script.path_info.is_empty() {
-        set("PATH_TRANSLATED", format!("{}{}", script.document_root.trim_end_matches('/'), script.path_info));
+        set(
+            "PATH_TRANSLATED",
+            format!(
+                "{}{}",
+                script.document_root.trim_end_matches('/'),
+                script.path_info
+            ),
+        );
     }
     set("REDIRECT_STATUS", "200".into());
-    for (name, header) in [("CONTENT_TYPE", http::header::CONTENT_TYPE), ("CONTENT_LENGTH", http::header::CONTENT_LENGTH)] {
+    for (name, header) in [
+        ("CONTENT_TYPE", http::header::CONTENT_TYPE),
+        ("CONTENT_LENGTH", http::header::CONTENT_LENGTH),
+    ] {
         if let Some(value) = parts.headers.get(header).and_then(|v| v.to_str().ok()) {
             set(name, value.to_string());
         }
@@ -82,7 +126,11 @@ pub fn meta_variables(parts: &Parts, cx: &RequestContext, script: &Script) -> Ve
         if WITHHELD.contains(&name.as_str()) {
             continue;
         }
-        let separator = if name == http::header::COOKIE { "; " } else { ", " };
+        let separator = if name == http::header::COOKIE {
+            "; "
+        } else {
+            ", "
+        };
         let value = parts
             .headers
             .get_all(name)
@@ -90,7 +138,13 @@ pub fn meta_variables(parts: &Parts, cx: &RequestContext, script: &Script) -> Ve
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect::<Vec<_>>()
             .join(separator);
-        http_vars.push((format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_")), value));
+        http_vars.push((
+            format!(
+                "HTTP_{}",
+                name.as_str().to_ascii_uppercase().replace('-', "_")
+            ),
+            value,
+        ));
     }
     vars.extend(http_vars);
     vars
@@ -99,7 +153,9 @@ pub fn meta_variables(parts: &Parts, cx: &RequestContext, script: &Script) -> Ve
 /// `example.com:8080` → (`example.com`, `8080`); `[::1]:80` → (`[::1]`, `80`).
 fn split_host(host: &str) -> (String, Option<String>) {
     match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+        Some((name, port))
+            if !name.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             (name.to_string(), Some(port.to_string()))
         }
         _ => (host.to_string(), None),
@@ -126,12 +182,9 @@ mod tests {
             .unwrap();
         let (parts, ()) = request.into_parts();
         let cx = RequestContext {
-            id: 1,
-            scheme: Scheme::Http,
             local: Some("127.0.0.1:8080".parse().unwrap()),
             remote: Some("127.0.0.2:5555".parse().unwrap()),
-            auth_type: None,
-            remote_user: None,
+            ..RequestContext::new(1, Scheme::Http)
         };
         let script = Script {
             filename: "/www/run".into(),
@@ -139,7 +192,8 @@ mod tests {
             path_info: "/extra".into(),
             document_root: "/www".into(),
         };
-        let vars: std::collections::HashMap<_, _> = meta_variables(&parts, &cx, &script).into_iter().collect();
+        let vars: std::collections::HashMap<_, _> =
+            meta_variables(&parts, &cx, &script).into_iter().collect();
         let get = |name: &str| vars.get(name).map(String::as_str);
         assert_eq!(get("REQUEST_METHOD"), Some("POST"));
         assert_eq!(get("QUERY_STRING"), Some("a=1&b=2"));
@@ -149,7 +203,10 @@ mod tests {
         assert_eq!(get("SERVER_PROTOCOL"), Some("HTTP/1.1"));
         assert_eq!(get("REMOTE_ADDR"), Some("127.0.0.2"));
         assert_eq!(get("REMOTE_PORT"), Some("5555"));
-        assert_eq!(get("CONTENT_TYPE"), Some("application/x-www-form-urlencoded"));
+        assert_eq!(
+            get("CONTENT_TYPE"),
+            Some("application/x-www-form-urlencoded")
+        );
         assert_eq!(get("CONTENT_LENGTH"), Some("3"));
         assert_eq!(get("PATH_INFO"), Some("/extra"));
         assert_eq!(get("PATH_TRANSLATED"), Some("/www/extra"));
@@ -157,7 +214,12 @@ mod tests {
         assert_eq!(get("HTTP_COOKIE"), Some("a=1; b=2"));
         assert_eq!(get("REDIRECT_STATUS"), Some("200"));
         assert_eq!(get("HTTPS"), None);
-        for withheld in ["HTTP_AUTHORIZATION", "HTTP_PROXY", "HTTP_CONTENT_TYPE", "AUTH_TYPE"] {
+        for withheld in [
+            "HTTP_AUTHORIZATION",
+            "HTTP_PROXY",
+            "HTTP_CONTENT_TYPE",
+            "AUTH_TYPE",
+        ] {
             assert_eq!(get(withheld), None, "{withheld}");
         }
     }

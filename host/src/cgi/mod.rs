@@ -43,9 +43,20 @@ impl CgiConfig {
     pub fn script(&self, program: &str, path: &str, sandbox: &Sandbox) -> Option<Script> {
         let Some(docroot) = &self.docroot else {
             // A fixed script answers every URL: all of the path is PATH_INFO.
-            let filename = self.args.last().cloned().unwrap_or_else(|| program.to_string());
-            let document_root = Path::new(&filename).parent().map_or("/".into(), |p| p.display().to_string());
-            return Some(Script { filename, name: String::new(), path_info: path.to_string(), document_root });
+            let filename = self
+                .args
+                .last()
+                .cloned()
+                .unwrap_or_else(|| program.to_string());
+            let document_root = Path::new(&filename)
+                .parent()
+                .map_or("/".into(), |p| p.display().to_string());
+            return Some(Script {
+                filename,
+                name: String::new(),
+                path_info: path.to_string(),
+                document_root,
+            });
         };
         let host_root = sandbox.host_path(docroot)?;
         let mut host = host_root.clone();
@@ -54,7 +65,8 @@ impl CgiConfig {
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         while let Some(segment) = segments.next() {
             let decoded = percent_decode(segment)?;
-            if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\0') {
+            if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\0')
+            {
                 return None;
             }
             host.push(&decoded);
@@ -63,12 +75,24 @@ impl CgiConfig {
             let metadata = std::fs::metadata(&host).ok()?;
             if metadata.is_file() {
                 // A symlink out of the docroot does not count as a script in it.
-                if !std::fs::canonicalize(&host).ok()?.starts_with(std::fs::canonicalize(&host_root).ok()?) {
+                if !std::fs::canonicalize(&host)
+                    .ok()?
+                    .starts_with(std::fs::canonicalize(&host_root).ok()?)
+                {
                     return None;
                 }
                 let rest: Vec<&str> = segments.collect();
-                let path_info = if rest.is_empty() { String::new() } else { format!("/{}", rest.join("/")) };
-                return Some(Script { filename: guest, name, path_info, document_root: docroot.clone() });
+                let path_info = if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{}", rest.join("/"))
+                };
+                return Some(Script {
+                    filename: guest,
+                    name,
+                    path_info,
+                    document_root: docroot.clone(),
+                });
             }
         }
         None
@@ -107,14 +131,21 @@ impl Sandbox {
 }
 
 /// Serves one request with a CGI program.
-pub(crate) async fn handle<B>(app: &App, request: http::Request<B>, cx: RequestContext) -> http::Response<Body>
+pub(crate) async fn handle<B>(
+    app: &App,
+    request: http::Request<B>,
+    cx: RequestContext,
+) -> http::Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     let config = app.config();
     let (parts, body) = request.into_parts();
-    let Some(script) = config.cgi.script(app.program_name(), parts.uri.path(), &config.sandbox) else {
+    let Some(script) = config
+        .cgi
+        .script(app.program_name(), parts.uri.path(), &config.sandbox)
+    else {
         return simple_response(http::StatusCode::NOT_FOUND, "Not Found\n".into());
     };
     let mut args = vec![app.program_name().to_string()];
@@ -124,7 +155,13 @@ where
     }
     // Granted variables last, so that a request cannot override them.
     let mut env = meta_variables(&parts, &cx, &script);
-    env.retain(|(name, _)| !config.sandbox.env.iter().any(|(granted, _)| granted == name));
+    env.retain(|(name, _)| {
+        !config
+            .sandbox
+            .env
+            .iter()
+            .any(|(granted, _)| granted == name)
+    });
 
     // The request body flows into stdin through a bounded pipe, so a large upload waits for
     // the program to read it instead of piling up in memory.
@@ -135,10 +172,10 @@ where
         let mut body = std::pin::pin!(body);
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data() {
-                if body_in.write_all(&data).await.is_err() {
-                    break;
-                }
+            if let Ok(data) = frame.into_data()
+                && body_in.write_all(&data).await.is_err()
+            {
+                break;
             }
         }
     });
@@ -164,10 +201,10 @@ where
             let log = config.log.clone();
             let name = config.name.clone();
             tokio::spawn(async move {
-                if let Ok(Ok(code)) = guest.await {
-                    if code != 0 {
-                        log.request_failed(id, &name, &Failure::ExitAfterResponse(code));
-                    }
+                if let Ok(Ok(code)) = guest.await
+                    && code != 0
+                {
+                    log.request_failed(id, &name, &Failure::ExitAfterResponse(code));
                 }
             });
             let body = futures::stream::once(async move { Ok(Bytes::from(first)) })
@@ -191,14 +228,19 @@ where
             if cx.redirects >= MAX_LOCAL_REDIRECTS {
                 return app.fail(id, Failure::RedirectLoop(location));
             }
-            let mut redirected = http::Request::get(&location).body(http_body_util::Empty::<Bytes>::new()).unwrap();
+            let mut redirected = http::Request::get(&location)
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
             let headers = redirected.headers_mut();
             for (name, value) in &parts.headers {
                 if name != http::header::CONTENT_LENGTH && name != http::header::CONTENT_TYPE {
                     headers.append(name, value.clone());
                 }
             }
-            let cx = RequestContext { redirects: cx.redirects + 1, ..cx };
+            let cx = RequestContext {
+                redirects: cx.redirects + 1,
+                ..cx
+            };
             Box::pin(handle(app, redirected, cx)).await
         }
         Err(malformed) => {
@@ -207,11 +249,23 @@ where
             let ended = matches!(malformed, Malformed::NoHeaderBlock { .. });
             if !ended {
                 guest.abort();
-                return app.fail(id, Failure::BadCgiOutput { malformed, exit: None });
+                return app.fail(
+                    id,
+                    Failure::BadCgiOutput {
+                        malformed,
+                        exit: None,
+                    },
+                );
             }
             match guest.await {
                 Ok(Err(failure)) => error_response(&failure),
-                Ok(Ok(code)) => app.fail(id, Failure::BadCgiOutput { malformed, exit: Some(code) }),
+                Ok(Ok(code)) => app.fail(
+                    id,
+                    Failure::BadCgiOutput {
+                        malformed,
+                        exit: Some(code),
+                    },
+                ),
                 Err(e) => app.fail(id, Failure::Trap(format!("host task failed: {e}"))),
             }
         }

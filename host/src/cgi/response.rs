@@ -11,7 +11,10 @@ const MAX_HEADER_BLOCK: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum CgiResponse {
     /// A document (or a client redirect with a document): status, headers, then the body.
-    Document { status: StatusCode, headers: Vec<(HeaderName, HeaderValue)> },
+    Document {
+        status: StatusCode,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
     /// A local redirect (§6.2.2): serve the request again for this path, as a GET.
     LocalRedirect(String),
 }
@@ -20,21 +23,36 @@ pub enum CgiResponse {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Malformed {
     /// The output ended before the blank line that ends the header block.
-    NoHeaderBlock { bytes: usize },
+    NoHeaderBlock {
+        bytes: usize,
+    },
     TooLarge,
-    BadLine { line: usize, text: String },
+    BadLine {
+        line: usize,
+        text: String,
+    },
     BadStatus(String),
 }
 
 impl std::fmt::Display for Malformed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Malformed::NoHeaderBlock { bytes: 0 } => write!(f, "the program wrote nothing to stdout"),
-            Malformed::NoHeaderBlock { bytes } => {
-                write!(f, "the program's output ({bytes} bytes) has no CGI header block")
+            Malformed::NoHeaderBlock { bytes: 0 } => {
+                write!(f, "the program wrote nothing to stdout")
             }
-            Malformed::TooLarge => write!(f, "the CGI header block is larger than {MAX_HEADER_BLOCK} bytes"),
-            Malformed::BadLine { line, text } => write!(f, "malformed CGI header at line {line}: {text:?}"),
+            Malformed::NoHeaderBlock { bytes } => {
+                write!(
+                    f,
+                    "the program's output ({bytes} bytes) has no CGI header block"
+                )
+            }
+            Malformed::TooLarge => write!(
+                f,
+                "the CGI header block is larger than {MAX_HEADER_BLOCK} bytes"
+            ),
+            Malformed::BadLine { line, text } => {
+                write!(f, "malformed CGI header at line {line}: {text:?}")
+            }
             Malformed::BadStatus(value) => write!(f, "malformed CGI Status header: {value:?}"),
         }
     }
@@ -87,7 +105,10 @@ fn parse_head(head: &[u8]) -> Result<CgiResponse, Malformed> {
         if raw.is_empty() {
             continue;
         }
-        let bad = || Malformed::BadLine { line: index + 1, text: String::from_utf8_lossy(raw).into_owned() };
+        let bad = || Malformed::BadLine {
+            line: index + 1,
+            text: String::from_utf8_lossy(raw).into_owned(),
+        };
         let colon = raw.iter().position(|b| *b == b':').ok_or_else(bad)?;
         let name = HeaderName::from_bytes(&raw[..colon]).map_err(|_| bad())?;
         let value = trim(&raw[colon + 1..]);
@@ -102,17 +123,29 @@ fn parse_head(head: &[u8]) -> Result<CgiResponse, Malformed> {
     }
     match location {
         // A local redirect is a path alone, with no status and no other headers (§6.2.2).
-        Some(path) if path.as_bytes().starts_with(b"/") && status.is_none() && headers.is_empty() => {
-            Ok(CgiResponse::LocalRedirect(path.to_str().map_err(|_| Malformed::BadLine {
-                line: 0,
-                text: "Location".into(),
-            })?.to_string()))
+        Some(path)
+            if path.as_bytes().starts_with(b"/") && status.is_none() && headers.is_empty() =>
+        {
+            Ok(CgiResponse::LocalRedirect(
+                path.to_str()
+                    .map_err(|_| Malformed::BadLine {
+                        line: 0,
+                        text: "Location".into(),
+                    })?
+                    .to_string(),
+            ))
         }
         Some(url) => {
             headers.push((http::header::LOCATION, url));
-            Ok(CgiResponse::Document { status: status.unwrap_or(StatusCode::FOUND), headers })
+            Ok(CgiResponse::Document {
+                status: status.unwrap_or(StatusCode::FOUND),
+                headers,
+            })
         }
-        None => Ok(CgiResponse::Document { status: status.unwrap_or(StatusCode::OK), headers }),
+        None => Ok(CgiResponse::Document {
+            status: status.unwrap_or(StatusCode::OK),
+            headers,
+        }),
     }
 }
 
@@ -127,8 +160,14 @@ fn parse_status(value: &HeaderValue) -> Result<StatusCode, Malformed> {
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
@@ -140,11 +179,16 @@ mod tests {
         read_head(&mut output.as_bytes()).await
     }
 
-    fn document(result: Result<(CgiResponse, Vec<u8>), Malformed>) -> (u16, Vec<(String, String)>, String) {
+    fn document(
+        result: Result<(CgiResponse, Vec<u8>), Malformed>,
+    ) -> (u16, Vec<(String, String)>, String) {
         match result.unwrap() {
             (CgiResponse::Document { status, headers }, body) => (
                 status.as_u16(),
-                headers.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string())).collect(),
+                headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                    .collect(),
                 String::from_utf8(body).unwrap(),
             ),
             other => panic!("not a document: {other:?}"),
@@ -156,25 +200,59 @@ mod tests {
         let lf = document(read("Content-Type: text/plain\nX-A:  1 \n\nbody\n").await);
         let crlf = document(read("Content-Type: text/plain\r\nX-A: 1\r\n\r\nbody\n").await);
         assert_eq!(lf, crlf);
-        assert_eq!(lf, (200, vec![("content-type".into(), "text/plain".into()), ("x-a".into(), "1".into())], "body\n".into()));
+        assert_eq!(
+            lf,
+            (
+                200,
+                vec![
+                    ("content-type".into(), "text/plain".into()),
+                    ("x-a".into(), "1".into())
+                ],
+                "body\n".into()
+            )
+        );
     }
 
     #[tokio::test]
     async fn status_and_redirects() {
-        assert_eq!(document(read("Status: 404 Not Found\nContent-Type: text/html\n\n").await).0, 404);
+        assert_eq!(
+            document(read("Status: 404 Not Found\nContent-Type: text/html\n\n").await).0,
+            404
+        );
         let client = document(read("Location: https://example.com/x\n\n").await);
-        assert_eq!((client.0, &client.1[0].1[..]), (302, "https://example.com/x"));
-        let moved = document(read("Status: 301\nLocation: /new\nContent-Type: text/html\n\nmoved").await);
-        assert_eq!((moved.0, &moved.1[1].1[..], &moved.2[..]), (301, "/new", "moved"));
-        assert!(matches!(read("Location: /other?x=1\n\n").await, Ok((CgiResponse::LocalRedirect(p), _)) if p == "/other?x=1"));
+        assert_eq!(
+            (client.0, &client.1[0].1[..]),
+            (302, "https://example.com/x")
+        );
+        let moved =
+            document(read("Status: 301\nLocation: /new\nContent-Type: text/html\n\nmoved").await);
+        assert_eq!(
+            (moved.0, &moved.1[1].1[..], &moved.2[..]),
+            (301, "/new", "moved")
+        );
+        assert!(
+            matches!(read("Location: /other?x=1\n\n").await, Ok((CgiResponse::LocalRedirect(p), _)) if p == "/other?x=1")
+        );
     }
 
     #[tokio::test]
     async fn malformed_output_is_named() {
-        assert_eq!(read("").await.unwrap_err(), Malformed::NoHeaderBlock { bytes: 0 });
-        assert_eq!(read("Content-Type: text/plain\n").await.unwrap_err(), Malformed::NoHeaderBlock { bytes: 25 });
-        assert!(matches!(read("hello world\n\n").await.unwrap_err(), Malformed::BadLine { line: 1, .. }));
-        assert!(matches!(read("Status: abc\n\n").await.unwrap_err(), Malformed::BadStatus(_)));
+        assert_eq!(
+            read("").await.unwrap_err(),
+            Malformed::NoHeaderBlock { bytes: 0 }
+        );
+        assert_eq!(
+            read("Content-Type: text/plain\n").await.unwrap_err(),
+            Malformed::NoHeaderBlock { bytes: 25 }
+        );
+        assert!(matches!(
+            read("hello world\n\n").await.unwrap_err(),
+            Malformed::BadLine { line: 1, .. }
+        ));
+        assert!(matches!(
+            read("Status: abc\n\n").await.unwrap_err(),
+            Malformed::BadStatus(_)
+        ));
         let huge = format!("X: {}\n", "a".repeat(MAX_HEADER_BLOCK + 10));
         assert_eq!(read(&huge).await.unwrap_err(), Malformed::TooLarge);
     }

@@ -94,7 +94,11 @@ pub struct ServeCommand {
     component: PathBuf,
 
     /// Arguments for a CGI program, after its name (e.g. the script an interpreter runs).
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     args: Vec<String>,
 }
 
@@ -115,11 +119,24 @@ impl ServeCommand {
             .flatten()
             .map(CompileCache::new);
         let config = self.app_config(max_requests)?;
-        let app = App::load(&engine, &self.component, cache.as_ref(), self.allow_precompiled, config)?;
+        let app = App::load(
+            &engine,
+            &self.component,
+            cache.as_ref(),
+            self.allow_precompiled,
+            config,
+        )?;
         if !app.is_cgi() && (!self.args.is_empty() || self.cgi_docroot.is_some()) {
-            bail!("arguments and `--cgi-docroot` are for CGI programs; `{}` is a wasi:http component", self.component.display());
+            bail!(
+                "arguments and `--cgi-docroot` are for CGI programs; `{}` is a wasi:http component",
+                self.component.display()
+            );
         }
-        if let Some(docroot) = self.cgi_docroot.as_deref().filter(|d| app.config().sandbox.host_path(d).is_none()) {
+        if let Some(docroot) = self
+            .cgi_docroot
+            .as_deref()
+            .filter(|d| app.config().sandbox.host_path(d).is_none())
+        {
             bail!("`--cgi-docroot {docroot}` is not inside any `--dir` grant");
         }
         let options = ServerOptions {
@@ -263,7 +280,10 @@ impl ServeCommand {
         Ok(AppConfig {
             name,
             mode: if self.cgi { Mode::Cgi } else { Mode::Auto },
-            cgi: CgiConfig { args: self.args.clone(), docroot: self.cgi_docroot.clone() },
+            cgi: CgiConfig {
+                args: self.args.clone(),
+                docroot: self.cgi_docroot.clone(),
+            },
             sandbox,
             limits,
             link_cli: wasi.cli.or(wasi.common).unwrap_or(true),
