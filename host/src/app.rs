@@ -269,21 +269,18 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
         match self.guest {
             Guest::Http(_) => self.handle_http(request, cx).await,
             Guest::Cgi(_) => crate::cgi::handle(self, request, cx).await,
         }
     }
 
-    async fn handle_http<B>(
+    async fn handle_http(
         &self,
-        request: http::Request<B>,
+        request: http::Request<Body>,
         cx: RequestContext,
-    ) -> http::Response<Body>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
+    ) -> http::Response<Body> {
         let id = cx.id;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let guest = self.spawn_guest(

@@ -131,15 +131,11 @@ impl Sandbox {
 }
 
 /// Serves one request with a CGI program.
-pub(crate) async fn handle<B>(
+pub(crate) async fn handle(
     app: &App,
-    request: http::Request<B>,
+    request: http::Request<Body>,
     cx: RequestContext,
-) -> http::Response<Body>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<wasmtime_wasi_http::Error>,
-{
+) -> http::Response<Body> {
     let config = app.config();
     let (parts, body) = request.into_parts();
     let Some(script) = config
@@ -167,7 +163,6 @@ where
     // the program to read it instead of piling up in memory.
     // (A duplex pipe, not a simplex one: dropping one end is what tells the other end EOF.)
     let (stdin, mut body_in) = tokio::io::duplex(PIPE_SIZE);
-    let body = body.map_err(Into::<wasmtime_wasi_http::Error>::into);
     tokio::spawn(async move {
         let mut body = std::pin::pin!(body);
         while let Some(frame) = body.frame().await {
@@ -228,9 +223,19 @@ where
             if cx.redirects >= MAX_LOCAL_REDIRECTS {
                 return app.fail(id, Failure::RedirectLoop(location));
             }
-            let mut redirected = http::Request::get(&location)
-                .body(http_body_util::Empty::<Bytes>::new())
-                .unwrap();
+            let empty = http_body_util::Empty::new()
+                .map_err(|e| match e {})
+                .boxed_unsync();
+            let Ok(mut redirected) = http::Request::get(location.as_str()).body(empty) else {
+                let malformed = Malformed::BadLocation(location);
+                return app.fail(
+                    id,
+                    Failure::BadCgiOutput {
+                        malformed,
+                        exit: None,
+                    },
+                );
+            };
             let headers = redirected.headers_mut();
             for (name, value) in &parts.headers {
                 if name != http::header::CONTENT_LENGTH && name != http::header::CONTENT_TYPE {

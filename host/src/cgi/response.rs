@@ -32,6 +32,7 @@ pub enum Malformed {
         text: String,
     },
     BadStatus(String),
+    BadLocation(String),
 }
 
 impl std::fmt::Display for Malformed {
@@ -54,6 +55,7 @@ impl std::fmt::Display for Malformed {
                 write!(f, "malformed CGI header at line {line}: {text:?}")
             }
             Malformed::BadStatus(value) => write!(f, "malformed CGI Status header: {value:?}"),
+            Malformed::BadLocation(value) => write!(f, "malformed CGI Location header: {value:?}"),
         }
     }
 }
@@ -126,14 +128,8 @@ fn parse_head(head: &[u8]) -> Result<CgiResponse, Malformed> {
         Some(path)
             if path.as_bytes().starts_with(b"/") && status.is_none() && headers.is_empty() =>
         {
-            Ok(CgiResponse::LocalRedirect(
-                path.to_str()
-                    .map_err(|_| Malformed::BadLine {
-                        line: 0,
-                        text: "Location".into(),
-                    })?
-                    .to_string(),
-            ))
+            let path = String::from_utf8_lossy(path.as_bytes()).into_owned();
+            Ok(CgiResponse::LocalRedirect(path))
         }
         Some(url) => {
             headers.push((http::header::LOCATION, url));
