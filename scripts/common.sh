@@ -53,6 +53,11 @@ build_host() {
     (cd "$ROOT" && cargo build --release --locked -p wasmbridge)
 }
 
+build_python() {
+    say "building CPython for WASI (guests/python; skipped when dist/ matches the recipe)"
+    "$ROOT/guests/python/build.sh"
+}
+
 build_guests() {
     say "building the guests (wasm32-wasip2, and the CGI programs for wasm32-wasip1)"
     (cd "$ROOT/guests" && cargo build --release --locked --target wasm32-wasip2)

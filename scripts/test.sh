@@ -6,6 +6,7 @@ source "$(dirname "$0")/common.sh"
 setup
 build_host
 build_guests
+build_python
 say "running the tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

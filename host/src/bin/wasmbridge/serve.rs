@@ -192,7 +192,10 @@ impl ServeCommand {
             ("-D debugger", self.common.debug.debugger.is_some()),
             ("-D coredump", self.common.debug.coredump.is_some()),
             ("--target", self.common.target.is_some()),
-            ("-R (execution recording)", self.common.record.path.is_some()),
+            (
+                "-R (execution recording)",
+                self.common.record.path.is_some(),
+            ),
             (
                 "--max-instance-reuse-count other than 1",
                 self.max_instance_reuse_count.is_some_and(|n| n != 1),

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Builds CPython 3.11 for wasm32-wasi from Debian's source package with Debian's LLVM 16 and
+# wasi-libc (no WASI SDK download). Work happens in $PYTHON_BUILD_DIR (default
+# ~/.cache/wasmbridge-python); the result is copied to guests/python/dist/.
+#
+# dist/ gets python.wasm and lib/python3.11 (the stdlib), and is rebuilt only when this recipe
+# changes (dist/recipe.sha256). Not yet: the pre-initialized (wizer) snapshot.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=${PYTHON_BUILD_DIR:-$HOME/.cache/wasmbridge-python}
+VERSION=3.11
+DIST=$HERE/dist
+
+recipe=$(sha256sum "$0" | cut -d' ' -f1)
+if [ -f "$DIST/python.wasm" ] && [ "$(cat "$DIST/recipe.sha256" 2>/dev/null)" = "$recipe" ]; then
+    exit 0
+fi
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Toolchain and source, from Debian.
+packages=(clang-16 lld-16 llvm-16 wasi-libc libclang-rt-16-dev-wasm32 dpkg-dev)
+if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' |
+        as_root tee /etc/apt/sources.list.d/wasmbridge-src.sources >/dev/null
+    as_root apt-get update -qq
+fi
+mkdir -p "$WORK"
+cd "$WORK"
+src=$(find . -maxdepth 1 -type d -name "python$VERSION-*" | head -n 1)
+if [ -z "$src" ]; then
+    apt-get source -qq "python$VERSION" >/dev/null
+    src=$(find . -maxdepth 1 -type d -name "python$VERSION-*" | head -n 1)
+fi
+src=$WORK/${src#./}
+
+# A directory laid out like a WASI SDK, so that CPython's Tools/wasm/wasi-env accepts it.
+sdk=$WORK/sdk
+mkdir -p "$sdk/bin" "$sdk/share"
+wrapper() { printf '#!/bin/sh\nexec %s --target=wasm32-wasi %s "$@"\n' "$2" "$3" >"$sdk/bin/$1"; chmod +x "$sdk/bin/$1"; }
+wrapper clang /usr/bin/clang-16 ""
+wrapper clang++ /usr/bin/clang++-16 ""
+wrapper clang-cpp /usr/bin/clang-16 "-E"
+ln -sf /usr/lib/llvm-16/bin/wasm-ld "$sdk/bin/wasm-ld"
+ln -sf /usr/lib/llvm-16/bin/llvm-ar "$sdk/bin/llvm-ar"
+ln -sf /usr/lib/llvm-16/bin/llvm-ranlib "$sdk/bin/ranlib"
+# Only the WASI headers and libraries: with --sysroot=/usr, clang would also see the host's.
+mkdir -p "$sdk/share/wasi-sysroot/include" "$sdk/share/wasi-sysroot/lib"
+ln -sfn /usr/include/wasm32-wasi "$sdk/share/wasi-sysroot/include/wasm32-wasi"
+ln -sfn /usr/lib/wasm32-wasi "$sdk/share/wasi-sysroot/lib/wasm32-wasi"
+
+build_python=$(command -v "python$VERSION" || command -v python3)
+build=$WORK/build-wasi
+mkdir -p "$build"
+cd "$build"
+if [ ! -f Makefile ]; then
+    CONFIG_SITE=$src/Tools/wasm/config.site-wasm32-wasi WASI_SDK_PATH=$sdk \
+        "$src/Tools/wasm/wasi-env" "$src/configure" -q \
+        --host=wasm32-unknown-wasi --build="$("$src/config.guess")" \
+        --with-build-python="$build_python" --disable-test-modules \
+        CFLAGS="-Wno-int-conversion"
+fi
+WASI_SDK_PATH=$sdk "$src/Tools/wasm/wasi-env" make -j"$(nproc)" -s
+
+# The interpreter and its stdlib (without the test suite and the GUI modules). Serve with
+# `--dir dist/lib::/usr/local/lib`, the prefix CPython was configured with.
+rm -rf "$DIST"
+mkdir -p "$DIST/lib/python$VERSION/lib-dynload"
+cp python.wasm "$DIST/python.wasm"
+tar -C "$src/Lib" --exclude=test --exclude=tests --exclude=idlelib --exclude=tkinter \
+    --exclude=turtledemo --exclude=ensurepip --exclude=__pycache__ -cf - . |
+    tar -C "$DIST/lib/python$VERSION" -xf -
+cp build/lib.*/_sysconfigdata_*.py "$DIST/lib/python$VERSION/" 2>/dev/null || true
+# Bytecode made now, so that requests neither compile nor write into the stdlib directory.
+# (Every 3.11.x shares the bytecode format; unchecked hashes skip the source timestamp check.)
+"$build_python" -m compileall -q -j0 --invalidation-mode unchecked-hash "$DIST/lib/python$VERSION" >/dev/null || true
+echo "$recipe" >"$DIST/recipe.sha256"
+echo "built $DIST/python.wasm"
