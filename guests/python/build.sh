@@ -3,8 +3,9 @@
 # wasi-libc (no WASI SDK download). Work happens in $PYTHON_BUILD_DIR (default
 # ~/.cache/wasmbridge-python); the result is copied to guests/python/dist/.
 #
-# dist/ gets python.wasm and lib/python3.11 (the stdlib), and is rebuilt only when this recipe
-# changes (dist/recipe.sha256). Not yet: the pre-initialized (wizer) snapshot.
+# dist/ gets python.wasm and lib/python3.11 (the stdlib), apps/prettyfy/lib gets Pygments, and
+# all is rebuilt only when this recipe changes (dist/recipe.sha256). Not yet: the
+# pre-initialized (wizer) snapshot.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -79,5 +80,14 @@ cp build/lib.*/_sysconfigdata_*.py "$DIST/lib/python$VERSION/" 2>/dev/null || tr
 # Bytecode made now, so that requests neither compile nor write into the stdlib directory.
 # (Every 3.11.x shares the bytecode format; unchecked hashes skip the source timestamp check.)
 "$build_python" -m compileall -q -j0 --invalidation-mode unchecked-hash "$DIST/lib/python$VERSION" >/dev/null || true
+# The demo app's highlighter, from PyPI, beside the app (it reaches only what is mapped).
+PYGMENTS=pygments==2.18.0
+app_lib=$HERE/apps/prettyfy/lib
+rm -rf "$app_lib" "$WORK/wheels"
+"$build_python" -m pip download -q --no-deps --only-binary=:all: "$PYGMENTS" -d "$WORK/wheels"
+mkdir -p "$app_lib"
+"$build_python" -m zipfile -e "$WORK"/wheels/pygments-*.whl "$app_lib"
+"$build_python" -m compileall -q -j0 --invalidation-mode unchecked-hash "$app_lib" >/dev/null || true
+
 echo "$recipe" >"$DIST/recipe.sha256"
 echo "built $DIST/python.wasm"
