@@ -13,7 +13,7 @@ WORK=${PYTHON_BUILD_DIR:-$HOME/.cache/wasmbridge-python}
 VERSION=3.11
 DIST=$HERE/dist
 
-recipe=$(sha256sum "$0" | cut -d' ' -f1)
+recipe=$(cat "$0" "$HERE"/src/* | sha256sum | cut -d' ' -f1)
 if [ -f "$DIST/python.wasm" ] && [ "$(cat "$DIST/recipe.sha256" 2>/dev/null)" = "$recipe" ]; then
     exit 0
 fi
@@ -59,12 +59,14 @@ build_python=$(command -v "python$VERSION" || command -v python3)
 build=$WORK/build-wasi
 mkdir -p "$build"
 cd "$build"
-if [ ! -f Makefile ]; then
+# Linked into python.wasm: see the comment in src/cabi_realloc.c.
+"$sdk/bin/clang" --sysroot="$sdk/share/wasi-sysroot" -O2 -c "$HERE/src/cabi_realloc.c" -o cabi_realloc.o
+if [ ! -f Makefile ] || ! grep -q cabi_realloc.o Makefile; then
     CONFIG_SITE=$src/Tools/wasm/config.site-wasm32-wasi WASI_SDK_PATH=$sdk \
         "$src/Tools/wasm/wasi-env" "$src/configure" -q \
         --host=wasm32-unknown-wasi --build="$("$src/config.guess")" \
         --with-build-python="$build_python" --disable-test-modules \
-        CFLAGS="-Wno-int-conversion"
+        CFLAGS="-Wno-int-conversion" LIBS="$build/cabi_realloc.o"
 fi
 WASI_SDK_PATH=$sdk "$src/Tools/wasm/wasi-env" make -j"$(nproc)" -s
 

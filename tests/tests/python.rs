@@ -95,3 +95,65 @@ async fn an_environment_variable_set_by_one_request_is_gone_in_the_next() {
         .unwrap();
     assert!(second.contains("leak: none\n"), "{second}");
 }
+
+fn start_prettyfy() -> Server {
+    let dist = dist();
+    let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/python/apps/prettyfy");
+    Server::start(&[
+        "-W",
+        "timeout=30s",
+        "--env",
+        "PYTHONDONTWRITEBYTECODE=1",
+        "--dir",
+        &format!("{}::/usr/local/lib", dist.join("lib").display()),
+        "--dir",
+        &format!("{}::/app", app.display()),
+        dist.join("python.wasm").to_str().unwrap(),
+        "/app/prettyfy.py",
+    ])
+}
+
+#[tokio::test]
+async fn prettyfy_highlights_a_file_with_pygments() {
+    let server = start_prettyfy();
+    let response = client()
+        .get(server.url("/?file=hello.py"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", server.log());
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("<title>hello.py</title>"), "{page}");
+    assert!(
+        page.contains(r#"<span class="nf">greet</span>"#),
+        "not highlighted: {page}"
+    );
+}
+
+#[tokio::test]
+async fn the_path_traversal_attack_on_prettyfy_fails() {
+    let server = start_prettyfy();
+    // Natively, this joins to the host's /etc/passwd and prints it; here the interpreter sees
+    // only the granted directories.
+    for attack in [
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "../../../../../../../../etc/apache2/apache2.conf",
+    ] {
+        let response = client()
+            .get(server.url(&format!("/?file={attack}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{attack}");
+        let page = response.text().await.unwrap();
+        assert!(
+            page.contains("Cannot show") && !page.contains("root:") && !page.contains("ServerRoot"),
+            "{page}"
+        );
+    }
+}
