@@ -16,6 +16,13 @@ fn dist() -> PathBuf {
     dist
 }
 
+/// A writable scratch directory for the guest's /tmp (the `cgi` module spools uploads there).
+fn scratch() -> String {
+    let dir = std::env::temp_dir().join(format!("wasmbridge-python-tmp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("{}::/tmp", dir.display())
+}
+
 fn start(script: &str) -> Server {
     let dist = dist();
     let apps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/python");
@@ -24,6 +31,10 @@ fn start(script: &str) -> Server {
         "timeout=30s",
         "--env",
         "PYTHONDONTWRITEBYTECODE=1",
+        "--env",
+        "TMPDIR=/tmp",
+        "--dir",
+        &scratch(),
         "--dir",
         &format!("{}::/usr/local/lib", dist.join("lib").display()),
         "--dir",
@@ -156,4 +167,156 @@ async fn the_path_traversal_attack_on_prettyfy_fails() {
             "{page}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_multipart_upload_is_parsed_by_the_cgi_module() {
+    let server = start("/app/cases.py");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let digest: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let boundary = "wasmbridge-boundary";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+    body.extend_from_slice(&data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = client()
+        .post(server.url("/upload"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", server.log());
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!("data.bin 300000 {digest} note=hi\n")
+    );
+}
+
+#[tokio::test]
+async fn status_location_cookies_and_a_streamed_5_mib_response() {
+    let server = start("/app/cases.py");
+    let missing = client().get(server.url("/missing")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.text().await.unwrap(), "<h1>no such page</h1>\n");
+
+    let no_follow = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let moved = no_follow.get(server.url("/moved")).send().await.unwrap();
+    assert_eq!(moved.status(), 301);
+    assert_eq!(moved.headers()["location"], "https://example.com/new");
+
+    let cookie = client()
+        .get(server.url("/cookie"))
+        .header("cookie", "a=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cookie.headers()["set-cookie"],
+        "session=abc; Path=/; HttpOnly"
+    );
+    assert_eq!(cookie.text().await.unwrap(), "got: a=1\n");
+
+    let big = client().get(server.url("/big")).send().await.unwrap();
+    assert!(
+        big.headers().get("content-length").is_none(),
+        "not streamed"
+    );
+    assert_eq!(big.bytes().await.unwrap().len(), 80 * 65536);
+}
+
+#[tokio::test]
+async fn an_exception_is_a_5xx_with_the_traceback_in_the_log_only() {
+    let server = start("/app/cases.py");
+    let response = client().get(server.url("/error")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let page = response.text().await.unwrap();
+    assert!(
+        !page.contains("Traceback") && !page.contains("deliberate"),
+        "{page}"
+    );
+    assert!(server.wait_for_log(
+        "error [0] :: app `python`",
+        std::time::Duration::from_secs(5)
+    ));
+    let log = server.log();
+    assert!(
+        log.contains("stderr [0] :: Traceback (most recent call last):"),
+        "{log}"
+    );
+    assert!(
+        log.contains("stderr [0] :: ValueError: a deliberate exception in cases.py"),
+        "{log}"
+    );
+    assert_eq!(server.log_lines("error [0]").len(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn sys_exit_after_the_response_is_logged() {
+    let server = start("/app/cases.py");
+    let response = client().get(server.url("/exit")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "bye\n");
+    // The preview-1 adapter reports every non-zero status as 1 (see the issue notes).
+    assert!(
+        server.wait_for_log(
+            "error [0] :: app `python`: the program exited with status 1",
+            std::time::Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn while_true_is_stopped_by_the_deadline() {
+    let dist = dist();
+    let apps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/python");
+    let server = Server::start(&[
+        "-W",
+        "timeout=2s",
+        "--env",
+        "PYTHONDONTWRITEBYTECODE=1",
+        "--dir",
+        &format!("{}::/usr/local/lib", dist.join("lib").display()),
+        "--dir",
+        &format!("{}::/app", apps.display()),
+        dist.join("python.wasm").to_str().unwrap(),
+        "/app/cases.py",
+    ]);
+    let started = std::time::Instant::now();
+    let response = client().get(server.url("/loop")).send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert!(
+        server.wait_for_log("deadline exceeded", std::time::Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        client()
+            .get(server.url("/missing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 }
