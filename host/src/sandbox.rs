@@ -50,6 +50,18 @@ impl Sandbox {
         Ok(())
     }
 
+    /// The host path behind a guest path, through the granted directories.
+    pub fn host_path(&self, guest: &str) -> Option<PathBuf> {
+        self.dirs.iter().find_map(|dir| {
+            let base = dir.guest.trim_end_matches('/');
+            let rest = guest.strip_prefix(base)?;
+            if !rest.is_empty() && !rest.starts_with('/') {
+                return None;
+            }
+            Some(dir.host.join(rest.trim_start_matches('/')))
+        })
+    }
+
     /// Applies the grants to a fresh WASI context.
     pub(crate) fn configure(&self, builder: &mut WasiCtxBuilder) -> Result<()> {
         for (name, value) in &self.env {

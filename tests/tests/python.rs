@@ -23,12 +23,14 @@ fn scratch() -> String {
     format!("{}::/tmp", dir.display())
 }
 
-fn start(script: &str) -> Server {
+/// Serves `script` (a guest path under /app) with the CPython guest, the way the README says:
+/// the stdlib at its configured prefix, `app` at /app, a scratch /tmp, no bytecode writes.
+fn start_python(app: &str, script: &str, timeout: &str) -> Server {
     let dist = dist();
-    let apps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/python");
+    let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(app);
     Server::start(&[
         "-W",
-        "timeout=30s",
+        &format!("timeout={timeout}"),
         "--env",
         "PYTHONDONTWRITEBYTECODE=1",
         "--env",
@@ -38,10 +40,15 @@ fn start(script: &str) -> Server {
         "--dir",
         &format!("{}::/usr/local/lib", dist.join("lib").display()),
         "--dir",
-        &format!("{}::/app", apps.display()),
+        &format!("{}::/app", app.display()),
         dist.join("python.wasm").to_str().unwrap(),
         script,
     ])
+}
+
+/// A test script from guests/fixtures/python.
+fn start(script: &str) -> Server {
+    start_python("../guests/fixtures/python", script, "30s")
 }
 
 #[tokio::test]
@@ -108,20 +115,7 @@ async fn an_environment_variable_set_by_one_request_is_gone_in_the_next() {
 }
 
 fn start_prettyfy() -> Server {
-    let dist = dist();
-    let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/python/apps/prettyfy");
-    Server::start(&[
-        "-W",
-        "timeout=30s",
-        "--env",
-        "PYTHONDONTWRITEBYTECODE=1",
-        "--dir",
-        &format!("{}::/usr/local/lib", dist.join("lib").display()),
-        "--dir",
-        &format!("{}::/app", app.display()),
-        dist.join("python.wasm").to_str().unwrap(),
-        "/app/prettyfy.py",
-    ])
+    start_python("../guests/python/apps/prettyfy", "/app/prettyfy.py", "30s")
 }
 
 #[tokio::test]
@@ -287,20 +281,7 @@ async fn sys_exit_after_the_response_is_logged() {
 
 #[tokio::test]
 async fn while_true_is_stopped_by_the_deadline() {
-    let dist = dist();
-    let apps = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/python");
-    let server = Server::start(&[
-        "-W",
-        "timeout=2s",
-        "--env",
-        "PYTHONDONTWRITEBYTECODE=1",
-        "--dir",
-        &format!("{}::/usr/local/lib", dist.join("lib").display()),
-        "--dir",
-        &format!("{}::/app", apps.display()),
-        dist.join("python.wasm").to_str().unwrap(),
-        "/app/cases.py",
-    ]);
+    let server = start_python("../guests/fixtures/python", "/app/cases.py", "2s");
     let started = std::time::Instant::now();
     let response = client().get(server.url("/loop")).send().await.unwrap();
     assert_eq!(response.status(), 504);

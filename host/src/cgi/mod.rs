@@ -6,7 +6,7 @@
 mod meta;
 mod response;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -114,20 +114,6 @@ fn percent_decode(segment: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-impl Sandbox {
-    /// The host path behind a guest path, through the granted directories.
-    pub fn host_path(&self, guest: &str) -> Option<PathBuf> {
-        self.dirs.iter().find_map(|dir| {
-            let base = dir.guest.trim_end_matches('/');
-            let rest = guest.strip_prefix(base)?;
-            if !rest.is_empty() && !rest.starts_with('/') {
-                return None;
-            }
-            Some(dir.host.join(rest.trim_start_matches('/')))
-        })
-    }
 }
 
 /// Serves one request with a CGI program.
