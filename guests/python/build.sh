@@ -4,8 +4,8 @@
 # ~/.cache/wasmbridge-python); the result is copied to guests/python/dist/.
 #
 # dist/ gets python.wasm and lib/python3.11 (the stdlib), apps/prettyfy/lib gets Pygments, and
-# all is rebuilt only when this recipe changes (dist/recipe.sha256). Not yet: the
-# pre-initialized (wizer) snapshot.
+# all is rebuilt only when this recipe changes (dist/recipe.sha256). python.wasm is a snapshot
+# taken by `wasmbridge wizer` ($WASMBRIDGE_BIN) after src/main.c has started the interpreter.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -70,15 +70,22 @@ if [ ! -f Makefile ] || ! grep -q cabi_realloc.o Makefile; then
 fi
 WASI_SDK_PATH=$sdk "$src/Tools/wasm/wasi-env" make -j"$(nproc)" -s
 
+# Our entry point (src/main.c) in place of Programs/python.c, linked as CPython links its own.
+"$sdk/bin/clang" --sysroot="$sdk/share/wasi-sysroot" -O2 -I"$src/Include" -I"$build" \
+    -c "$HERE/src/main.c" -o wizer_main.o
+link=$(printf 'link:\n\t@echo $(LINKCC) $(PY_CORE_LDFLAGS) $(LINKFORSHARED) $(LINK_PYTHON_OBJS) $(LIBS) $(MODLIBS) $(SYSLIBS)\n' |
+    make -s -f Makefile -f - link)
+$link wizer_main.o -o python-main.wasm
+
 # The interpreter and its stdlib (without the test suite and the GUI modules). Serve with
 # `--dir dist/lib::/usr/local/lib`, the prefix CPython was configured with.
 rm -rf "$DIST"
 mkdir -p "$DIST/lib/python$VERSION/lib-dynload"
-cp python.wasm "$DIST/python.wasm"
 tar -C "$src/Lib" --exclude=test --exclude=tests --exclude=idlelib --exclude=tkinter \
     --exclude=turtledemo --exclude=ensurepip --exclude=__pycache__ -cf - . |
     tar -C "$DIST/lib/python$VERSION" -xf -
-cp build/lib.*/_sysconfigdata_*.py "$DIST/lib/python$VERSION/" 2>/dev/null || true
+# Debian's sysconfig names the build's data module without the platform (cgitb, pydoc need it).
+cp build/lib.*/_sysconfigdata_*.py "$DIST/lib/python$VERSION/_sysconfigdata__wasm32-wasi.py"
 # Bytecode made now, so that requests neither compile nor write into the stdlib directory.
 # (Every 3.11.x shares the bytecode format; unchecked hashes skip the source timestamp check.)
 "$build_python" -m compileall -q -j0 --invalidation-mode unchecked-hash "$DIST/lib/python$VERSION" >/dev/null || true
@@ -90,6 +97,11 @@ rm -rf "$app_lib" "$WORK/wheels"
 mkdir -p "$app_lib"
 "$build_python" -m zipfile -e "$WORK"/wheels/pygments-*.whl "$app_lib"
 "$build_python" -m compileall -q -j0 --invalidation-mode unchecked-hash "$app_lib" >/dev/null || true
+
+# The snapshot: the interpreter started and the common modules imported, with the stdlib where
+# it will be served from (serve it with the same --dir first, as the README shows).
+wasmbridge=${WASMBRIDGE_BIN:-$HERE/../../target/release/wasmbridge}
+"$wasmbridge" wizer --dir "$DIST/lib::/usr/local/lib" -o "$DIST/python.wasm" "$build/python-main.wasm"
 
 echo "$recipe" >"$DIST/recipe.sha256"
 echo "built $DIST/python.wasm"

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod failure;
 pub mod limits;
 pub mod log;
+pub mod preinit;
 pub mod program;
 pub mod sandbox;
 pub mod server;

@@ -52,8 +52,9 @@ pub(crate) fn compile(
 pub fn wrap_preview1(module: &[u8]) -> Result<Vec<u8>> {
     let adapter = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
     let fail = |e: anyhow::Error| wasmtime::format_err!("{e:#}");
+    let module = route_proc_exit(module).map_err(fail)?;
     let encoded = wit_component::ComponentEncoder::default()
-        .module(module)
+        .module(&module)
         .map_err(fail)?
         .adapter("wasi_snapshot_preview1", adapter)
         .map_err(fail)?
@@ -61,6 +62,78 @@ pub fn wrap_preview1(module: &[u8]) -> Result<Vec<u8>> {
         .encode()
         .map_err(fail);
     encoded.context("cannot wrap the preview-1 module into a component")
+}
+
+/// `wasi:cli/exit` with the call that keeps an exit status (the adapter only reports 0 or 1).
+const EXIT_WIT: &str = r#"
+package wasi:cli@0.2.12;
+
+@since(version = 0.2.0)
+interface exit {
+  @since(version = 0.2.0)
+  exit: func(status: result);
+  @since(version = 0.2.12)
+  exit-with-code: func(status-code: u8);
+}
+
+world proc-exit {
+  import exit;
+}
+"#;
+
+/// Points the module's `proc_exit` import straight at `wasi:cli/exit.exit-with-code`, so that
+/// `exit(3)` is logged as status 3: the preview-1 adapter would turn every failure into 1.
+/// Both take one i32 and never return, so only the import's name changes.
+fn route_proc_exit(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
+    use wasmtime::wasmparser::TypeRef;
+
+    let mut output = wasm_encoder::Module::new();
+    let mut routed = false;
+    for payload in Parser::new(0).parse_all(module) {
+        let payload = payload?;
+        match &payload {
+            Payload::ImportSection(imports) => {
+                let mut section = wasm_encoder::ImportSection::new();
+                for import in imports.clone().into_imports() {
+                    let import = import?;
+                    let ty = RoundtripReencoder.entity_type(import.ty)?;
+                    if import.module == "wasi_snapshot_preview1"
+                        && import.name == "proc_exit"
+                        && matches!(import.ty, TypeRef::Func(_))
+                    {
+                        section.import("wasi:cli/exit@0.2.12", "exit-with-code", ty);
+                        routed = true;
+                    } else {
+                        section.import(import.module, import.name, ty);
+                    }
+                }
+                output.section(&section);
+            }
+            _ => {
+                if let Some((id, range)) = payload.as_section() {
+                    output.section(&wasm_encoder::RawSection {
+                        id,
+                        data: &module[range],
+                    });
+                }
+            }
+        }
+    }
+    if !routed {
+        return Ok(module.to_vec());
+    }
+    let mut module = output.finish();
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve.push_str("proc-exit.wit", EXIT_WIT)?;
+    let world = resolve.select_world(&[package], Some("proc-exit"))?;
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )?;
+    Ok(module)
 }
 
 fn exports_start(wasm: &[u8]) -> Result<bool> {

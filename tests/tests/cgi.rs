@@ -198,7 +198,7 @@ async fn bad_output_is_a_502_with_the_cause_logged() {
             "/malformed",
             "malformed CGI header at line 1: \"this is not a header\"",
         ),
-        ("/exit2", "the program exited with status 1"),
+        ("/exit2", "the program exited with status 2"),
     ]
     .into_iter()
     .enumerate()
@@ -219,7 +219,7 @@ async fn an_exit_after_the_response_is_logged() {
     assert_failure_logged(
         &server,
         0,
-        "exited with status 1 after its response had started",
+        "exited with status 3 after its response had started",
     );
 }
 

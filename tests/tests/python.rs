@@ -32,13 +32,12 @@ fn start_python(app: &str, script: &str, timeout: &str) -> Server {
         "-W",
         &format!("timeout={timeout}"),
         "--env",
-        "PYTHONDONTWRITEBYTECODE=1",
-        "--env",
         "TMPDIR=/tmp",
-        "--dir",
-        &scratch(),
+        // The stdlib first, where and as the snapshot was taken (guests/python/README.md).
         "--dir",
         &format!("{}::/usr/local/lib", dist.join("lib").display()),
+        "--dir",
+        &scratch(),
         "--dir",
         &format!("{}::/app", app.display()),
         dist.join("python.wasm").to_str().unwrap(),
@@ -268,14 +267,31 @@ async fn sys_exit_after_the_response_is_logged() {
     let response = client().get(server.url("/exit")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "bye\n");
-    // The preview-1 adapter reports every non-zero status as 1 (see the issue notes).
     assert!(
         server.wait_for_log(
-            "error [0] :: app `python`: the program exited with status 1",
+            "error [0] :: app `python`: the program exited with status 3",
             std::time::Duration::from_secs(5)
         ),
         "{}",
         server.log()
+    );
+}
+
+#[tokio::test]
+async fn each_request_from_the_snapshot_gets_its_own_random_seed_argv_and_path() {
+    let server = start("/app/cases.py");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let response = client().get(server.url("/random")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        let (number, rest) = text.trim().split_once(' ').unwrap();
+        assert_eq!(rest, "['/app/cases.py'] /app");
+        seen.push(number.to_string());
+    }
+    assert_ne!(
+        seen[0], seen[1],
+        "two requests drew the same random numbers"
     );
 }
 

@@ -5,17 +5,20 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod serve;
+mod wizer;
 
 /// A WebAssembly host for web servers: wasi:http components, sandboxed and metered.
 #[derive(Parser)]
 #[command(name = "wasmbridge", version)]
 enum Command {
-    Serve(serve::ServeCommand),
+    Serve(Box<serve::ServeCommand>),
+    Wizer(wizer::WizerCommand),
 }
 
 fn main() -> ExitCode {
     let result = match Command::parse() {
         Command::Serve(serve) => serve.execute(),
+        Command::Wizer(wizer) => wizer.execute(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

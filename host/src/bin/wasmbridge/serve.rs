@@ -302,13 +302,13 @@ impl ServeCommand {
     }
 }
 
-fn parse_dir(s: &str) -> Result<(String, String)> {
+pub(crate) fn parse_dir(s: &str) -> Result<(String, String)> {
     let mut parts = s.splitn(2, "::");
     let host = parts.next().unwrap_or_default();
     Ok((host.to_string(), parts.next().unwrap_or(host).to_string()))
 }
 
-fn parse_env(s: &str) -> Result<(String, Option<String>)> {
+pub(crate) fn parse_env(s: &str) -> Result<(String, Option<String>)> {
     let mut parts = s.splitn(2, '=');
     Ok((
         parts.next().unwrap_or_default().to_string(),

@@ -1,0 +1,209 @@
+/* The interpreter's entry point, in place of CPython's Programs/python.c.
+ *
+ * `wizer-initialize` starts Python and imports what CGI scripts use; the build snapshots memory
+ * right after it (`wasmbridge wizer`), so a request begins with a warm interpreter. `main` then
+ * does only per-run work: the run's environment, sys.argv and sys.path, a fresh random seed,
+ * and the script. Without a snapshot, main initializes first, so the same binary also runs
+ * plain.
+ *
+ * Usage: python.wasm SCRIPT [ARG...] | -c CODE [ARG...] | -m MODULE [ARG...]
+ */
+#include <Python.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+#include <wasi/libc-environ.h>
+
+extern char **environ;
+/* CPython's own SystemExit handling (pythonrun.c): exit code from the exception, 0 for None. */
+extern int _Py_HandleSystemExit(int *exitcode);
+
+/* Imported once into the snapshot; a script's own `import` of these then costs nothing. `cgi`
+ * is deprecated in 3.11: its warning is for authors, not for every request's log. */
+static const char PRELOAD[] =
+    "import warnings\n"
+    "with warnings.catch_warnings():\n"
+    "    warnings.simplefilter('ignore', DeprecationWarning)\n"
+    "    import cgi, cgitb\n"
+    "import base64, binascii, collections, datetime, decimal, email.message, email.parser\n"
+    "import email.utils, functools, hashlib, hmac, html, http.cookies, io, itertools, json\n"
+    "import math, mimetypes, os, pathlib, random, re, shutil, string, struct, tempfile\n"
+    "import textwrap, time, traceback, types, typing, urllib.parse, uuid\n";
+
+static int initialized;
+
+static void initialize(void) {
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);
+    config.parse_argv = 0;
+    config.install_signal_handlers = 0;
+    /* The stdlib is precompiled and mapped read-only; never try to write bytecode. */
+    config.write_bytecode = 0;
+    PyStatus status = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(status)) {
+        Py_ExitStatusException(status);
+    }
+    initialized = 1;
+}
+
+__attribute__((export_name("wizer-initialize"))) void wizer_initialize(void) {
+    initialize();
+    if (PyRun_SimpleString(PRELOAD) != 0) {
+        exit(1);
+    }
+    /* wasi-libc reads the environment once; forget the build's, so each run reads its own. */
+    __wasilibc_deinitialize_environ();
+}
+
+/* os.environ and posix.environ were made at initialization: rebuild them from this run's. */
+static int refresh_environ(void) {
+    __wasilibc_ensure_environ();
+    PyObject *data = PyDict_New();
+    if (data == NULL) return -1;
+    for (char **entry = environ; entry != NULL && *entry != NULL; entry++) {
+        const char *eq = strchr(*entry, '=');
+        if (eq == NULL) continue;
+        PyObject *key = PyBytes_FromStringAndSize(*entry, eq - *entry);
+        PyObject *value = PyBytes_FromString(eq + 1);
+        int failed = key == NULL || value == NULL || PyDict_SetItem(data, key, value) < 0;
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+        if (failed) {
+            Py_DECREF(data);
+            return -1;
+        }
+    }
+    PyObject *posix = PyImport_ImportModule("posix");
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *os_environ = os ? PyObject_GetAttrString(os, "environ") : NULL;
+    PyObject *copy = PyDict_Copy(data);
+    int result = (posix && os_environ && copy &&
+                  PyObject_SetAttrString(posix, "environ", copy) == 0 &&
+                  PyObject_SetAttrString(os_environ, "_data", data) == 0)
+                     ? 0
+                     : -1;
+    Py_XDECREF(copy);
+    Py_XDECREF(os_environ);
+    Py_XDECREF(os);
+    Py_XDECREF(posix);
+    Py_DECREF(data);
+    return result;
+}
+
+/* sys.argv, sys.path[0] (the script's directory, or '' for -c and -m) and PYTHONPATH, as
+ * `python` sets them at start-up; then a new seed, or every run would draw the same numbers. */
+static int prepare_run(int argc, char **argv, const char *path0) {
+    PyObject *sys_argv = PyList_New(0);
+    if (sys_argv == NULL) return -1;
+    for (int i = 0; i < argc; i++) {
+        PyObject *arg = PyUnicode_DecodeFSDefault(argv[i]);
+        if (arg == NULL || PyList_Append(sys_argv, arg) < 0) {
+            Py_XDECREF(arg);
+            Py_DECREF(sys_argv);
+            return -1;
+        }
+        Py_DECREF(arg);
+    }
+    int failed = PySys_SetObject("argv", sys_argv) < 0;
+    Py_DECREF(sys_argv);
+    if (failed) return -1;
+
+    PyObject *sys_path = PySys_GetObject("path"); /* borrowed */
+    PyObject *dir = PyUnicode_DecodeFSDefault(path0);
+    if (sys_path == NULL || dir == NULL || PyList_Insert(sys_path, 0, dir) < 0) {
+        Py_XDECREF(dir);
+        return -1;
+    }
+    Py_DECREF(dir);
+    return PyRun_SimpleString(
+        "import os as _os, sys as _sys\n"
+        "_sys.path[1:1] = [p for p in _os.environ.get('PYTHONPATH', '').split(':')\n"
+        "                  if p and p not in _sys.path]\n"
+        "if 'random' in _sys.modules:\n"
+        "    _sys.modules['random'].seed()\n"
+        "del _os, _sys\n");
+}
+
+/* The exit status of a run that returned `result` (NULL: it raised). */
+static int exit_status(PyObject *result) {
+    if (result != NULL) {
+        Py_DECREF(result);
+        return 0;
+    }
+    int status = 1;
+    if (PyErr_ExceptionMatches(PyExc_SystemExit)) {
+        _Py_HandleSystemExit(&status);
+    } else {
+        PyErr_Print();
+    }
+    return status;
+}
+
+/* Runs the file `path` as __main__, as `python SCRIPT` does. */
+static PyObject *run_file(const char *path) {
+    PyObject *globals = PyModule_GetDict(PyImport_AddModule("__main__"));
+    FILE *file = fopen(path, "rb");
+    if (file == NULL) {
+        return PyErr_Format(PyExc_SystemExit, "python: can't open file '%s': [Errno %d] %s",
+                            path, errno, strerror(errno));
+    }
+    PyObject *file_name = PyUnicode_DecodeFSDefault(path);
+    if (file_name == NULL || PyDict_SetItemString(globals, "__file__", file_name) < 0) {
+        Py_XDECREF(file_name);
+        fclose(file);
+        return NULL;
+    }
+    Py_DECREF(file_name);
+    return PyRun_FileExFlags(file, path, Py_file_input, globals, globals, 1, NULL);
+}
+
+int main(int argc, char **argv) {
+    if (!initialized) {
+        initialize();
+    }
+    int option = argc > 1 && argv[1][0] == '-';
+    if (argc < 2 || (option && (argc < 3 || (strcmp(argv[1], "-c") && strcmp(argv[1], "-m"))))) {
+        fprintf(stderr,
+                "usage: python.wasm SCRIPT [ARG...] | -c CODE [ARG...] | -m MODULE [ARG...]\n");
+        return 2;
+    }
+
+    PyObject *result = NULL;
+    if (refresh_environ() == 0) {
+        if (!option) {
+            char *script_dir = strdup(argv[1]);
+            if (prepare_run(argc - 1, argv + 1, dirname(script_dir)) == 0) {
+                result = run_file(argv[1]);
+            }
+            free(script_dir);
+        } else {
+            /* sys.argv[0] is the option, as with `python -c`; runpy replaces it for -m. */
+            const char *what = argv[2];
+            argv[2] = argv[1];
+            if (prepare_run(argc - 2, argv + 2, "") == 0) {
+                if (strcmp(argv[1], "-c") == 0) {
+                    PyObject *globals = PyModule_GetDict(PyImport_AddModule("__main__"));
+                    result = PyRun_StringFlags(what, Py_file_input, globals, globals, NULL);
+                } else {
+                    PyObject *runpy = PyImport_ImportModule("runpy");
+                    result = runpy ? PyObject_CallMethod(runpy, "_run_module_as_main", "s", what)
+                                   : NULL;
+                    Py_XDECREF(runpy);
+                }
+            }
+        }
+    }
+    int status = exit_status(result);
+
+    /* What finalization would do that a script can see; the rest dies with the instance. */
+    PyRun_SimpleString("import atexit, sys\n"
+                       "atexit._run_exitfuncs()\n"
+                       "for stream in (sys.stdout, sys.stderr):\n"
+                       "    try:\n"
+                       "        stream.flush()\n"
+                       "    except Exception:\n"
+                       "        pass\n");
+    return status;
+}
