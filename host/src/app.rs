@@ -98,6 +98,9 @@ pub struct RequestContext {
     pub remote_user: Option<String>,
     /// CGI local redirects followed so far.
     pub redirects: u8,
+    /// CGI meta-variables the front end made itself (Apache's own, as mod_cgi passes them),
+    /// used in CGI mode instead of wasmbridge's.
+    pub cgi_env: Option<Vec<(String, String)>>,
 }
 
 impl RequestContext {
@@ -110,6 +113,7 @@ impl RequestContext {
             auth_type: None,
             remote_user: None,
             redirects: 0,
+            cgi_env: None,
         }
     }
 }

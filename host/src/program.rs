@@ -48,6 +48,15 @@ pub(crate) fn compile(
     }
 }
 
+/// Compiles the program at `path` into `cache` ahead of serving it, so that the processes that
+/// serve it later load compiled code.
+pub fn precompile(engine: &Engine, path: &std::path::Path, cache: &CompileCache) -> Result<()> {
+    let wasm = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    compile(engine, &wasm, Some(cache), Mode::Auto)
+        .with_context(|| format!("cannot compile `{}`", path.display()))?;
+    Ok(())
+}
+
 /// Wraps a preview-1 command module into a `wasi:cli/command` component.
 pub fn wrap_preview1(module: &[u8]) -> Result<Vec<u8>> {
     let adapter = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
@@ -134,6 +143,64 @@ fn route_proc_exit(module: &[u8]) -> anyhow::Result<Vec<u8>> {
         wit_component::StringEncoding::UTF8,
     )?;
     Ok(module)
+}
+
+/// What a `.wasm` file holds, as far as serving it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A component exporting `wasi:http/incoming-handler`.
+    HttpComponent,
+    /// A component exporting `wasi:cli/run`: a CGI program.
+    CommandComponent,
+    /// A WASI preview-1 core module with `_start`: a CGI program.
+    Preview1Command,
+}
+
+/// Tells what `wasm` is by reading its exports, without compiling it: cheap enough to check a
+/// configuration with.
+pub fn inspect(wasm: &[u8]) -> Result<Kind> {
+    if Engine::detect_precompiled(wasm).is_some() {
+        bail!("it is precompiled code (`wasmtime compile`), not a WebAssembly file");
+    }
+    if Parser::is_core_wasm(wasm) {
+        if !exports_start(wasm)? {
+            bail!(
+                "it is a core WebAssembly module without a `_start` export: only WASI preview-1 \
+                 commands (programs with a main function) can be served, in CGI mode"
+            );
+        }
+        return Ok(Kind::Preview1Command);
+    }
+    if !Parser::is_component(wasm) {
+        bail!("it is not a WebAssembly file");
+    }
+    // Only the outermost component's exports count; nested modules and components have
+    // their own Version ... End.
+    let (mut depth, mut exports) = (0, Vec::new());
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload? {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentExportSection(section) if depth == 1 => {
+                for export in section {
+                    exports.push(export?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let exports_any = |prefix: &str| exports.iter().any(|name| name.starts_with(prefix));
+    if exports_any("wasi:http/incoming-handler@") {
+        Ok(Kind::HttpComponent)
+    } else if exports_any("wasi:cli/run@") {
+        Ok(Kind::CommandComponent)
+    } else {
+        bail!(
+            "it is a component that exports neither `wasi:http/incoming-handler` nor `wasi:cli/run` \
+             (it exports {})",
+            if exports.is_empty() { "nothing".into() } else { exports.join(", ") }
+        )
+    }
 }
 
 fn exports_start(wasm: &[u8]) -> Result<bool> {

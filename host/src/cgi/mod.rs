@@ -136,7 +136,10 @@ pub(crate) async fn handle(
         args.push(script.filename.clone());
     }
     // Granted variables last, so that a request cannot override them.
-    let mut env = meta_variables(&parts, &cx, &script);
+    let mut env = match &cx.cgi_env {
+        Some(env) => env.clone(),
+        None => meta_variables(&parts, &cx, &script),
+    };
     env.retain(|(name, _)| {
         !config
             .sandbox
@@ -228,8 +231,10 @@ pub(crate) async fn handle(
                     headers.append(name, value.clone());
                 }
             }
+            // The front end's variables described the first URL, not this one.
             let cx = RequestContext {
                 redirects: cx.redirects + 1,
+                cgi_env: None,
                 ..cx
             };
             Box::pin(handle(app, redirected, cx)).await

@@ -1,0 +1,635 @@
+/* mod_wasm: WebAssembly apps behind Apache httpd 2.4.
+ *
+ * A drop-in for VMware Wasm Labs' mod_wasm: the same handler name and directives, serving WASI
+ * preview-1 and command programs CGI-style and wasi:http components natively, through the
+ * wasmbridge host (the Rust half, linked into this module; see mod_wasm_core.h).
+ *
+ *   <Location /app>
+ *       SetHandler    wasm-handler
+ *       WasmRoot      /var/www/wasm_modules
+ *       WasmModule    python3.11.wasm
+ *       WasmMapDir    /python /var/www/python
+ *       WasmArg       /python/prettyfy.py
+ *       WasmEnableCGI On
+ *   </Location>
+ *
+ * The host runs only in the children: its threads start in child_init, after the fork. The
+ * parent checks the configuration (a bad module fails `apachectl configtest` with its line)
+ * and compiles the modules into the on-disk cache in a throwaway process, so that children
+ * start with compiled code.
+ */
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_mpm.h"
+#include "util_script.h"
+#include "unixd.h"
+
+#include "apr_strings.h"
+#include "apr_lib.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mod_wasm_core.h"
+
+module AP_MODULE_DECLARE_DATA wasm_module;
+APLOG_USE_MODULE(wasm);
+
+#define UNSET -1
+#define WASM_DEFAULT_MAX_MEMORY ((apr_off_t)512 * 1024 * 1024)
+#define WASM_DEFAULT_TIMEOUT apr_time_from_sec(60)
+#define BODY_CHUNK 65536
+
+typedef struct {
+    const char *root;              /* WasmRoot */
+    const char *module;            /* WasmModule, as written */
+    const char *module_at;         /* "file:line" of WasmModule, for messages */
+    apr_array_header_t *dirs;      /* "host::guest", from WasmDir and WasmMapDir */
+    apr_array_header_t *envs;      /* "NAME=VALUE" */
+    apr_array_header_t *args;      /* WasmArg */
+    int cgi;                       /* WasmEnableCGI */
+    int map_cgi_filenames;         /* WasmMapCGIFileNames */
+    apr_off_t max_memory;          /* WasmMaxMemory */
+    apr_interval_time_t timeout;   /* WasmTimeout */
+} wasm_dir_conf;
+
+typedef struct {
+    const char *cache_dir;         /* WasmCacheDir; "off" turns the cache off */
+} wasm_server_conf;
+
+/* Every section's configuration as parsed, for the precompile step. */
+static apr_array_header_t *all_dir_confs;
+
+static server_rec *main_server;
+
+/* ---- configuration ---------------------------------------------------------------------- */
+
+static void *create_dir_conf(apr_pool_t *p, char *dir)
+{
+    wasm_dir_conf *conf = apr_pcalloc(p, sizeof *conf);
+    conf->dirs = apr_array_make(p, 2, sizeof(const char *));
+    conf->envs = apr_array_make(p, 2, sizeof(const char *));
+    conf->args = apr_array_make(p, 2, sizeof(const char *));
+    conf->cgi = UNSET;
+    conf->map_cgi_filenames = UNSET;
+    conf->max_memory = UNSET;
+    conf->timeout = UNSET;
+    if (all_dir_confs) {
+        *(wasm_dir_conf **)apr_array_push(all_dir_confs) = conf;
+    }
+    return conf;
+}
+
+/* A nested section inherits what it does not set: directories and variables add up, the
+ * arguments are replaced as a whole. */
+static void *merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
+{
+    wasm_dir_conf *base = base_, *add = add_;
+    wasm_dir_conf *conf = apr_pcalloc(p, sizeof *conf);
+    conf->root = add->root ? add->root : base->root;
+    conf->module = add->module ? add->module : base->module;
+    conf->module_at = add->module ? add->module_at : base->module_at;
+    conf->dirs = apr_array_append(p, base->dirs, add->dirs);
+    conf->envs = apr_array_append(p, base->envs, add->envs);
+    conf->args = add->args->nelts ? add->args : base->args;
+    conf->cgi = add->cgi != UNSET ? add->cgi : base->cgi;
+    conf->map_cgi_filenames =
+        add->map_cgi_filenames != UNSET ? add->map_cgi_filenames : base->map_cgi_filenames;
+    conf->max_memory = add->max_memory != UNSET ? add->max_memory : base->max_memory;
+    conf->timeout = add->timeout != UNSET ? add->timeout : base->timeout;
+    return conf;
+}
+
+static void *create_server_conf(apr_pool_t *p, server_rec *s)
+{
+    return apr_pcalloc(p, sizeof(wasm_server_conf));
+}
+
+/* The module's path: absolute, or relative to WasmRoot. NULL while that cannot be known. */
+static const char *module_path(apr_pool_t *p, const wasm_dir_conf *conf)
+{
+    if (!conf->module) {
+        return NULL;
+    }
+    if (conf->module[0] == '/') {
+        return conf->module;
+    }
+    if (!conf->root) {
+        return NULL;
+    }
+    return apr_pstrcat(p, conf->root, "/", conf->module, NULL);
+}
+
+/* Checks the module as far as the section says yet; called by every directive it depends on,
+ * so that the error names the line that made it wrong. */
+static const char *check_module(cmd_parms *cmd, const wasm_dir_conf *conf)
+{
+    const char *path = module_path(cmd->temp_pool, conf);
+    char error[1024];
+    if (path && wb_inspect(path, conf->cgi == 1, error, sizeof error) != 0) {
+        return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, error);
+    }
+    return NULL;
+}
+
+static const char *check_dir(cmd_parms *cmd, const char *path)
+{
+    apr_finfo_t info;
+    if (path[0] != '/') {
+        return apr_psprintf(cmd->pool, "%s: `%s` is not an absolute path", cmd->cmd->name, path);
+    }
+    if (apr_stat(&info, path, APR_FINFO_TYPE, cmd->temp_pool) != APR_SUCCESS ||
+        info.filetype != APR_DIR) {
+        return apr_psprintf(cmd->pool, "%s: `%s` is not a directory", cmd->cmd->name, path);
+    }
+    return NULL;
+}
+
+static const char *set_root(cmd_parms *cmd, void *conf_, const char *root)
+{
+    wasm_dir_conf *conf = conf_;
+    const char *error = check_dir(cmd, root);
+    if (error) {
+        return error;
+    }
+    conf->root = root;
+    return check_module(cmd, conf);
+}
+
+static const char *set_module(cmd_parms *cmd, void *conf_, const char *module)
+{
+    wasm_dir_conf *conf = conf_;
+    conf->module = module;
+    conf->module_at = apr_psprintf(cmd->pool, "%s:%d", cmd->directive->filename,
+                                   cmd->directive->line_num);
+    return check_module(cmd, conf);
+}
+
+static const char *add_dir(cmd_parms *cmd, void *conf_, const char *dir)
+{
+    wasm_dir_conf *conf = conf_;
+    const char *error = check_dir(cmd, dir);
+    if (error) {
+        return error;
+    }
+    *(const char **)apr_array_push(conf->dirs) = apr_pstrcat(cmd->pool, dir, "::", dir, NULL);
+    return NULL;
+}
+
+/* WasmMapDir GUEST HOST, in mod_wasm's order. */
+static const char *map_dir(cmd_parms *cmd, void *conf_, const char *guest, const char *host)
+{
+    wasm_dir_conf *conf = conf_;
+    const char *error = check_dir(cmd, host);
+    if (error) {
+        return error;
+    }
+    if (guest[0] != '/') {
+        return apr_psprintf(cmd->pool, "WasmMapDir: the guest path `%s` must be absolute", guest);
+    }
+    *(const char **)apr_array_push(conf->dirs) = apr_pstrcat(cmd->pool, host, "::", guest, NULL);
+    return NULL;
+}
+
+static const char *add_env(cmd_parms *cmd, void *conf_, const char *name, const char *value)
+{
+    wasm_dir_conf *conf = conf_;
+    if (!*name || strchr(name, '=')) {
+        return apr_psprintf(cmd->pool, "WasmEnv: `%s` is not a variable name", name);
+    }
+    *(const char **)apr_array_push(conf->envs) = apr_pstrcat(cmd->pool, name, "=", value, NULL);
+    return NULL;
+}
+
+static const char *add_arg(cmd_parms *cmd, void *conf_, const char *arg)
+{
+    wasm_dir_conf *conf = conf_;
+    *(const char **)apr_array_push(conf->args) = arg;
+    return NULL;
+}
+
+static const char *set_cgi(cmd_parms *cmd, void *conf_, int on)
+{
+    wasm_dir_conf *conf = conf_;
+    conf->cgi = on;
+    return check_module(cmd, conf);
+}
+
+static const char *set_map_cgi_filenames(cmd_parms *cmd, void *conf_, int on)
+{
+    ((wasm_dir_conf *)conf_)->map_cgi_filenames = on;
+    return NULL;
+}
+
+/* WasmMaxMemory 256M: linear memory per request, in bytes with an optional K, M or G. */
+static const char *set_max_memory(cmd_parms *cmd, void *conf_, const char *value)
+{
+    char *end;
+    apr_int64_t n = apr_strtoi64(value, &end, 10);
+    switch (apr_tolower(*end)) {
+    case 'g': n *= 1024; /* fall through */
+    case 'm': n *= 1024; /* fall through */
+    case 'k': n *= 1024; end++; break;
+    }
+    if (n <= 0 || *end) {
+        return apr_psprintf(cmd->pool,
+                            "WasmMaxMemory: `%s` is not a size (a number of bytes, or with K, M "
+                            "or G)", value);
+    }
+    ((wasm_dir_conf *)conf_)->max_memory = n;
+    return NULL;
+}
+
+/* WasmTimeout 30 (seconds) or 500ms: the wall-clock deadline of a request, body included. */
+static const char *set_timeout(cmd_parms *cmd, void *conf_, const char *value)
+{
+    apr_interval_time_t timeout;
+    if (ap_timeout_parameter_parse(value, &timeout, "s") != APR_SUCCESS || timeout <= 0) {
+        return apr_psprintf(cmd->pool,
+                            "WasmTimeout: `%s` is not a duration (seconds, or with ms, s, mi, h)",
+                            value);
+    }
+    ((wasm_dir_conf *)conf_)->timeout = timeout;
+    return NULL;
+}
+
+static const char *set_cache_dir(cmd_parms *cmd, void *dummy, const char *dir)
+{
+    wasm_server_conf *conf = ap_get_module_config(cmd->server->module_config, &wasm_module);
+    const char *error = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    if (error) {
+        return error;
+    }
+    conf->cache_dir = dir;
+    return NULL;
+}
+
+static const command_rec wasm_cmds[] = {
+    AP_INIT_TAKE1("WasmRoot", set_root, NULL, OR_OPTIONS,
+                  "the directory that relative WasmModule paths start from"),
+    AP_INIT_TAKE1("WasmModule", set_module, NULL, OR_OPTIONS,
+                  "the .wasm file to serve: a wasi:http component or a CGI program"),
+    AP_INIT_ITERATE("WasmDir", add_dir, NULL, OR_OPTIONS,
+                    "a host directory the module may use, under the same path"),
+    AP_INIT_TAKE2("WasmMapDir", map_dir, NULL, OR_OPTIONS,
+                  "a host directory the module may use, as GUEST_PATH HOST_PATH"),
+    AP_INIT_TAKE2("WasmEnv", add_env, NULL, OR_OPTIONS,
+                  "an environment variable for the module: NAME VALUE"),
+    AP_INIT_ITERATE("WasmArg", add_arg, NULL, OR_OPTIONS,
+                    "an argument for the module (argv[1], ...)"),
+    AP_INIT_FLAG("WasmEnableCGI", set_cgi, NULL, OR_OPTIONS,
+                 "run the module as a CGI program"),
+    AP_INIT_FLAG("WasmMapCGIFileNames", set_map_cgi_filenames, NULL, OR_OPTIONS,
+                 "give SCRIPT_FILENAME as the module sees it, through WasmMapDir"),
+    AP_INIT_TAKE1("WasmMaxMemory", set_max_memory, NULL, OR_OPTIONS,
+                  "linear memory per request (default 512M)"),
+    AP_INIT_TAKE1("WasmTimeout", set_timeout, NULL, OR_OPTIONS,
+                  "wall-clock deadline per request (default 60 seconds)"),
+    AP_INIT_TAKE1("WasmCacheDir", set_cache_dir, NULL, RSRC_CONF,
+                  "where compiled modules are kept (default: wasmbridge-cache in the "
+                  "runtime directory); off turns the cache off"),
+    {NULL}
+};
+
+/* The app as the host sees it: one `key value` per line. Equal descriptions share one loaded
+ * app in a child. */
+static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
+{
+    const char *text = apr_pstrcat(p, "module ", module_path(p, conf), "\n", NULL);
+    int i;
+    for (i = 0; i < conf->dirs->nelts; i++) {
+        text = apr_pstrcat(p, text, "dir ", APR_ARRAY_IDX(conf->dirs, i, const char *), "\n",
+                           NULL);
+    }
+    for (i = 0; i < conf->envs->nelts; i++) {
+        text = apr_pstrcat(p, text, "env ", APR_ARRAY_IDX(conf->envs, i, const char *), "\n",
+                           NULL);
+    }
+    for (i = 0; i < conf->args->nelts; i++) {
+        text = apr_pstrcat(p, text, "arg ", APR_ARRAY_IDX(conf->args, i, const char *), "\n",
+                           NULL);
+    }
+    return apr_psprintf(p, "%scgi %s\nmax-memory %" APR_OFF_T_FMT "\ntimeout-ms %" APR_TIME_T_FMT
+                        "\n", text, conf->cgi == 1 ? "on" : "auto",
+                        conf->max_memory != UNSET ? conf->max_memory : WASM_DEFAULT_MAX_MEMORY,
+                        apr_time_as_msec(conf->timeout != UNSET ? conf->timeout
+                                                                : WASM_DEFAULT_TIMEOUT));
+}
+
+/* ---- start-up --------------------------------------------------------------------------- */
+
+static int wasm_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    all_dir_confs = apr_array_make(pconf, 8, sizeof(wasm_dir_conf *));
+    return OK;
+}
+
+static const char *cache_dir(apr_pool_t *p, server_rec *s)
+{
+    wasm_server_conf *conf = ap_get_module_config(s->module_config, &wasm_module);
+    if (conf->cache_dir && !strcasecmp(conf->cache_dir, "off")) {
+        return NULL;
+    }
+    return conf->cache_dir ? conf->cache_dir : ap_runtime_dir_relative(p, "wasmbridge-cache");
+}
+
+/* Compiles every configured module into the cache, in a process of its own: compiling starts
+ * threads, and the parent must have none when it forks the children. */
+static int precompile(apr_pool_t *p, server_rec *s, const char *dir)
+{
+    apr_array_header_t *descriptions = apr_array_make(p, 8, sizeof(const char *));
+    char error[2048] = "";
+    int i, status;
+    pid_t pid;
+    for (i = 0; i < all_dir_confs->nelts; i++) {
+        wasm_dir_conf *conf = APR_ARRAY_IDX(all_dir_confs, i, wasm_dir_conf *);
+        if (module_path(p, conf)) {
+            *(const char **)apr_array_push(descriptions) = describe(p, conf);
+        }
+    }
+    if (!descriptions->nelts) {
+        return OK;
+    }
+    pid = fork();
+    if (pid == 0) {
+        int failed = wb_precompile((const char *const *)descriptions->elts,
+                                   descriptions->nelts, dir, error, sizeof error);
+        if (failed) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "%s", error);
+        }
+        _exit(failed ? 1 : 0);
+    }
+    if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s,
+                     "cannot compile the configured WebAssembly modules (see above)");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return OK;
+}
+
+static int wasm_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                            server_rec *s)
+{
+    const char *dir = cache_dir(ptemp, s);
+    main_server = s;
+    /* The first of Apache's two configuration passes only checks. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    if (dir) {
+        apr_dir_make_recursive(dir, APR_FPROT_OS_DEFAULT, ptemp);
+        /* The children, running as User, add to it. */
+        if (geteuid() == 0 && chown(dir, ap_unixd_config.user_id, ap_unixd_config.group_id)) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s, "cannot hand %s to User", dir);
+        }
+    }
+    return precompile(ptemp, s, dir);
+}
+
+static void log_for_server(int level, const char *message)
+{
+    ap_log_error(APLOG_MARK, level, 0, main_server, "%s", message);
+}
+
+static void wasm_child_init(apr_pool_t *p, server_rec *s)
+{
+    int threads = 1;
+    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+    /* Some MPMs answer 0 for "no threads"; HTTP/2 adds its own workers on top. */
+    if (threads < 1) {
+        threads = 1;
+    }
+    main_server = s;
+    wb_child_init(threads * 2 + 8, cache_dir(p, s), log_for_server);
+}
+
+/* ---- requests --------------------------------------------------------------------------- */
+
+typedef struct {
+    apr_array_header_t *names;
+    apr_array_header_t *values;
+} pairs;
+
+static int collect(void *pairs_, const char *name, const char *value)
+{
+    pairs *out = pairs_;
+    *(const char **)apr_array_push(out->names) = name;
+    *(const char **)apr_array_push(out->values) = value;
+    return 1;
+}
+
+static pairs table_pairs(apr_pool_t *p, const apr_table_t *table)
+{
+    pairs out = {apr_array_make(p, 16, sizeof(const char *)),
+                 apr_array_make(p, 16, sizeof(const char *))};
+    apr_table_do(collect, &out, table, NULL);
+    return out;
+}
+
+/* SCRIPT_FILENAME as the module sees it: the host path through the first WasmMapDir that
+ * holds it (WasmMapCGIFileNames). */
+static void map_script_filename(request_rec *r, const wasm_dir_conf *conf)
+{
+    const char *filename = apr_table_get(r->subprocess_env, "SCRIPT_FILENAME");
+    int i;
+    if (!filename) {
+        return;
+    }
+    for (i = 0; i < conf->dirs->nelts; i++) {
+        const char *dir = APR_ARRAY_IDX(conf->dirs, i, const char *);
+        const char *sep = strstr(dir, "::");
+        size_t len = sep - dir;
+        if (!strncmp(filename, dir, len) && (filename[len] == '/' || !filename[len])) {
+            apr_table_set(r->subprocess_env, "SCRIPT_FILENAME",
+                          apr_pstrcat(r->pool, sep + 2, filename + len, NULL));
+            return;
+        }
+    }
+}
+
+/* Answers the host's request for more body: one brigade, at most BODY_CHUNK bytes. */
+static void feed_body(request_rec *r, wb_request *req, apr_bucket_brigade *bb, char *buffer,
+                      int *eos)
+{
+    while (!*eos) {
+        apr_size_t len = BODY_CHUNK;
+        apr_bucket *b;
+        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
+                                         APR_BLOCK_READ, BODY_CHUNK);
+        if (rv != APR_SUCCESS) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r, "reading the request body failed");
+            *eos = 1;
+            break;
+        }
+        for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
+            if (APR_BUCKET_IS_EOS(b)) {
+                *eos = 1;
+            }
+        }
+        apr_brigade_flatten(bb, buffer, &len);
+        apr_brigade_cleanup(bb);
+        if (len) {
+            wb_request_feed(req, buffer, len);
+            break;
+        }
+    }
+    if (*eos) {
+        wb_request_feed(req, NULL, 0);
+    }
+}
+
+static void set_head(request_rec *r, const wb_event *ev)
+{
+    size_t i;
+    r->status = ev->status;
+    for (i = 0; i < ev->header_count; i++) {
+        const char *name = ev->header_names[i], *value = ev->header_values[i];
+        if (!strcasecmp(name, "content-type")) {
+            ap_set_content_type(r, apr_pstrdup(r->pool, value));
+        } else if (!strcasecmp(name, "connection") || !strcasecmp(name, "transfer-encoding") ||
+                   !strcasecmp(name, "keep-alive") || !strcasecmp(name, "upgrade")) {
+            continue; /* Apache frames the response itself */
+        } else {
+            apr_table_add(r->headers_out, apr_pstrdup(r->pool, name),
+                          apr_pstrdup(r->pool, value));
+        }
+    }
+}
+
+static int wasm_handler(request_rec *r)
+{
+    wasm_dir_conf *conf;
+    const char *path, *length;
+    const wb_app *app;
+    wb_request_head head = {0};
+    wb_request *req;
+    wb_event ev;
+    pairs headers;
+    apr_bucket_brigade *in, *out;
+    char error[2048], *buffer;
+    int eos = 0, unflushed = 0, aborted = 0;
+
+    if (!r->handler || strcmp(r->handler, "wasm-handler")) {
+        return DECLINED;
+    }
+    conf = ap_get_module_config(r->per_dir_config, &wasm_module);
+    path = module_path(r->pool, conf);
+    if (!path) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "SetHandler wasm-handler without a WasmModule (or a relative one "
+                      "without WasmRoot) for %s", r->uri);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    app = wb_app_get(describe(r->pool, conf), error, sizeof error);
+    if (!app) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s", error);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    headers = table_pairs(r->pool, r->headers_in);
+    head.method = r->method;
+    head.uri = r->unparsed_uri;
+    head.https = !strcasecmp(ap_run_http_scheme(r), "https");
+    head.header_names = (const char *const *)headers.names->elts;
+    head.header_values = (const char *const *)headers.values->elts;
+    head.header_count = headers.names->nelts;
+    length = apr_table_get(r->headers_in, "Content-Length");
+    head.has_body = apr_table_get(r->headers_in, "Transfer-Encoding") != NULL ||
+                    (length && apr_atoi64(length) > 0);
+    head.local_ip = r->connection->local_ip;
+    head.local_port = r->connection->local_addr->port;
+    head.remote_ip = r->useragent_ip;
+    head.remote_port = r->useragent_addr ? r->useragent_addr->port : 0;
+    if (wb_app_is_cgi(app)) {
+        pairs vars;
+        /* Apache's own CGI variables, as mod_cgi passes them. */
+        ap_add_common_vars(r);
+        ap_add_cgi_vars(r);
+        if (conf->map_cgi_filenames == 1) {
+            map_script_filename(r, conf);
+        }
+        vars = table_pairs(r->pool, r->subprocess_env);
+        head.cgi_names = (const char *const *)vars.names->elts;
+        head.cgi_values = (const char *const *)vars.values->elts;
+        head.cgi_count = vars.names->nelts;
+    }
+
+    in = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    out = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    buffer = apr_palloc(r->pool, BODY_CHUNK);
+    req = wb_request_start(app, &head);
+    for (;;) {
+        int kind = wb_request_next(req, &ev, 0);
+        if (kind == WB_EMPTY) {
+            /* Nothing ready: what was passed down goes to the client before we wait. */
+            if (unflushed) {
+                APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(out->bucket_alloc));
+                if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS) {
+                    aborted = 1;
+                    break;
+                }
+                apr_brigade_cleanup(out);
+                unflushed = 0;
+            }
+            kind = wb_request_next(req, &ev, 1);
+        }
+        if (kind == WB_WANT_BODY) {
+            feed_body(r, req, in, buffer, &eos);
+        } else if (kind == WB_HEAD) {
+            set_head(r, &ev);
+        } else if (kind == WB_DATA) {
+            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_transient_create(ev.data, ev.len,
+                                                                     out->bucket_alloc));
+            if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS) {
+                aborted = 1;
+                break;
+            }
+            apr_brigade_cleanup(out);
+            unflushed = 1;
+        } else if (kind == WB_LOG) {
+            ap_log_rerror(APLOG_MARK, ev.level, 0, r, "%s", ev.data);
+        } else if (kind == WB_FAILED) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s", ev.data);
+            aborted = 1;
+            break;
+        } else {
+            break;
+        }
+    }
+    wb_request_free(req);
+    if (aborted) {
+        /* The response is cut short: the client must not take it for a whole one. */
+        r->connection->keepalive = AP_CONN_CLOSE;
+        r->connection->aborted = 1;
+        return OK;
+    }
+    APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(out->bucket_alloc));
+    ap_pass_brigade(r->output_filters, out);
+    return OK;
+}
+
+static void wasm_register_hooks(apr_pool_t *p)
+{
+    ap_hook_pre_config(wasm_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(wasm_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(wasm_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(wasm_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+module AP_MODULE_DECLARE_DATA wasm_module = {
+    STANDARD20_MODULE_STUFF,
+    create_dir_conf,
+    merge_dir_conf,
+    create_server_conf,
+    NULL,
+    wasm_cmds,
+    wasm_register_hooks,
+    AP_MODULE_FLAG_NONE
+};

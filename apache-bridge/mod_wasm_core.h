@@ -1,0 +1,54 @@
+/* The C interface of the Rust half of mod_wasm (apache-bridge/src/lib.rs). */
+#ifndef MOD_WASM_CORE_H
+#define MOD_WASM_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct wb_app wb_app;
+typedef struct wb_request wb_request;
+
+typedef void (*wb_server_log_fn)(int level, const char *message);
+
+typedef struct {
+    const char *method;
+    const char *uri;
+    int https;
+    const char *const *header_names;
+    const char *const *header_values;
+    size_t header_count;
+    int has_body;
+    const char *local_ip;
+    uint16_t local_port;
+    const char *remote_ip;
+    uint16_t remote_port;
+    const char *const *cgi_names;
+    const char *const *cgi_values;
+    size_t cgi_count;
+} wb_request_head;
+
+enum { WB_EMPTY, WB_WANT_BODY, WB_HEAD, WB_DATA, WB_END, WB_LOG, WB_FAILED };
+
+typedef struct {
+    int kind;
+    int status;
+    const char *const *header_names;
+    const char *const *header_values;
+    size_t header_count;
+    const char *data;
+    size_t len;
+    int level;
+} wb_event;
+
+int wb_child_init(int threads, const char *cache_dir, wb_server_log_fn server_log);
+int wb_inspect(const char *path, int cgi, char *error, size_t error_len);
+int wb_precompile(const char *const *descriptions, size_t count, const char *cache_dir,
+                  char *error, size_t error_len);
+const wb_app *wb_app_get(const char *description, char *error, size_t error_len);
+int wb_app_is_cgi(const wb_app *app);
+wb_request *wb_request_start(const wb_app *app, const wb_request_head *head);
+int wb_request_next(wb_request *request, wb_event *event, int block);
+void wb_request_feed(wb_request *request, const char *data, size_t len);
+void wb_request_free(wb_request *request);
+
+#endif

@@ -1,0 +1,688 @@
+//! The Rust half of mod_wasm: the wasmbridge host behind the small C interface that
+//! `mod_wasm.c` calls (declared in `mod_wasm_core.h`).
+//!
+//! Apache's threads never run wasm. A request is spawned onto the child's tokio runtime and the
+//! Apache thread that owns it loops on [`wb_request_next`]: the host tells it what to do next
+//! (read more of the request body, send the response head, pass a chunk of the body down the
+//! output filters, write a log line) and the Apache thread does it with Apache's own APIs.
+//! Only that thread touches the `request_rec`, its pools and its filters.
+//!
+//! Nothing here starts a thread before [`wb_child_init`], which Apache calls in each child after
+//! the fork; configuration checks ([`wb_inspect`]) and the precompile step ([`wb_precompile`],
+//! run in a throwaway process) are single-threaded or leave no threads behind.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::sync::{Semaphore, mpsc};
+use wasmtime::Engine;
+use wasmtime_cli_flags::CommonOptions;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+use wasmbridge::cache::CompileCache;
+use wasmbridge::cgi::CgiConfig;
+use wasmbridge::engine::{EpochTicker, new_engine};
+use wasmbridge::failure::Failure;
+use wasmbridge::limits::Limits;
+use wasmbridge::log::{GuestStream, Log, failure_line};
+use wasmbridge::sandbox::{Preopen, Sandbox};
+use wasmbridge::{App, AppConfig, Mode, RequestContext};
+
+/// Apache's log levels (`APLOG_ERR`, `APLOG_INFO`).
+const LEVEL_ERR: c_int = 3;
+const LEVEL_INFO: c_int = 6;
+
+/// Response chunks in flight between the guest and the Apache thread: the guest waits for the
+/// client beyond this, so a large response never piles up in memory.
+const DATA_WINDOW: usize = 8;
+
+/// Writes a line to Apache's error log for the server (no request at hand).
+pub type ServerLogFn = extern "C" fn(level: c_int, message: *const c_char);
+
+/// One child process's host: runtime, engine and the apps loaded so far.
+struct Child {
+    runtime: tokio::runtime::Runtime,
+    engine: Engine,
+    _ticker: EpochTicker,
+    cache: Option<CompileCache>,
+    max_concurrent: usize,
+    /// Apps by their description (see [`AppDescription`]); a child keeps what it loaded.
+    apps: Mutex<HashMap<String, &'static App>>,
+    next_id: AtomicU64,
+    log: Arc<ApacheLog>,
+}
+
+static CHILD: OnceLock<Child> = OnceLock::new();
+
+/// Starts the host in an Apache child: `threads` requests may run at once (the MPM's threads
+/// per child), `cache_dir` holds compiled code (NULL: no cache). Returns 0, or -1 with the
+/// reason already logged.
+#[unsafe(no_mangle)]
+pub extern "C" fn wb_child_init(
+    threads: c_int,
+    cache_dir: *const c_char,
+    server_log: ServerLogFn,
+) -> c_int {
+    let log = Arc::new(ApacheLog {
+        requests: Mutex::new(HashMap::new()),
+        server: server_log,
+    });
+    let threads = threads.max(1) as usize;
+    let result = (|| -> wasmtime::Result<Child> {
+        let engine = new_engine(&mut CommonOptions::new(), threads as u32)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .thread_name("mod_wasm")
+            .enable_all()
+            .build()?;
+        Ok(Child {
+            _ticker: EpochTicker::start(&engine),
+            runtime,
+            engine,
+            cache: unsafe { opt_str(cache_dir) }.map(CompileCache::new),
+            max_concurrent: threads,
+            apps: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            log: log.clone(),
+        })
+    })();
+    match result {
+        Ok(child) => {
+            let _ = CHILD.set(child);
+            0
+        }
+        Err(e) => {
+            log.server(LEVEL_ERR, &format!("cannot start the WebAssembly host: {e:#}"));
+            -1
+        }
+    }
+}
+
+/// Checks at configuration time that `path` can be served, CGI-style when `cgi` is 1. Returns
+/// 0, or -1 with the reason in `error` (NUL-terminated, cut to `error_len`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_inspect(
+    path: *const c_char,
+    cgi: c_int,
+    error: *mut c_char,
+    error_len: usize,
+) -> c_int {
+    let path = unsafe { str_or_empty(path) };
+    let checked = std::fs::read(path)
+        .map_err(|e| format!("cannot read {path}: {e}"))
+        .and_then(|wasm| {
+            wasmbridge::program::inspect(&wasm).map_err(|e| format!("{path}: {e}"))
+        })
+        .and_then(|kind| match kind {
+            wasmbridge::program::Kind::HttpComponent if cgi == 1 => Err(format!(
+                "{path} is a wasi:http component, not a CGI program: remove `WasmEnableCGI On`"
+            )),
+            _ => Ok(()),
+        });
+    match checked {
+        Ok(()) => 0,
+        Err(message) => {
+            unsafe { write_c(error, error_len, &message) };
+            -1
+        }
+    }
+}
+
+/// Compiles the apps described by `descriptions` (`count` of them) into the compile cache at
+/// `cache_dir`. Apache runs this in a short-lived process forked from the parent before the
+/// children start, so that they load compiled code instead of each compiling it. Returns 0, or
+/// -1 with the first failure in `error`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_precompile(
+    descriptions: *const *const c_char,
+    count: usize,
+    cache_dir: *const c_char,
+    error: *mut c_char,
+    error_len: usize,
+) -> c_int {
+    let Some(cache_dir) = (unsafe { opt_str(cache_dir) }) else {
+        return 0;
+    };
+    let cache = CompileCache::new(cache_dir);
+    let result = (|| -> Result<(), String> {
+        let engine = new_engine(&mut CommonOptions::new(), 1).map_err(|e| format!("{e:#}"))?;
+        for i in 0..count {
+            let description = unsafe { str_or_empty(*descriptions.add(i)) };
+            let app = AppDescription::parse(description)?;
+            wasmbridge::program::precompile(&engine, &app.module, &cache)
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => 0,
+        Err(message) => {
+            unsafe { write_c(error, error_len, &message) };
+            -1
+        }
+    }
+}
+
+/// The request head as Apache has it. Strings are NUL-terminated and live until
+/// [`wb_request_start`] returns.
+#[repr(C)]
+pub struct WbRequestHead {
+    pub method: *const c_char,
+    /// Path and query as the client sent them.
+    pub uri: *const c_char,
+    /// 1 when the client came over TLS.
+    pub https: c_int,
+    pub header_names: *const *const c_char,
+    pub header_values: *const *const c_char,
+    pub header_count: usize,
+    /// 0 when the request has no body (no Content-Length above 0, no Transfer-Encoding).
+    pub has_body: c_int,
+    pub local_ip: *const c_char,
+    pub local_port: u16,
+    pub remote_ip: *const c_char,
+    pub remote_port: u16,
+    /// Apache's CGI variables (`ap_add_cgi_vars`), for CGI mode; NULL otherwise.
+    pub cgi_names: *const *const c_char,
+    pub cgi_values: *const *const c_char,
+    pub cgi_count: usize,
+}
+
+/// What the Apache thread does next.
+#[repr(C)]
+pub struct WbEvent {
+    pub kind: c_int,
+    /// HEAD: the status and headers. Valid until the next call for this request.
+    pub status: c_int,
+    pub header_names: *const *const c_char,
+    pub header_values: *const *const c_char,
+    pub header_count: usize,
+    /// DATA: bytes to pass down the output filters. LOG, FAILED: a NUL-terminated line.
+    pub data: *const c_char,
+    pub len: usize,
+    /// LOG: Apache's level for the line.
+    pub level: c_int,
+}
+
+pub const WB_EMPTY: c_int = 0;
+pub const WB_WANT_BODY: c_int = 1;
+pub const WB_HEAD: c_int = 2;
+pub const WB_DATA: c_int = 3;
+pub const WB_END: c_int = 4;
+pub const WB_LOG: c_int = 5;
+pub const WB_FAILED: c_int = 6;
+
+enum Event {
+    WantBody,
+    Head(http::response::Parts),
+    Data(Bytes),
+    End,
+    Failed(String),
+    Log(c_int, String),
+}
+
+/// A request in flight, owned by the Apache thread serving it.
+pub struct WbRequest {
+    id: u64,
+    events: mpsc::UnboundedReceiver<Event>,
+    /// The request body's way in; dropped at the end of the body.
+    body: Option<mpsc::Sender<Bytes>>,
+    /// Returned one per DATA event handled: the guest may have DATA_WINDOW chunks in flight.
+    credits: Arc<Semaphore>,
+    /// Keeps what the last event points at alive until the next call.
+    held: Held,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Held {
+    strings: Vec<CString>,
+    names: Vec<*const c_char>,
+    values: Vec<*const c_char>,
+    data: Bytes,
+}
+
+/// Returns the app a configuration describes, loading it on first use in this child; NULL if
+/// it cannot be loaded (the reason is in `error`). The app lives as long as the child.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_app_get(
+    description: *const c_char,
+    error: *mut c_char,
+    error_len: usize,
+) -> *const App {
+    let Some(child) = CHILD.get() else {
+        unsafe { write_c(error, error_len, "the WebAssembly host did not start in this child") };
+        return std::ptr::null();
+    };
+    let description = unsafe { str_or_empty(description) };
+    if let Some(app) = child.apps.lock().unwrap().get(description) {
+        return *app;
+    }
+    // Loaded outside the lock: a slow compile must not hold up requests for other apps.
+    match load_app(child, description) {
+        Ok(app) => {
+            let app: &'static App = Box::leak(Box::new(app));
+            *child
+                .apps
+                .lock()
+                .unwrap()
+                .entry(description.to_string())
+                .or_insert(app)
+        }
+        Err(message) => {
+            unsafe { write_c(error, error_len, &message) };
+            std::ptr::null()
+        }
+    }
+}
+
+/// 1 when the app runs CGI programs (the Apache side then passes its CGI variables).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_app_is_cgi(app: *const App) -> c_int {
+    unsafe { &*app }.is_cgi() as c_int
+}
+
+/// Starts serving a request with `app`. Never fails: a failure becomes an error response.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_request_start(
+    app: *const App,
+    head: *const WbRequestHead,
+) -> *mut WbRequest {
+    let child = CHILD.get().expect("wb_app_get succeeded, so the child started");
+    let app: &'static App = unsafe { &*app };
+    let head = unsafe { &*head };
+    let id = child.next_id.fetch_add(1, Ordering::Relaxed);
+
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (body_tx, body_rx) = mpsc::channel(1);
+    let credits = Arc::new(Semaphore::new(DATA_WINDOW));
+    child.log.register(id, events_tx.clone());
+
+    let request = unsafe { build_request(head, body_rx, events_tx.clone()) };
+    let mut cx = RequestContext::new(id, if head.https == 1 { Scheme::Https } else { Scheme::Http });
+    cx.local = unsafe { socket_addr(head.local_ip, head.local_port) };
+    cx.remote = unsafe { socket_addr(head.remote_ip, head.remote_port) };
+    if !head.cgi_names.is_null() {
+        cx.cgi_env = Some(unsafe { pairs(head.cgi_names, head.cgi_values, head.cgi_count) });
+    }
+    let body = (head.has_body != 0).then_some(body_tx);
+
+    let task_credits = credits.clone();
+    let task = child.runtime.spawn(async move {
+        let response = match request {
+            Ok(request) => app.handle(request, cx).await,
+            Err(failure) => wasmbridge::app::error_response(&failure),
+        };
+        let (parts, body) = response.into_parts();
+        if events_tx.send(Event::Head(parts)).is_err() {
+            return;
+        }
+        let mut body = std::pin::pin!(body);
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            match frame {
+                Ok(frame) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let Ok(permit) = task_credits.acquire().await else { return };
+                    permit.forget();
+                    if events_tx.send(Event::Data(data)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = events_tx.send(Event::Failed(format!(
+                        "error [{id}] :: app `{}`: the response body failed: {e}",
+                        app.name()
+                    )));
+                    return;
+                }
+            }
+        }
+        let _ = events_tx.send(Event::End);
+    });
+
+    Box::into_raw(Box::new(WbRequest {
+        id,
+        events,
+        body,
+        credits,
+        held: Held::default(),
+        task,
+    }))
+}
+
+/// The next thing to do for `request`. With `block` 0 it returns `WB_EMPTY` instead of
+/// waiting, so that the caller can flush what it has passed down so far first.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_request_next(
+    request: *mut WbRequest,
+    event: *mut WbEvent,
+    block: c_int,
+) -> c_int {
+    let request = unsafe { &mut *request };
+    let event = unsafe { &mut *event };
+    // What the previous DATA event lent out has been passed on: the guest may send more.
+    if !request.held.data.is_empty() {
+        request.held.data = Bytes::new();
+        request.credits.add_permits(1);
+    }
+    request.held.strings.clear();
+    request.held.names.clear();
+    request.held.values.clear();
+
+    let next = if block != 0 {
+        request.events.blocking_recv()
+    } else {
+        match request.events.try_recv() {
+            Ok(next) => Some(next),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                event.kind = WB_EMPTY;
+                return WB_EMPTY;
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+        }
+    };
+    let held = &mut request.held;
+    let mut text = |text: String| {
+        let text = CString::new(text.replace('\0', "\\0")).unwrap();
+        let pointer = text.as_ptr();
+        held.strings.push(text);
+        pointer
+    };
+    event.kind = match next {
+        Some(Event::WantBody) => WB_WANT_BODY,
+        Some(Event::Head(parts)) => {
+            event.status = parts.status.as_u16() as c_int;
+            for (name, value) in &parts.headers {
+                let name = text(name.as_str().to_string());
+                let value = text(String::from_utf8_lossy(value.as_bytes()).into_owned());
+                held.names.push(name);
+                held.values.push(value);
+            }
+            event.header_names = held.names.as_ptr();
+            event.header_values = held.values.as_ptr();
+            event.header_count = held.names.len();
+            WB_HEAD
+        }
+        Some(Event::Data(data)) => {
+            event.data = data.as_ptr().cast();
+            event.len = data.len();
+            held.data = data;
+            WB_DATA
+        }
+        Some(Event::Log(level, line)) => {
+            event.level = level;
+            event.len = line.len();
+            event.data = text(line);
+            WB_LOG
+        }
+        Some(Event::Failed(line)) => {
+            event.len = line.len();
+            event.data = text(line);
+            WB_FAILED
+        }
+        Some(Event::End) | None => WB_END,
+    };
+    event.kind
+}
+
+/// Hands the host the next piece of the request body (after `WB_WANT_BODY`); `len` 0 means
+/// the body has ended.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_request_feed(request: *mut WbRequest, data: *const c_char, len: usize) {
+    let request = unsafe { &mut *request };
+    if len == 0 {
+        request.body = None;
+        return;
+    }
+    let chunk = Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(data.cast(), len) });
+    if let Some(body) = &request.body {
+        // Room is certain: the body asks for a chunk only once it has taken the last one.
+        let _ = body.try_send(chunk);
+    }
+}
+
+/// Ends a request, finished or not (a client gone away stops the guest).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_request_free(request: *mut WbRequest) {
+    let request = unsafe { Box::from_raw(request) };
+    request.task.abort();
+    if let Some(child) = CHILD.get() {
+        child.log.unregister(request.id);
+    }
+}
+
+/// An app as a `<Location>` or `<Directory>` configures it: one `key value` per line, built
+/// by mod_wasm.c from the merged directives. It doubles as the key of the child's app table.
+struct AppDescription {
+    module: PathBuf,
+    config: AppConfig,
+}
+
+impl AppDescription {
+    fn parse(text: &str) -> Result<AppDescription, String> {
+        let mut module = None;
+        let mut config = AppConfig::new("app");
+        let mut sandbox = Sandbox::default();
+        let mut limits = Limits::default();
+        let mut cgi = CgiConfig::default();
+        let mut map_cgi_filenames = false;
+        for line in text.lines() {
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            match key {
+                "module" => module = Some(PathBuf::from(value)),
+                "dir" => {
+                    let (host, guest) = value.split_once("::").unwrap_or((value, value));
+                    sandbox.dirs.push(Preopen {
+                        host: host.into(),
+                        guest: guest.into(),
+                        writable: true,
+                    });
+                }
+                "env" => {
+                    let (name, value) = value.split_once('=').unwrap_or((value, ""));
+                    sandbox.env.retain(|(existing, _)| existing != name);
+                    sandbox.env.push((name.into(), value.into()));
+                }
+                "arg" => cgi.args.push(value.into()),
+                "cgi" => config.mode = if value == "on" { Mode::Cgi } else { Mode::Auto },
+                "map-cgi-filenames" => map_cgi_filenames = value == "on",
+                "max-memory" => limits.max_memory_size = value.parse().ok(),
+                "timeout-ms" => limits.timeout = value.parse().ok().map(Duration::from_millis),
+                _ => return Err(format!("unknown key `{key}` in an app description")),
+            }
+        }
+        let module = module.ok_or("no WasmModule")?;
+        config.name = module
+            .file_stem()
+            .map_or_else(|| "app".into(), |s| s.to_string_lossy().into_owned());
+        let _ = map_cgi_filenames; // SCRIPT_FILENAME translation happens in mod_wasm.c.
+        config.sandbox = sandbox;
+        config.limits = limits;
+        config.cgi = cgi;
+        Ok(AppDescription { module, config })
+    }
+}
+
+fn load_app(child: &Child, description: &str) -> Result<App, String> {
+    let AppDescription { module, mut config } = AppDescription::parse(description)?;
+    config.max_concurrent = child.max_concurrent;
+    config.log = child.log.clone();
+    App::load(&child.engine, &module, child.cache.as_ref(), false, config)
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// Routes log lines to the Apache thread serving the request, which logs them with the
+/// request's context; lines of a request already finished go to the server's log.
+struct ApacheLog {
+    requests: Mutex<HashMap<u64, mpsc::UnboundedSender<Event>>>,
+    server: ServerLogFn,
+}
+
+impl ApacheLog {
+    fn register(&self, id: u64, events: mpsc::UnboundedSender<Event>) {
+        self.requests.lock().unwrap().insert(id, events);
+    }
+
+    fn unregister(&self, id: u64) {
+        self.requests.lock().unwrap().remove(&id);
+    }
+
+    fn line(&self, request: u64, level: c_int, line: String) {
+        let sent = match self.requests.lock().unwrap().get(&request) {
+            Some(events) => events.send(Event::Log(level, line)).map_err(|e| match e.0 {
+                Event::Log(_, line) => line,
+                _ => unreachable!(),
+            }),
+            None => Err(line),
+        };
+        if let Err(line) = sent {
+            self.server(level, &line);
+        }
+    }
+
+    fn server(&self, level: c_int, line: &str) {
+        let line = CString::new(line.replace('\0', "\\0")).unwrap();
+        (self.server)(level, line.as_ptr());
+    }
+}
+
+impl Log for ApacheLog {
+    fn guest_output(&self, request: u64, stream: GuestStream, line: &[u8]) {
+        let level = match stream {
+            GuestStream::Stderr => LEVEL_ERR,
+            GuestStream::Stdout => LEVEL_INFO,
+        };
+        let line = format!(
+            "{} [{request}] :: {}",
+            stream.name(),
+            String::from_utf8_lossy(line)
+        );
+        self.line(request, level, line);
+    }
+
+    fn request_failed(&self, request: u64, app: &str, failure: &Failure) {
+        self.line(request, LEVEL_ERR, failure_line(request, app, failure));
+    }
+}
+
+/// The request body, pulled from Apache's input filters one brigade at a time.
+struct ApacheBody {
+    chunks: mpsc::Receiver<Bytes>,
+    events: mpsc::UnboundedSender<Event>,
+    asked: bool,
+}
+
+impl http_body::Body for ApacheBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.chunks.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => {
+                self.asked = false;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if !self.asked {
+                    self.asked = true;
+                    let _ = self.events.send(Event::WantBody);
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_closed() && self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+unsafe fn build_request(
+    head: &WbRequestHead,
+    chunks: mpsc::Receiver<Bytes>,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<http::Request<ApacheBody>, Failure> {
+    let bad = |e: &dyn std::fmt::Display| Failure::BadRequest(e.to_string());
+    let host = unsafe { pairs(head.header_names, head.header_values, head.header_count) }
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .map(|(_, value)| value)
+        .unwrap_or_else(|| "localhost".into());
+    let scheme = if head.https == 1 { "https" } else { "http" };
+    let uri = format!("{scheme}://{host}{}", unsafe { str_or_empty(head.uri) });
+    let mut builder = http::Request::builder()
+        .method(unsafe { str_or_empty(head.method) })
+        .uri(uri);
+    for (name, value) in unsafe { pairs(head.header_names, head.header_values, head.header_count) }
+    {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(ApacheBody {
+            chunks,
+            events,
+            asked: false,
+        })
+        .map_err(|e| bad(&e))
+}
+
+unsafe fn pairs(
+    names: *const *const c_char,
+    values: *const *const c_char,
+    count: usize,
+) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| unsafe {
+            (
+                str_or_empty(*names.add(i)).to_string(),
+                str_or_empty(*values.add(i)).to_string(),
+            )
+        })
+        .collect()
+}
+
+unsafe fn socket_addr(ip: *const c_char, port: u16) -> Option<std::net::SocketAddr> {
+    let ip: std::net::IpAddr = unsafe { opt_str(ip) }?.parse().ok()?;
+    Some((ip, port).into())
+}
+
+unsafe fn str_or_empty<'a>(s: *const c_char) -> &'a str {
+    unsafe { opt_str(s) }.unwrap_or("")
+}
+
+unsafe fn opt_str<'a>(s: *const c_char) -> Option<&'a str> {
+    if s.is_null() {
+        return None;
+    }
+    unsafe { CStr::from_ptr(s) }.to_str().ok()
+}
+
+unsafe fn write_c(buffer: *mut c_char, len: usize, message: &str) {
+    if buffer.is_null() || len == 0 {
+        return;
+    }
+    let bytes = message.as_bytes();
+    let n = bytes.len().min(len - 1);
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.cast(), n);
+        *buffer.add(n) = 0;
+    }
+}
