@@ -117,13 +117,29 @@ static int prepare_run(int argc, char **argv, const char *path0) {
         return -1;
     }
     Py_DECREF(dir);
+    /* PYTHONHOME moves the stdlib (mod_wasm configurations point it at the stdlib itself);
+     * the snapshot's sys.path and its packages' __path__ have the build's. */
     return PyRun_SimpleString(
         "import os as _os, sys as _sys\n"
+        "_home = _os.environ.get('PYTHONHOME')\n"
+        "if _home and _home != _sys.prefix:\n"
+        "    _v = 'python%d.%d' % _sys.version_info[:2]\n"
+        "    _old = _os.path.join(_sys.prefix, 'lib', _v)\n"
+        "    _new = _home if _os.path.exists(_os.path.join(_home, 'os.py'))\\\n"
+        "        else _os.path.join(_home, 'lib', _v)\n"
+        "    _sys.path[:] = [_new + p[len(_old):] if p.startswith(_old) else p\n"
+        "                    for p in _sys.path if not p.endswith('.zip')]\n"
+        "    for _m in list(_sys.modules.values()):\n"
+        "        _p = getattr(_m, '__path__', None)\n"
+        "        if type(_p) is list:\n"
+        "            _p[:] = [_new + p[len(_old):] if p.startswith(_old) else p for p in _p]\n"
+        "    _sys.prefix = _sys.exec_prefix = _home\n"
+        "    del _m, _p\n"
         "_sys.path[1:1] = [p for p in _os.environ.get('PYTHONPATH', '').split(':')\n"
         "                  if p and p not in _sys.path]\n"
         "if 'random' in _sys.modules:\n"
         "    _sys.modules['random'].seed()\n"
-        "del _os, _sys\n");
+        "del _os, _sys, _home\n");
 }
 
 /* The exit status of a run that returned `result` (NULL: it raised). */
