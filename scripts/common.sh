@@ -10,7 +10,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 export CARGO_TARGET_DIR=$TARGET_DIR
 WASMBRIDGE_BIN=$TARGET_DIR/release/wasmbridge
 WASMBRIDGE_GUESTS=$TARGET_DIR/wasm32-wasip2/release
-export WASMBRIDGE_BIN WASMBRIDGE_GUESTS
+WASMBRIDGE_MOD_WASM=$TARGET_DIR/mod_wasm/mod_wasm.so
+export WASMBRIDGE_BIN WASMBRIDGE_GUESTS WASMBRIDGE_MOD_WASM
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -51,6 +52,12 @@ setup() {
 build_host() {
     say "building wasmbridge"
     (cd "$ROOT" && cargo build --release --locked -p wasmbridge)
+}
+
+build_apache() {
+    need_packages /usr/sbin/apache2:apache2 apxs:apache2-dev
+    say "building mod_wasm.so (apache-bridge)"
+    "$ROOT/apache-bridge/build.sh" >/dev/null
 }
 
 build_python() {

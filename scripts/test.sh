@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: the host's unit tests and the end-to-end tests, which
-# start the real wasmbridge binary on loopback ports and talk to it over HTTP.
+# start the real wasmbridge binary and a real Apache httpd with mod_wasm on loopback ports and
+# talk to them over HTTP.
 source "$(dirname "$0")/common.sh"
 
 setup
 build_host
+build_apache
 build_guests
 build_python
 say "running the tests"

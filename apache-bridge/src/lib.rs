@@ -10,6 +10,13 @@
 //! Nothing here starts a thread before [`wb_child_init`], which Apache calls in each child after
 //! the fork; configuration checks ([`wb_inspect`]) and the precompile step ([`wb_precompile`],
 //! run in a throwaway process) are single-threaded or leave no threads behind.
+//!
+//! # Safety
+//!
+//! Every function trusts its caller, mod_wasm.c: strings are NUL-terminated and valid for the
+//! call, arrays hold as many elements as their count says, and a `WbRequest` is used by one
+//! thread at a time and freed once.
+#![allow(clippy::missing_safety_doc, reason = "one contract for all, stated above")]
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int};
@@ -66,7 +73,7 @@ static CHILD: OnceLock<Child> = OnceLock::new();
 /// per child), `cache_dir` holds compiled code (NULL: no cache). Returns 0, or -1 with the
 /// reason already logged.
 #[unsafe(no_mangle)]
-pub extern "C" fn wb_child_init(
+pub unsafe extern "C" fn wb_child_init(
     threads: c_int,
     cache_dir: *const c_char,
     server_log: ServerLogFn,
@@ -100,7 +107,10 @@ pub extern "C" fn wb_child_init(
             0
         }
         Err(e) => {
-            log.server(LEVEL_ERR, &format!("cannot start the WebAssembly host: {e:#}"));
+            log.server(
+                LEVEL_ERR,
+                &format!("cannot start the WebAssembly host: {e:#}"),
+            );
             -1
         }
     }
@@ -118,9 +128,7 @@ pub unsafe extern "C" fn wb_inspect(
     let path = unsafe { str_or_empty(path) };
     let checked = std::fs::read(path)
         .map_err(|e| format!("cannot read {path}: {e}"))
-        .and_then(|wasm| {
-            wasmbridge::program::inspect(&wasm).map_err(|e| format!("{path}: {e}"))
-        })
+        .and_then(|wasm| wasmbridge::program::inspect(&wasm).map_err(|e| format!("{path}: {e}")))
         .and_then(|kind| match kind {
             wasmbridge::program::Kind::HttpComponent if cgi == 1 => Err(format!(
                 "{path} is a wasi:http component, not a CGI program: remove `WasmEnableCGI On`"
@@ -258,7 +266,13 @@ pub unsafe extern "C" fn wb_app_get(
     error_len: usize,
 ) -> *const App {
     let Some(child) = CHILD.get() else {
-        unsafe { write_c(error, error_len, "the WebAssembly host did not start in this child") };
+        unsafe {
+            write_c(
+                error,
+                error_len,
+                "the WebAssembly host did not start in this child",
+            )
+        };
         return std::ptr::null();
     };
     let description = unsafe { str_or_empty(description) };
@@ -295,7 +309,9 @@ pub unsafe extern "C" fn wb_request_start(
     app: *const App,
     head: *const WbRequestHead,
 ) -> *mut WbRequest {
-    let child = CHILD.get().expect("wb_app_get succeeded, so the child started");
+    let child = CHILD
+        .get()
+        .expect("wb_app_get succeeded, so the child started");
     let app: &'static App = unsafe { &*app };
     let head = unsafe { &*head };
     let id = child.next_id.fetch_add(1, Ordering::Relaxed);
@@ -306,7 +322,14 @@ pub unsafe extern "C" fn wb_request_start(
     child.log.register(id, events_tx.clone());
 
     let request = unsafe { build_request(head, body_rx, events_tx.clone()) };
-    let mut cx = RequestContext::new(id, if head.https == 1 { Scheme::Https } else { Scheme::Http });
+    let mut cx = RequestContext::new(
+        id,
+        if head.https == 1 {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        },
+    );
     cx.local = unsafe { socket_addr(head.local_ip, head.local_port) };
     cx.remote = unsafe { socket_addr(head.remote_ip, head.remote_port) };
     if !head.cgi_names.is_null() {
@@ -328,11 +351,15 @@ pub unsafe extern "C" fn wb_request_start(
         while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
             match frame {
                 Ok(frame) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     if data.is_empty() {
                         continue;
                     }
-                    let Ok(permit) = task_credits.acquire().await else { return };
+                    let Ok(permit) = task_credits.acquire().await else {
+                        return;
+                    };
                     permit.forget();
                     if events_tx.send(Event::Data(data)).is_err() {
                         return;

@@ -198,7 +198,11 @@ pub fn inspect(wasm: &[u8]) -> Result<Kind> {
         bail!(
             "it is a component that exports neither `wasi:http/incoming-handler` nor `wasi:cli/run` \
              (it exports {})",
-            if exports.is_empty() { "nothing".into() } else { exports.join(", ") }
+            if exports.is_empty() {
+                "nothing".into()
+            } else {
+                exports.join(", ")
+            }
         )
     }
 }

@@ -6,6 +6,8 @@
 //! - `WASMBRIDGE_BIN`: the binary (default: beside this test's `deps/` directory);
 //! - `WASMBRIDGE_GUESTS`: the built guests (default: the guests workspace's release target).
 
+pub mod apache;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
