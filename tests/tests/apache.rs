@@ -56,6 +56,24 @@ async fn apache_serves_a_component_through_its_own_logging() {
     );
 }
 
+#[tokio::test]
+async fn responses_pass_through_apaches_output_filters() {
+    let apache = Apache::start(
+        "event",
+        "LoadModule deflate_module /usr/lib/apache2/modules/mod_deflate.so\n\
+         <Location />\n SetHandler wasm-handler\n WasmModule {fixtures}/wasm/hello_http.wasm\n \
+         SetOutputFilter DEFLATE\n</Location>",
+    );
+    let response = client()
+        .get(apache.url("/"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", apache.error_log());
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_chunked_upload_streams_through_echo() {
     let apache = Apache::start(
@@ -144,6 +162,8 @@ async fn a_trap_and_an_endless_loop_are_5xx_and_the_child_keeps_serving() {
     );
     let log = apache.error_log();
     assert!(log.contains("[wasm:error]"), "{log}");
+    // The guest's own stderr (Rust's panic message), with the request's client.
+    assert!(log.contains("stderr [") && log.contains("[client 127.0.0.1:"), "{log}");
     assert!(
         log.contains("app `spin`: ") && log.contains("(504)"),
         "{log}"
