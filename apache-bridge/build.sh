@@ -18,5 +18,6 @@ apxs -c -o mod_wasm.so -Wc,-Wall -Wc,-Werror \
     -Wl,-Wl,--version-script="$OUT/exports.map" \
     mod_wasm.c "$TARGET_DIR/release/libwasmbridge_apache.a" -lpthread -ldl -lm >build.log 2>&1 ||
     { cat build.log >&2; exit 1; }
-cp .libs/mod_wasm.so mod_wasm.so
+# Replaced by rename, never rewritten in place: a running Apache has the old one mapped.
+cp .libs/mod_wasm.so mod_wasm.so.new && mv -f mod_wasm.so.new mod_wasm.so
 echo "$OUT/mod_wasm.so"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Throughput and latency under wrk, every peer measured in the same run on the same machine:
-# - hello-http: `wasmbridge serve` against `wasmtime serve -S cli` (when a wasmtime 48 binary is
-#   at hand);
-# - Python hello CGI: `wasmbridge serve` with the CPython snapshot against native `python3` run
-#   by Apache's mod_cgid (Debian's apache2, from a generated config on a loopback port).
+# - hello component: `wasmbridge serve` against `wasmtime serve -S cli` (when a wasmtime 48
+#   binary is at hand), and Apache + mod_wasm against Apache serving the same bytes as a file;
+# - Python hello CGI: the CPython snapshot through `wasmbridge serve` and through Apache +
+#   mod_wasm, against native `python3` run by Apache's mod_cgid.
+# Apache is Debian's apache2 with mpm_event, from a generated config on loopback ports.
 # Writes the tables to BENCHMARKS.md. This is a benchmark, not a test: it asserts nothing.
 #
 #   WASMTIME=/path/to/wasmtime        use that wasmtime binary
@@ -19,8 +20,9 @@ TOOLS=${WASMBRIDGE_TOOLS:-$HOME/.cache/wasmbridge-tools}
 WASMTIME_VERSION=48.0.8
 
 setup
-need_packages wrk:wrk apache2:apache2 /usr/bin/python3:python3
+need_packages wrk:wrk /usr/bin/python3:python3
 build_host
+build_apache
 build_guests
 build_python
 
@@ -36,20 +38,33 @@ find_wasmtime() {
 }
 WASMTIME=$(find_wasmtime)
 
-HELLO=$WASMBRIDGE_GUESTS/hello_http.wasm
+RESULTS_DIR=$(mktemp -d)
+# Apache's children run as www-data: what it serves is copied where they can read it.
+chmod 755 "$RESULTS_DIR"
 pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ ! -f "$RESULTS_DIR/httpd.conf" ] || /usr/sbin/apache2 -f "$RESULTS_DIR/httpd.conf" -k stop 2>/dev/null || true
+    sleep 1
+    rm -rf "$RESULTS_DIR"
+}
+trap cleanup EXIT
 
-# start NAME PORT COMMAND... : starts a server in the background and waits until it answers.
-start() {
-    local port=$2; shift 2
-    "$@" >"$RESULTS_DIR/server-$port.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 200); do
-        curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && return 0
+# wait_for URL: until it answers 200.
+wait_for() {
+    for _ in $(seq 600); do
+        curl -fs "$1" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    echo "server on port $port did not start:" >&2; cat "$RESULTS_DIR/server-$port.log" >&2; exit 1
+    echo "$1 did not answer" >&2; cat "$RESULTS_DIR"/*.log >&2; exit 1
+}
+
+# serve PORT COMMAND...: a server in the background, waited for.
+serve() {
+    local port=$1; shift
+    "$@" >"$RESULTS_DIR/server-$port.log" 2>&1 &
+    pids+=($!)
+    wait_for "http://127.0.0.1:$port/"
 }
 
 # to_ms VALUE: wrk's 1.23ms / 456.78us / 1.2s as milliseconds.
@@ -57,11 +72,10 @@ to_ms() {
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
 
-# measure NAME PORT [CONNECTIONS]: one wrk run; appends "NAME rps p50 p99" to the raw results.
+# measure NAME URL CONNECTIONS: one wrk run; appends "NAME rps p50 p99" to the raw results.
 measure() {
-    local out
-    out=$(wrk -t2 -c"${3:-$CONNECTIONS}" -d"${SECONDS_PER_RUN}s" --latency "http://127.0.0.1:$2/")
-    local rps p50 p99 errors
+    local out rps p50 p99 errors
+    out=$(wrk -t2 -c"$3" -d"${SECONDS_PER_RUN}s" --latency "$2")
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
@@ -71,77 +85,121 @@ measure() {
     say "$1: $rps req/s, p50 ${p50} ms, p99 ${p99} ms"
 }
 
-RESULTS_DIR=$(mktemp -d)
-declare -A LABELS=([wasmbridge]="wasmbridge serve" [wasmtime]="wasmtime serve -S cli"
-    [python-wasm]="wasmbridge serve python.wasm hello.py" [python-native]="apache2 mod_cgid, python3 hello.py")
-start wasmbridge 18080 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18080 "$HELLO"
-if [ -n "$WASMTIME" ]; then
-    start wasmtime 18081 "$WASMTIME" serve --addr 127.0.0.1:18081 -S cli "$HELLO"
-else
-    say "no wasmtime $WASMTIME_VERSION binary: measuring wasmbridge alone (BENCH_BUILD_WASMTIME=1 builds one)"
-fi
+# rounds CONNECTIONS NAME URL [NAME URL...]: warms each up, then alternates ROUNDS rounds so
+# that no server always runs on a cooler machine.
+rounds() {
+    local connections=$1; shift
+    local args=("$@") i
+    for ((i = 1; i < ${#args[@]}; i += 2)); do
+        wrk -t2 -c"$connections" -d2s "${args[i]}" >/dev/null
+    done
+    for _ in $(seq "$ROUNDS"); do
+        for ((i = 0; i < ${#args[@]}; i += 2)); do
+            measure "${args[i]}" "${args[i + 1]}" "$connections"
+        done
+    done
+}
 
-# Warm up both, then alternate rounds so that neither always runs on a cooler machine.
-for port in 18080 18081; do
-    [ "$port" = 18081 ] && [ -z "$WASMTIME" ] && continue
-    wrk -t2 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null
-done
-for _ in $(seq "$ROUNDS"); do
-    measure wasmbridge 18080
-    [ -z "$WASMTIME" ] || measure wasmtime 18081
-done
+# The apps, where www-data can read them.
+HELLO=$RESULTS_DIR/hello_http.wasm
+cp "$WASMBRIDGE_GUESTS/hello_http.wasm" "$HELLO"
+mkdir -p "$RESULTS_DIR/python" "$RESULTS_DIR/app" "$RESULTS_DIR/cgi-bin" "$RESULTS_DIR/htdocs"
+cp -r "$ROOT/guests/python/dist/python.wasm" "$ROOT/guests/python/dist/lib" "$RESULTS_DIR/python/"
+cp "$ROOT/guests/fixtures/python/hello.py" "$RESULTS_DIR/app/"
+{ echo '#!/usr/bin/python3'; cat "$ROOT/guests/fixtures/python/hello.py"; } >"$RESULTS_DIR/cgi-bin/hello.py"
+chmod 755 "$RESULTS_DIR/cgi-bin/hello.py"
+printf 'Hello from WebAssembly!\n' >"$RESULTS_DIR/htdocs/hello.txt"
+chmod -R a+rX "$RESULTS_DIR"
 
-# Python hello CGI: the snapshot under wasmbridge against python3 under Apache's mod_cgid.
-PY_APP=$ROOT/guests/fixtures/python
-PY_DIST=$ROOT/guests/python/dist
-start python-wasm 18090 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18090 \
-    --dir "$PY_DIST/lib::/usr/local/lib" --dir "$PY_APP::/app" "$PY_DIST/python.wasm" /app/hello.py
+# wasmbridge serve, and wasmtime serve when there is one.
+serve 18080 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18080 "$HELLO"
+[ -z "$WASMTIME" ] || serve 18081 "$WASMTIME" serve --addr 127.0.0.1:18081 -S cli "$HELLO"
+serve 18082 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18082 \
+    --dir "$RESULTS_DIR/python/lib::/usr/local/lib" --dir "$RESULTS_DIR/app::/app" \
+    "$RESULTS_DIR/python/python.wasm" /app/hello.py
 
-apache=$(mktemp -d)
-chmod 755 "$apache"
-mkdir -p "$apache/cgi-bin"
-{ echo '#!/usr/bin/python3'; cat "$PY_APP/hello.py"; } >"$apache/cgi-bin/hello.py"
-chmod 755 "$apache/cgi-bin/hello.py"
+# One Apache for its four: a static file, the component, Python through mod_wasm, Python
+# through mod_cgid.
 modules=/usr/lib/apache2/modules
-cat >"$apache/httpd.conf" <<EOF
-ServerRoot $apache
+cat >"$RESULTS_DIR/httpd.conf" <<EOF
+ServerRoot $RESULTS_DIR
 ServerName 127.0.0.1
-PidFile $apache/httpd.pid
-DefaultRuntimeDir $apache
-ErrorLog $apache/error.log
+PidFile $RESULTS_DIR/httpd.pid
+DefaultRuntimeDir $RESULTS_DIR
+ErrorLog $RESULTS_DIR/error.log
 LogLevel warn
-Listen 127.0.0.1:18091
+Listen 127.0.0.1:18090
 $([ "$(id -u)" = 0 ] && printf 'User www-data\nGroup www-data\n')
 LoadModule mpm_event_module $modules/mod_mpm_event.so
 LoadModule authz_core_module $modules/mod_authz_core.so
 LoadModule alias_module $modules/mod_alias.so
 LoadModule cgid_module $modules/mod_cgid.so
-ScriptSock $apache/cgid.sock
-ScriptAlias / $apache/cgi-bin/hello.py
-<Directory $apache/cgi-bin>
+LoadModule wasm_module $WASMBRIDGE_MOD_WASM
+ScriptSock $RESULTS_DIR/cgid.sock
+DocumentRoot $RESULTS_DIR/htdocs
+<Directory $RESULTS_DIR>
     Require all granted
 </Directory>
+ScriptAlias /cgi/ $RESULTS_DIR/cgi-bin/
+<Location /hello>
+    SetHandler wasm-handler
+    WasmModule $HELLO
+</Location>
+<Location /python>
+    SetHandler wasm-handler
+    WasmRoot $RESULTS_DIR/python
+    WasmModule python.wasm
+    WasmMapDir /usr/local/lib $RESULTS_DIR/python/lib
+    WasmMapDir /app $RESULTS_DIR/app
+    WasmArg /app/hello.py
+    WasmEnableCGI On
+</Location>
 EOF
-/usr/sbin/apache2 -f "$apache/httpd.conf" -k start
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-      /usr/sbin/apache2 -f "$apache/httpd.conf" -k stop 2>/dev/null || true; sleep 1; rm -rf "$apache"' EXIT
-for _ in $(seq 100); do curl -fs http://127.0.0.1:18091/ >/dev/null 2>&1 && break; sleep 0.1; done
-curl -fs http://127.0.0.1:18091/ | grep -q "Hello from Python" || { cat "$apache/error.log" >&2; exit 1; }
-for port in 18090 18091; do
-    wrk -t2 -c"$CGI_CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null
-done
-for _ in $(seq "$ROUNDS"); do
-    measure python-wasm 18090 "$CGI_CONNECTIONS"
-    measure python-native 18091 "$CGI_CONNECTIONS"
-done
+/usr/sbin/apache2 -f "$RESULTS_DIR/httpd.conf" -k start
+APACHE=http://127.0.0.1:18090
+for path in /hello.txt /hello /python /cgi/hello.py; do wait_for "$APACHE$path"; done
 
-# Averages per server, and the ratio against wasmtime serve.
+say "hello: wasmbridge serve, wasmtime serve, Apache + mod_wasm, Apache static file"
+args=(wasmbridge http://127.0.0.1:18080/)
+[ -z "$WASMTIME" ] || args+=(wasmtime http://127.0.0.1:18081/)
+args+=(apache-wasm "$APACHE/hello" apache-static "$APACHE/hello.txt")
+rounds "$CONNECTIONS" "${args[@]}"
+say "Python hello CGI: wasmbridge serve, Apache + mod_wasm, Apache + mod_cgid + python3"
+rounds "$CGI_CONNECTIONS" python-wasmbridge http://127.0.0.1:18082/ \
+    python-apache-wasm "$APACHE/python" python-native "$APACHE/cgi/hello.py"
+
+# Averages per server.
 table=$(awk '
     { n[$1] += 1; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4 }
     END { for (k in n) printf "%s %.0f %.2f %.2f\n", k, rps[k] / n[k], p50[k] / n[k], p99[k] / n[k] }
-' "$RESULTS_DIR/raw" | sort)
-base=$(awk '$1 == "wasmtime" { print $2 }' <<<"$table")
-cgi_base=$(awk '$1 == "python-native" { print $2 }' <<<"$table")
+' "$RESULTS_DIR/raw")
+rps_of() { awk -v k="$1" '$1 == k { print $2 }' <<<"$table"; }
+
+declare -A LABELS=(
+    [wasmbridge]="wasmbridge serve hello_http.wasm"
+    [wasmtime]="wasmtime serve -S cli hello_http.wasm"
+    [apache-wasm]="Apache + mod_wasm, hello_http.wasm"
+    [apache-static]="Apache, the same 24 bytes as a static file"
+    [python-wasmbridge]="wasmbridge serve python.wasm hello.py"
+    [python-apache-wasm]="Apache + mod_wasm, python.wasm hello.py"
+    [python-native]="Apache + mod_cgid, native python3 hello.py"
+)
+
+# row NAME BASE...: a table row with the throughput against each BASE ("–" when not measured).
+row() {
+    local name=$1 rps p50 p99 ratios="" base b
+    shift
+    read -r _ rps p50 p99 < <(awk -v k="$name" '$1 == k' <<<"$table") || return 0
+    for base in "$@"; do
+        b=$(rps_of "$base")
+        if [ -n "$b" ]; then
+            ratios+=" | $(awk -v a="$rps" -v b="$b" 'BEGIN { printf "%.2f×", a / b }')"
+        else
+            ratios+=" | –"
+        fi
+    done
+    echo "| ${LABELS[$name]} | $rps | $p50 | $p99$ratios |"
+}
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
@@ -151,34 +209,23 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo "Written by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d). Numbers from different machines do not compare;"
     echo "ratios measured in the same run do."
     echo
-    echo "- Machine: $cpu, $(nproc) cores, $mem, $(uname -sr)"
-    echo "- Load: \`wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s --latency\` from the same machine, $ROUNDS rounds each, alternating; averages shown"
-    echo "- App: \`guests/hello-http\` (a wasi:http component answering 24 bytes), a fresh instance per request"
-    [ -z "$WASMTIME" ] || echo "- Peer: $("$WASMTIME" --version) as \`wasmtime serve -S cli\`"
+    echo "- Machine: $cpu, $(nproc) cores, $mem, $(uname -sr); wrk runs on the same cores"
+    echo "- Every row: \`wrk -t2 -d${SECONDS_PER_RUN}s --latency\`, $ROUNDS rounds, alternating with its peers; averages shown"
+    echo "- Apache: $(/usr/sbin/apache2 -v | awk -F': ' '/version/ { print $2 }') with mpm_event (default settings)"
+    [ -z "$WASMTIME" ] || echo "- wasmtime: $("$WASMTIME" --version)"
     echo
-    echo "| server | requests/s | p50 latency (ms) | p99 latency (ms) | throughput vs wasmtime serve |"
+    echo "## Hello component (\`guests/hello-http\`, 24 bytes), $CONNECTIONS connections"
+    echo
+    echo "| server | requests/s | p50 (ms) | p99 (ms) | vs wasmtime serve | vs Apache static |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for name in wasmbridge wasmtime apache-wasm apache-static; do row "$name" wasmtime apache-static; done
+    echo
+    echo "## Python hello CGI (\`guests/fixtures/python/hello.py\`, \`cgi.FieldStorage\`), $CGI_CONNECTIONS connections"
+    echo
+    echo "CPython 3.11 for WASI as a wizer snapshot (\`guests/python\`) against $(/usr/bin/python3 --version) started per request by mod_cgid."
+    echo
+    echo "| server | requests/s | p50 (ms) | p99 (ms) | vs native CGI |"
     echo "|---|---:|---:|---:|---:|"
-    while read -r name rps p50 p99; do
-        label=${LABELS[$name]}
-        ratio="–"
-        [ -z "$base" ] || ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN { printf "%.2f×", a / b }')
-        echo "| \`$label\` | $rps | $p50 | $p99 | $ratio |"
-    done <<<"$(grep -v '^python' <<<"$table")"
-    echo
-    echo "## Python hello CGI"
-    echo
-    echo "- Load: \`wrk -t2 -c$CGI_CONNECTIONS -d${SECONDS_PER_RUN}s --latency\`, $ROUNDS rounds each, alternating"
-    echo "- App: \`guests/fixtures/python/hello.py\` (parses the query with \`cgi.FieldStorage\`, prints 5 lines)"
-    echo "- wasmbridge: \`guests/python/dist/python.wasm\` (CPython 3.11 for WASI, a wizer snapshot) in CGI mode"
-    echo "- Peer: $(/usr/sbin/apache2 -v | awk -F': ' '/version/ { print $2 }'), mpm_event and mod_cgid, running $(/usr/bin/python3 --version) natively"
-    echo
-    echo "| server | requests/s | p50 latency (ms) | p99 latency (ms) | throughput vs native CGI |"
-    echo "|---|---:|---:|---:|---:|"
-    while read -r name rps p50 p99; do
-        label=${LABELS[$name]}
-        ratio=$(awk -v a="$rps" -v b="$cgi_base" 'BEGIN { printf "%.2f×", a / b }')
-        echo "| \`$label\` | $rps | $p50 | $p99 | $ratio |"
-    done <<<"$(grep '^python' <<<"$table" | sort -r)"
+    for name in python-wasmbridge python-apache-wasm python-native; do row "$name" python-native; done
 } >"$ROOT/BENCHMARKS.md"
 cat "$ROOT/BENCHMARKS.md"
-rm -rf "$RESULTS_DIR"

@@ -1,14 +1,15 @@
 //! The Rust half of mod_wasm: the wasmbridge host behind the small C interface that
 //! `mod_wasm.c` calls (declared in `mod_wasm_core.h`).
 //!
-//! Apache's threads never run wasm. A request is spawned onto the child's tokio runtime and the
-//! Apache thread that owns it loops on [`wb_request_next`]: the host tells it what to do next
-//! (read more of the request body, send the response head, pass a chunk of the body down the
-//! output filters, write a log line) and the Apache thread does it with Apache's own APIs.
-//! Only that thread touches the `request_rec`, its pools and its filters.
+//! A request runs on the Apache thread that took it, on that thread's own single-threaded tokio
+//! runtime: no hand-offs between threads. The thread loops on [`wb_request_next`], which drives
+//! the request until the host needs Apache (read more of the request body, send the response
+//! head, pass a chunk of the body down the output filters, write a log line); the thread does
+//! that with Apache's own APIs and comes back. Only that thread touches the `request_rec`, its
+//! pools and its filters.
 //!
 //! Nothing here starts a thread before [`wb_child_init`], which Apache calls in each child after
-//! the fork; configuration checks ([`wb_inspect`]) and the precompile step ([`wb_precompile`],
+//! the fork (the epoch ticker is the only thread the host adds); configuration checks ([`wb_inspect`]) and the precompile step ([`wb_precompile`],
 //! run in a throwaway process) are single-threaded or leave no threads behind.
 //!
 //! # Safety
@@ -16,7 +17,10 @@
 //! Every function trusts its caller, mod_wasm.c: strings are NUL-terminated and valid for the
 //! call, arrays hold as many elements as their count says, and a `WbRequest` is used by one
 //! thread at a time and freed once.
-#![allow(clippy::missing_safety_doc, reason = "one contract for all, stated above")]
+#![allow(
+    clippy::missing_safety_doc,
+    reason = "one contract for all, stated above"
+)]
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int};
@@ -54,9 +58,8 @@ const DATA_WINDOW: usize = 8;
 /// Writes a line to Apache's error log for the server (no request at hand).
 pub type ServerLogFn = extern "C" fn(level: c_int, message: *const c_char);
 
-/// One child process's host: runtime, engine and the apps loaded so far.
+/// One child process's host: engine and the apps loaded so far.
 struct Child {
-    runtime: tokio::runtime::Runtime,
     engine: Engine,
     _ticker: EpochTicker,
     cache: Option<CompileCache>,
@@ -68,6 +71,15 @@ struct Child {
 }
 
 static CHILD: OnceLock<Child> = OnceLock::new();
+
+thread_local! {
+    /// The runtime of the Apache thread: it runs the requests this thread serves, one at a
+    /// time, while the thread waits in `wb_request_next`.
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+}
 
 /// Starts the host in an Apache child: `threads` requests may run at once (the MPM's threads
 /// per child), `cache_dir` holds compiled code (NULL: no cache). Returns 0, or -1 with the
@@ -85,14 +97,8 @@ pub unsafe extern "C" fn wb_child_init(
     let threads = threads.max(1) as usize;
     let result = (|| -> wasmtime::Result<Child> {
         let engine = new_engine(&mut CommonOptions::new(), threads as u32)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .thread_name("mod_wasm")
-            .enable_all()
-            .build()?;
         Ok(Child {
             _ticker: EpochTicker::start(&engine),
-            runtime,
             engine,
             cache: unsafe { opt_str(cache_dir) }.map(CompileCache::new),
             max_concurrent: threads,
@@ -338,43 +344,45 @@ pub unsafe extern "C" fn wb_request_start(
     let body = (head.has_body != 0).then_some(body_tx);
 
     let task_credits = credits.clone();
-    let task = child.runtime.spawn(async move {
-        let response = match request {
-            Ok(request) => app.handle(request, cx).await,
-            Err(failure) => wasmbridge::app::error_response(&failure),
-        };
-        let (parts, body) = response.into_parts();
-        if events_tx.send(Event::Head(parts)).is_err() {
-            return;
-        }
-        let mut body = std::pin::pin!(body);
-        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-            match frame {
-                Ok(frame) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    if data.is_empty() {
-                        continue;
+    let task = RUNTIME.with(|runtime| {
+        runtime.spawn(async move {
+            let response = match request {
+                Ok(request) => app.handle(request, cx).await,
+                Err(failure) => wasmbridge::app::error_response(&failure),
+            };
+            let (parts, body) = response.into_parts();
+            if events_tx.send(Event::Head(parts)).is_err() {
+                return;
+            }
+            let mut body = std::pin::pin!(body);
+            while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                match frame {
+                    Ok(frame) => {
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        if data.is_empty() {
+                            continue;
+                        }
+                        let Ok(permit) = task_credits.acquire().await else {
+                            return;
+                        };
+                        permit.forget();
+                        if events_tx.send(Event::Data(data)).is_err() {
+                            return;
+                        }
                     }
-                    let Ok(permit) = task_credits.acquire().await else {
-                        return;
-                    };
-                    permit.forget();
-                    if events_tx.send(Event::Data(data)).is_err() {
+                    Err(e) => {
+                        let _ = events_tx.send(Event::Failed(format!(
+                            "error [{id}] :: app `{}`: the response body failed: {e}",
+                            app.name()
+                        )));
                         return;
                     }
-                }
-                Err(e) => {
-                    let _ = events_tx.send(Event::Failed(format!(
-                        "error [{id}] :: app `{}`: the response body failed: {e}",
-                        app.name()
-                    )));
-                    return;
                 }
             }
-        }
-        let _ = events_tx.send(Event::End);
+            let _ = events_tx.send(Event::End);
+        })
     });
 
     Box::into_raw(Box::new(WbRequest {
@@ -407,7 +415,7 @@ pub unsafe extern "C" fn wb_request_next(
     request.held.values.clear();
 
     let next = if block != 0 {
-        request.events.blocking_recv()
+        RUNTIME.with(|runtime| runtime.block_on(request.events.recv()))
     } else {
         match request.events.try_recv() {
             Ok(next) => Some(next),
@@ -481,10 +489,28 @@ pub unsafe extern "C" fn wb_request_feed(request: *mut WbRequest, data: *const c
 /// Ends a request, finished or not (a client gone away stops the guest).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wb_request_free(request: *mut WbRequest) {
-    let request = unsafe { Box::from_raw(request) };
-    request.task.abort();
+    let WbRequest { id, task, .. } = *unsafe { Box::from_raw(request) };
+    task.abort();
+    // What the request left running (a guest finishing after its response, a cut-short one
+    // unwinding) ends now, before this thread takes another request: nothing else would run it.
+    RUNTIME.with(|runtime| {
+        runtime.block_on(async {
+            let _ = task.await;
+            let metrics = tokio::runtime::Handle::current().metrics();
+            // Usually nothing, or a task one poll from its end: yield first, then wait.
+            let mut polls = 0;
+            while metrics.num_alive_tasks() > 0 {
+                if polls < 64 {
+                    tokio::task::yield_now().await;
+                    polls += 1;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    });
     if let Some(child) = CHILD.get() {
-        child.log.unregister(request.id);
+        child.log.unregister(id);
     }
 }
 

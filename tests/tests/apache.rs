@@ -163,7 +163,10 @@ async fn a_trap_and_an_endless_loop_are_5xx_and_the_child_keeps_serving() {
     let log = apache.error_log();
     assert!(log.contains("[wasm:error]"), "{log}");
     // The guest's own stderr (Rust's panic message), with the request's client.
-    assert!(log.contains("stderr [") && log.contains("[client 127.0.0.1:"), "{log}");
+    assert!(
+        log.contains("stderr [") && log.contains("[client 127.0.0.1:"),
+        "{log}"
+    );
     assert!(
         log.contains("app `spin`: ") && log.contains("(504)"),
         "{log}"
@@ -306,4 +309,22 @@ async fn a_graceful_restart_serves_a_replaced_module() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = std::fs::remove_file(app);
+}
+
+#[tokio::test]
+async fn nested_sections_inherit_and_override_and_nothing_else_is_granted() {
+    let apache = Apache::start(
+        "event",
+        "<Location />\n SetHandler wasm-handler\n WasmModule {fixtures}/wasm/probe.wasm\n \
+         WasmEnv COLOR blue\n WasmEnv SIZE big\n</Location>\n\
+         <Location /env>\n WasmEnv COLOR red\n</Location>\n",
+    );
+    let (status, env) = get(&apache, "/env").await;
+    assert_eq!(status, 200, "{}", apache.error_log());
+    assert_eq!(env, "COLOR=red\nSIZE=big\n");
+    // The guest reaches no file it was not given, Apache's own configuration included.
+    let conf = apache.conf_path().display().to_string();
+    let (status, body) = get(&apache, &format!("/read?path={conf}")).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(!body.contains("LoadModule"), "{body}");
 }
