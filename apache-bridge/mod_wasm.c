@@ -400,14 +400,25 @@ static void log_for_server(int level, const char *message)
 
 static void wasm_child_init(apr_pool_t *p, server_rec *s)
 {
-    int threads = 1;
+    int threads = 1, i;
     ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
     /* Some MPMs answer 0 for "no threads"; HTTP/2 adds its own workers on top. */
     if (threads < 1) {
         threads = 1;
     }
     main_server = s;
-    wb_child_init(threads * 2 + 8, cache_dir(p, s), log_for_server);
+    if (wb_child_init(threads * 2 + 8, cache_dir(p, s), log_for_server) != 0) {
+        return;
+    }
+    /* Load the configured apps now, from the cache the parent filled, rather than in the
+     * first requests. One that fails is reported again by the requests for it. */
+    for (i = 0; i < all_dir_confs->nelts; i++) {
+        wasm_dir_conf *conf = APR_ARRAY_IDX(all_dir_confs, i, wasm_dir_conf *);
+        char error[2048];
+        if (module_path(p, conf) && !wb_app_get(describe(p, conf), error, sizeof error)) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "%s", error);
+        }
+    }
 }
 
 /* ---- requests --------------------------------------------------------------------------- */

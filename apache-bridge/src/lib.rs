@@ -64,13 +64,17 @@ struct Child {
     _ticker: EpochTicker,
     cache: Option<CompileCache>,
     max_concurrent: usize,
-    /// Apps by their description (see [`AppDescription`]); a child keeps what it loaded.
-    apps: Mutex<HashMap<String, &'static App>>,
+    /// Apps by their description (see [`AppDescription`]); a child keeps what it loaded, or
+    /// why it could not (until a restart, which is also what picks up a changed file).
+    apps: Mutex<HashMap<String, Arc<LoadedApp>>>,
     next_id: AtomicU64,
     log: Arc<ApacheLog>,
 }
 
 static CHILD: OnceLock<Child> = OnceLock::new();
+
+/// Loaded once per child: the threads that want it meanwhile wait for that one load.
+type LoadedApp = OnceLock<Result<&'static App, String>>;
 
 thread_local! {
     /// The runtime of the Apache thread: it runs the requests this thread serves, one at a
@@ -282,22 +286,20 @@ pub unsafe extern "C" fn wb_app_get(
         return std::ptr::null();
     };
     let description = unsafe { str_or_empty(description) };
-    if let Some(app) = child.apps.lock().unwrap().get(description) {
-        return *app;
-    }
-    // Loaded outside the lock: a slow compile must not hold up requests for other apps.
-    match load_app(child, description) {
-        Ok(app) => {
-            let app: &'static App = Box::leak(Box::new(app));
-            *child
-                .apps
-                .lock()
-                .unwrap()
-                .entry(description.to_string())
-                .or_insert(app)
-        }
+    let slot = child
+        .apps
+        .lock()
+        .unwrap()
+        .entry(description.to_string())
+        .or_default()
+        .clone();
+    // Loaded outside the table's lock: a slow load holds up only the requests for this app.
+    let loaded =
+        slot.get_or_init(|| load_app(child, description).map(|app| &*Box::leak(Box::new(app))));
+    match loaded {
+        Ok(app) => *app,
         Err(message) => {
-            unsafe { write_c(error, error_len, &message) };
+            unsafe { write_c(error, error_len, message) };
             std::ptr::null()
         }
     }

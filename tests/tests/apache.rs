@@ -328,3 +328,23 @@ async fn nested_sections_inherit_and_override_and_nothing_else_is_granted() {
     assert_eq!(status, 404, "{body}");
     assert!(!body.contains("LoadModule"), "{body}");
 }
+
+#[tokio::test]
+async fn wasm_max_memory_caps_a_request() {
+    let apache = Apache::start(
+        "prefork",
+        &format!(
+            "{}<Location /bomb>\n SetHandler wasm-handler\n WasmModule {{fixtures}}/wasm/membomb.wasm\n \
+             WasmMaxMemory 32M\n</Location>\n",
+            hello("/hello")
+        ),
+    );
+    let (status, _) = get(&apache, "/bomb").await;
+    assert_eq!(status, 503, "{}", apache.error_log());
+    assert_eq!(get(&apache, "/hello").await.0, 200);
+    assert!(
+        apache.wait_for_log("app `membomb`: ", Duration::from_secs(5)),
+        "{}",
+        apache.error_log()
+    );
+}
