@@ -55,7 +55,7 @@ build_host() {
 }
 
 build_apache() {
-    need_packages /usr/sbin/apache2:apache2 apxs:apache2-dev
+    need_packages /usr/sbin/apache2:apache2 apxs:apache2-dev openssl:openssl
     say "building mod_wasm.so (apache-bridge)"
     "$ROOT/apache-bridge/build.sh" >/dev/null
 }

@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
-# Builds everything and serves the example apps on loopback, one `wasmbridge serve` each:
-#   http://127.0.0.1:8080/                 hello-http, a wasi:http component (Rust)
-#   http://127.0.0.1:8081/?file=hello.py   PrettyFy, a Python CGI app on CPython for WASI
-#   http://127.0.0.1:8082/                 cgi-hello, a Rust CGI program (wasm32-wasip1)
+# Builds everything and serves the example apps on loopback:
+#   wasmbridge serve, one app each:
+#     http://127.0.0.1:8080/                 hello-http, a wasi:http component (Rust)
+#     http://127.0.0.1:8081/?file=hello.py   PrettyFy, a Python CGI app on CPython for WASI
+#     http://127.0.0.1:8082/                 cgi-hello, a Rust CGI program (wasm32-wasip1)
+#   Apache httpd with mod_wasm, both kinds behind one server:
+#     http://127.0.0.1:8088/hello                          hello-http
+#     http://127.0.0.1:8088/wasm-module?file=hello.py      PrettyFy, from mod_wasm's demo block
 # DEMO_HOST overrides the address (default 127.0.0.1). Ctrl-C stops them all.
 source "$(dirname "$0")/common.sh"
 
 setup
 build_host
+build_apache
 build_guests
 build_python
 
 HOST=${DEMO_HOST:-127.0.0.1}
 PY=$ROOT/guests/python
+DEMO=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT INT TERM
+stop() {
+    kill "${pids[@]}" 2>/dev/null || true
+    /usr/sbin/apache2 -f "$DEMO/httpd.conf" -k stop 2>/dev/null || true
+    sleep 1
+    rm -rf "$DEMO"
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
 serve() {
     local port=$1; shift
     "$WASMBRIDGE_BIN" serve --addr "$HOST:$port" "$@" &
@@ -25,9 +38,48 @@ serve 8081 --dir "$PY/dist/lib::/usr/local/lib" --dir "$PY/apps/prettyfy::/app" 
     "$PY/dist/python.wasm" /app/prettyfy.py
 serve 8082 "$TARGET_DIR/wasm32-wasip1/release/cgi-hello.wasm"
 
+# Apache's children run as www-data: the apps go where they can read them, laid out as in
+# mod_wasm's demo (the stdlib under /python/wasi-python).
+mkdir -p "$DEMO/wasm_modules" "$DEMO/python/wasi-python/lib"
+cp "$WASMBRIDGE_GUESTS/hello_http.wasm" "$PY/dist/python.wasm" "$DEMO/wasm_modules/"
+cp -r "$PY/apps/prettyfy/." "$DEMO/python/"
+cp -r "$PY/dist/lib/python3.11" "$DEMO/python/wasi-python/lib/"
+chmod -R a+rX "$DEMO"
+modules=/usr/lib/apache2/modules
+cat >"$DEMO/httpd.conf" <<CONF
+ServerRoot $DEMO
+ServerName $HOST
+PidFile $DEMO/httpd.pid
+DefaultRuntimeDir $DEMO
+ErrorLog /dev/stderr
+Listen $HOST:8088
+$([ "$(id -u)" = 0 ] && printf 'User www-data\nGroup www-data\n')
+LoadModule mpm_event_module $modules/mod_mpm_event.so
+LoadModule authz_core_module $modules/mod_authz_core.so
+LoadModule wasm_module $WASMBRIDGE_MOD_WASM
+WasmCacheDir $DEMO/cache
+<Location /hello>
+    SetHandler wasm-handler
+    WasmModule $DEMO/wasm_modules/hello_http.wasm
+</Location>
+<Location /wasm-module>
+    SetHandler wasm-handler
+    WasmRoot   $DEMO/wasm_modules
+    WasmModule python.wasm
+    WasmMapDir /python $DEMO/python
+    WasmArg    /python/prettyfy.py
+    WasmEnv    PYTHONHOME /python/wasi-python/lib/python3.11
+    WasmEnv    PYTHONPATH /python/wasi-python/lib/python3.11
+    WasmEnableCGI On
+</Location>
+CONF
+/usr/sbin/apache2 -f "$DEMO/httpd.conf" -k start
+
 say "serving, Ctrl-C stops:
     curl http://$HOST:8080/
     curl 'http://$HOST:8081/?file=hello.py'
     curl 'http://$HOST:8081/?file=../../../../etc/passwd'   # the traversal attack: an error page
-    curl http://$HOST:8082/"
+    curl http://$HOST:8082/
+    curl http://$HOST:8088/hello                            # the same apps through Apache
+    curl 'http://$HOST:8088/wasm-module?file=hello.py'"
 wait -n "${pids[@]}"
