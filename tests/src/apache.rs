@@ -223,17 +223,28 @@ impl Drop for Apache {
         let children = children_of(pid);
         let _ = self.ctl("stop");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         // Whatever did not stop in time is killed, parent and children, by PID.
         for pid in std::iter::once(pid).chain(children) {
-            if Path::new(&format!("/proc/{pid}")).exists() {
+            if alive(pid) {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether `pid` still runs: a zombie (whose parent has not reaped it yet) does not.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
 }
 
 fn children_of(parent: i32) -> Vec<i32> {

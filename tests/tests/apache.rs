@@ -355,14 +355,20 @@ async fn tls_through_mod_ssl_reaches_a_component() {
     std::fs::create_dir_all(&certs).unwrap();
     let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .args(["-subj", "/CN=127.0.0.1", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let apache = Apache::start(
         "event",
         &format!(
@@ -377,10 +383,21 @@ async fn tls_through_mod_ssl_reaches_a_component() {
     // curl, a real TLS client; the certificate is self-made, hence --insecure.
     let url = apache.url("/hello").replace("http://", "https://");
     let output = std::process::Command::new("curl")
-        .args(["--silent", "--insecure", "--write-out", "\n%{http_code} %{scheme}", &url])
+        .args([
+            "--silent",
+            "--insecure",
+            "--write-out",
+            "\n%{http_code} %{scheme}",
+            &url,
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(text, "Hello from WebAssembly!\n\n200 HTTPS", "{}", apache.error_log());
+    assert_eq!(
+        text,
+        "Hello from WebAssembly!\n\n200 HTTPS",
+        "{}",
+        apache.error_log()
+    );
     let _ = std::fs::remove_dir_all(certs);
 }
