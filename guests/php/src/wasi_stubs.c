@@ -1,0 +1,98 @@
+/* What WASI cannot do, failing honestly (see wasi_compat.h). */
+#include <errno.h>
+#include <grp.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <syslog.h>
+#include <time.h>
+#include "wasi_compat.h"
+
+#define FAIL(value, code) do { errno = code; return value; } while (0)
+
+int socket(int d, int t, int p) { FAIL(-1, ENOSYS); }
+int bind(int fd, const struct sockaddr *a, socklen_t l) { FAIL(-1, ENOSYS); }
+int connect(int fd, const struct sockaddr *a, socklen_t l) { FAIL(-1, ENOSYS); }
+int listen(int fd, int b) { FAIL(-1, ENOSYS); }
+int setsockopt(int fd, int l, int n, const void *v, socklen_t s) { FAIL(-1, ENOSYS); }
+int getsockname(int fd, struct sockaddr *a, socklen_t *l) { FAIL(-1, ENOTSOCK); }
+/* php-cgi asks whether stdin is a socket to decide on FastCGI: it is not. */
+int getpeername(int fd, struct sockaddr *a, socklen_t *l) { FAIL(-1, ENOTSOCK); }
+ssize_t sendto(int fd, const void *b, size_t n, int f, const struct sockaddr *a, socklen_t l)
+{ FAIL(-1, ENOSYS); }
+ssize_t recvfrom(int fd, void *b, size_t n, int f, struct sockaddr *a, socklen_t *l)
+{ FAIL(-1, ENOSYS); }
+
+FILE *popen(const char *c, const char *m) { FAIL(NULL, ENOSYS); }
+int pclose(FILE *s) { FAIL(-1, ENOSYS); }
+int chown(const char *p, uid_t o, gid_t g) { FAIL(-1, ENOSYS); }
+int fchown(int fd, uid_t o, gid_t g) { FAIL(-1, ENOSYS); }
+int lchown(const char *p, uid_t o, gid_t g) { FAIL(-1, ENOSYS); }
+mode_t umask(mode_t m) { return 022; }
+int dup(int fd) { FAIL(-1, ENOSYS); }
+int getdtablesize(void) { return 1024; }
+uid_t getuid(void) { return 0; }
+uid_t geteuid(void) { return 0; }
+gid_t getgid(void) { return 0; }
+gid_t getegid(void) { return 0; }
+int getgroups(int size, gid_t list[]) { return 0; }
+char *mktemp(char *t) { FAIL(NULL, ENOSYS); }
+
+pid_t fork(void) { FAIL(-1, ENOSYS); }
+pid_t setsid(void) { FAIL(-1, ENOSYS); }
+pid_t getpgrp(void) { return 1; }
+int kill(pid_t p, int s) { FAIL(-1, ENOSYS); }
+pid_t wait(int *s) { FAIL(-1, ECHILD); }
+
+int getcontext(ucontext_t *c) { FAIL(-1, ENOSYS); }
+void makecontext(ucontext_t *c, void (*f)(), int n, ...) {}
+int swapcontext(ucontext_t *f, const ucontext_t *t) { __builtin_trap(); }
+
+int sigaction(int s, const struct sigaction *a, struct sigaction *o)
+{
+    if (o) memset(o, 0, sizeof *o);
+    return 0;
+}
+int sigemptyset(sigset_t *s) { memset(s, 0, sizeof *s); return 0; }
+int sigaddset(sigset_t *s, int sig) { return 0; }
+int sigprocmask(int h, const sigset_t *s, sigset_t *o) { return 0; }
+
+int wasmbridge_getrusage(int who, struct wasmbridge_rusage *u)
+{
+    clock_t c = clock();
+    memset(u, 0, sizeof *u);
+    u->ru_utime.tv_sec = c / CLOCKS_PER_SEC;
+    u->ru_utime.tv_usec = (c % CLOCKS_PER_SEC) * 1000000 / CLOCKS_PER_SEC;
+    return 0;
+}
+
+/* No names to resolve, no user database. */
+int getnameinfo(const struct sockaddr *a, socklen_t l, char *host, socklen_t hl, char *serv,
+                socklen_t sl, int flags) { return EAI_FAIL; }
+int gethostbyname_r(const char *name, struct hostent *h, char *buf, size_t len,
+                    struct hostent **result, int *h_errnop)
+{
+    *result = NULL;
+    *h_errnop = HOST_NOT_FOUND;
+    return ENOSYS;
+}
+struct passwd *getpwnam(const char *name) { FAIL(NULL, ENOSYS); }
+struct passwd *getpwuid(uid_t uid) { FAIL(NULL, ENOSYS); }
+struct group *getgrnam(const char *name) { FAIL(NULL, ENOSYS); }
+
+/* The emulated mmap has no use for advice. */
+int madvise(void *addr, size_t len, int advice) { return 0; }
+
+/* syslog goes to stderr, which the host logs. */
+void openlog(const char *ident, int option, int facility) {}
+void closelog(void) {}
+void syslog(int priority, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    vfprintf(stderr, format, args);
+    va_end(args);
+    fputc('\n', stderr);
+}
