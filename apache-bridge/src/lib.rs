@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Body as _, Frame};
 use tokio::sync::{Semaphore, mpsc};
 use wasmtime::Engine;
 use wasmtime_cli_flags::CommonOptions;
@@ -530,7 +530,6 @@ impl AppDescription {
         let mut sandbox = Sandbox::default();
         let mut limits = Limits::default();
         let mut cgi = CgiConfig::default();
-        let mut map_cgi_filenames = false;
         for line in text.lines() {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             match key {
@@ -550,7 +549,6 @@ impl AppDescription {
                 }
                 "arg" => cgi.args.push(value.into()),
                 "cgi" => config.mode = if value == "on" { Mode::Cgi } else { Mode::Auto },
-                "map-cgi-filenames" => map_cgi_filenames = value == "on",
                 "max-memory" => limits.max_memory_size = value.parse().ok(),
                 "timeout-ms" => limits.timeout = value.parse().ok().map(Duration::from_millis),
                 _ => return Err(format!("unknown key `{key}` in an app description")),
@@ -560,7 +558,6 @@ impl AppDescription {
         config.name = module
             .file_stem()
             .map_or_else(|| "app".into(), |s| s.to_string_lossy().into_owned());
-        let _ = map_cgi_filenames; // SCRIPT_FILENAME translation happens in mod_wasm.c.
         config.sandbox = sandbox;
         config.limits = limits;
         config.cgi = cgi;
@@ -663,10 +660,6 @@ impl http_body::Body for ApacheBody {
 
     fn is_end_stream(&self) -> bool {
         self.chunks.is_closed() && self.chunks.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 
