@@ -526,6 +526,7 @@ static int wasm_handler(request_rec *r)
     apr_bucket_brigade *in, *out;
     char error[2048], *buffer;
     int eos = 0, unflushed = 0, aborted = 0;
+    apr_size_t pending = 0;
 
     if (!r->handler || strcmp(r->handler, "wasm-handler")) {
         return DECLINED;
@@ -579,15 +580,15 @@ static int wasm_handler(request_rec *r)
     for (;;) {
         int kind = wb_request_next(req, &ev, 0);
         if (kind == WB_EMPTY) {
-            /* Nothing ready: what was passed down goes to the client before we wait. */
-            if (unflushed) {
+            /* Nothing ready: what was written so far goes to the client before we wait. */
+            if (pending || unflushed) {
                 APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(out->bucket_alloc));
                 if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS) {
                     aborted = 1;
                     break;
                 }
                 apr_brigade_cleanup(out);
-                unflushed = 0;
+                pending = unflushed = 0;
             }
             kind = wb_request_next(req, &ev, 1);
         }
@@ -596,18 +597,26 @@ static int wasm_handler(request_rec *r)
         } else if (kind == WB_HEAD) {
             set_head(r, &ev);
         } else if (kind == WB_DATA) {
-            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_transient_create(ev.data, ev.len,
-                                                                     out->bucket_alloc));
-            if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS) {
-                aborted = 1;
-                break;
+            /* Gathered, not passed at once: a response that ends before the brigade fills
+             * goes out in one write, with a Content-Length instead of chunks. */
+            apr_brigade_write(out, NULL, NULL, ev.data, ev.len);
+            pending += ev.len;
+            if (pending >= BODY_CHUNK) {
+                if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS) {
+                    aborted = 1;
+                    break;
+                }
+                apr_brigade_cleanup(out);
+                pending = 0;
+                unflushed = 1;
             }
-            apr_brigade_cleanup(out);
-            unflushed = 1;
         } else if (kind == WB_LOG) {
             ap_log_rerror(APLOG_MARK, ev.level, 0, r, "%s", ev.data);
         } else if (kind == WB_FAILED) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s", ev.data);
+            /* What came before the failure still goes out, cut short below. */
+            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(out->bucket_alloc));
+            ap_pass_brigade(r->output_filters, out);
             aborted = 1;
             break;
         } else {

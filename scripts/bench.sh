@@ -137,6 +137,10 @@ LoadModule cgid_module $modules/mod_cgid.so
 LoadModule wasm_module $WASMBRIDGE_MOD_WASM
 ScriptSock $RESULTS_DIR/cgid.sock
 DocumentRoot $RESULTS_DIR/htdocs
+# As Debian's apache2.conf has it: no .htaccess lookups.
+<Directory />
+    AllowOverride None
+</Directory>
 <Directory $RESULTS_DIR>
     Require all granted
 </Directory>

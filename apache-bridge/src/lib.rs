@@ -419,7 +419,14 @@ pub unsafe extern "C" fn wb_request_next(
     let next = if block != 0 {
         RUNTIME.with(|runtime| runtime.block_on(request.events.recv()))
     } else {
-        match request.events.try_recv() {
+        let mut next = request.events.try_recv();
+        if matches!(next, Err(mpsc::error::TryRecvError::Empty)) {
+            // Let what is ready run first: a guest that has finished its response will have
+            // sent the end too, and the Apache side can then send it all in one write.
+            RUNTIME.with(|runtime| runtime.block_on(tokio::task::yield_now()));
+            next = request.events.try_recv();
+        }
+        match next {
             Ok(next) => Some(next),
             Err(mpsc::error::TryRecvError::Empty) => {
                 event.kind = WB_EMPTY;

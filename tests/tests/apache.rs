@@ -44,6 +44,8 @@ async fn apache_serves_a_component_through_its_own_logging() {
     assert_eq!(response.status(), 200);
     let server = response.headers()["server"].to_str().unwrap().to_string();
     assert!(server.starts_with("Apache"), "{server}");
+    // A response that ends at once goes out whole, with a length instead of chunks.
+    assert_eq!(response.headers()["content-length"], "24");
     assert_eq!(response.text().await.unwrap(), "Hello from WebAssembly!\n");
     // Apache's access log saw it; HEAD is answered without a body.
     let head = client().head(apache.url("/hello")).send().await.unwrap();
@@ -61,17 +63,22 @@ async fn responses_pass_through_apaches_output_filters() {
     let apache = Apache::start(
         "event",
         "LoadModule deflate_module /usr/lib/apache2/modules/mod_deflate.so\n\
-         <Location />\n SetHandler wasm-handler\n WasmModule {fixtures}/wasm/hello_http.wasm\n \
+         <Location />\n SetHandler wasm-handler\n WasmModule {fixtures}/wasm/echo.wasm\n \
          SetOutputFilter DEFLATE\n</Location>",
     );
+    // mod_deflate leaves a body alone when gzip would make it longer: echo a large one.
+    let text = "Hello from WebAssembly! ".repeat(4096);
     let response = client()
-        .get(apache.url("/"))
+        .post(apache.url("/"))
         .header("accept-encoding", "gzip")
+        .body(text.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{}", apache.error_log());
     assert_eq!(response.headers()["content-encoding"], "gzip");
+    let compressed = response.bytes().await.unwrap();
+    assert!(compressed.len() < text.len() / 10, "{} bytes", compressed.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
