@@ -20,11 +20,12 @@ TOOLS=${WASMBRIDGE_TOOLS:-$HOME/.cache/wasmbridge-tools}
 WASMTIME_VERSION=48.0.8
 
 setup
-need_packages wrk:wrk /usr/bin/python3:python3
+need_packages wrk:wrk /usr/bin/python3:python3 php-cgi8.2:php8.2-cgi php-fpm8.2:php8.2-fpm
 build_host
 build_apache
 build_guests
 build_python
+build_php
 
 find_wasmtime() {
     if [ -n "${WASMTIME:-}" ]; then echo "$WASMTIME"; return; fi
@@ -108,6 +109,11 @@ cp -r "$ROOT/guests/python/dist/python.wasm" "$ROOT/guests/python/dist/lib" "$RE
 cp "$ROOT/guests/fixtures/python/hello.py" "$RESULTS_DIR/app/"
 { echo '#!/usr/bin/python3'; cat "$ROOT/guests/fixtures/python/hello.py"; } >"$RESULTS_DIR/cgi-bin/hello.py"
 chmod 755 "$RESULTS_DIR/cgi-bin/hello.py"
+mkdir -p "$RESULTS_DIR/php/www" "$RESULTS_DIR/php/tmp"
+cp -r "$ROOT/guests/php/dist/php-cgi.wasm" "$ROOT/guests/php/dist/etc" "$RESULTS_DIR/php/"
+cp "$ROOT/guests/fixtures/php/hello.php" "$RESULTS_DIR/php/www/"
+{ echo '#!/usr/bin/php-cgi8.2'; cat "$ROOT/guests/fixtures/php/hello.php"; } >"$RESULTS_DIR/cgi-bin/hello.php"
+chmod 755 "$RESULTS_DIR/cgi-bin/hello.php"
 printf 'Hello from WebAssembly!\n' >"$RESULTS_DIR/htdocs/hello.txt"
 chmod -R a+rX "$RESULTS_DIR"
 
@@ -118,7 +124,30 @@ serve 18082 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18082 \
     --dir "$RESULTS_DIR/python/lib::/usr/local/lib" --dir "$RESULTS_DIR/app::/app" \
     "$RESULTS_DIR/python/python.wasm" /app/hello.py
 
-# One Apache for its four: a static file, the component, Python through mod_wasm, Python
+serve 18083 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18083 \
+    --dir "$RESULTS_DIR/php/etc::/usr/local/etc/php::ro" --dir "$RESULTS_DIR/php/www::/www::ro" \
+    --dir "$RESULTS_DIR/php/tmp::/tmp" --cgi-docroot /www "$RESULTS_DIR/php/php-cgi.wasm"
+
+# PHP-FPM as Debian configures its pool (dynamic, at most 5 children), with Debian's php.ini
+# (OPcache on).
+cat >"$RESULTS_DIR/php-fpm.conf" <<EOF
+[global]
+pid = $RESULTS_DIR/php-fpm.pid
+error_log = $RESULTS_DIR/php-fpm.log
+daemonize = no
+[www]
+$([ "$(id -u)" = 0 ] && printf 'user = www-data\ngroup = www-data\n')
+listen = 127.0.0.1:19000
+pm = dynamic
+pm.max_children = 5
+pm.start_servers = 2
+pm.min_spare_servers = 1
+pm.max_spare_servers = 3
+EOF
+php-fpm8.2 -y "$RESULTS_DIR/php-fpm.conf" >"$RESULTS_DIR/php-fpm.out" 2>&1 &
+pids+=($!)
+
+# One Apache for them all: a static file, the component, Python through mod_wasm, Python
 # through mod_cgid.
 modules=/usr/lib/apache2/modules
 cat >"$RESULTS_DIR/httpd.conf" <<EOF
@@ -134,6 +163,9 @@ LoadModule mpm_event_module $modules/mod_mpm_event.so
 LoadModule authz_core_module $modules/mod_authz_core.so
 LoadModule alias_module $modules/mod_alias.so
 LoadModule cgid_module $modules/mod_cgid.so
+LoadModule env_module $modules/mod_env.so
+LoadModule proxy_module $modules/mod_proxy.so
+LoadModule proxy_fcgi_module $modules/mod_proxy_fcgi.so
 LoadModule wasm_module $WASMBRIDGE_MOD_WASM
 ScriptSock $RESULTS_DIR/cgid.sock
 DocumentRoot $RESULTS_DIR/htdocs
@@ -145,6 +177,26 @@ DocumentRoot $RESULTS_DIR/htdocs
     Require all granted
 </Directory>
 ScriptAlias /cgi/ $RESULTS_DIR/cgi-bin/
+# php-cgi run by mod_cgid wants to know it was started by the server.
+<Directory $RESULTS_DIR/cgi-bin>
+    SetEnv REDIRECT_STATUS 200
+</Directory>
+Alias /php/ $RESULTS_DIR/php/www/
+Alias /fpm/ $RESULTS_DIR/php/www/
+<Directory $RESULTS_DIR/php/www>
+    WasmModule $RESULTS_DIR/php/php-cgi.wasm
+    WasmMapDir /www $RESULTS_DIR/php/www
+    WasmMapDir /usr/local/etc/php $RESULTS_DIR/php/etc
+    WasmMapDir /tmp $RESULTS_DIR/php/tmp
+    WasmEnableCGI On
+    WasmMapCGIFileNames On
+    <If "%{REQUEST_URI} =~ m#^/php/#">
+        SetHandler wasm-handler
+    </If>
+    <Else>
+        SetHandler "proxy:fcgi://127.0.0.1:19000"
+    </Else>
+</Directory>
 <Location /hello>
     SetHandler wasm-handler
     WasmModule $HELLO
@@ -161,7 +213,9 @@ ScriptAlias /cgi/ $RESULTS_DIR/cgi-bin/
 EOF
 /usr/sbin/apache2 -f "$RESULTS_DIR/httpd.conf" -k start
 APACHE=http://127.0.0.1:18090
-for path in /hello.txt /hello /python /cgi/hello.py; do wait_for "$APACHE$path"; done
+for path in /hello.txt /hello /python /cgi/hello.py /php/hello.php /cgi/hello.php /fpm/hello.php; do
+    wait_for "$APACHE$path"
+done
 
 say "hello: wasmbridge serve, wasmtime serve, Apache + mod_wasm, Apache static file"
 args=(wasmbridge http://127.0.0.1:18080/)
@@ -171,6 +225,10 @@ rounds "$CONNECTIONS" "${args[@]}"
 say "Python hello CGI: wasmbridge serve, Apache + mod_wasm, Apache + mod_cgid + python3"
 rounds "$CGI_CONNECTIONS" python-wasmbridge http://127.0.0.1:18082/ \
     python-apache-wasm "$APACHE/python" python-native "$APACHE/cgi/hello.py"
+say "PHP page: wasmbridge serve, Apache + mod_wasm, Apache + mod_cgid + php-cgi, Apache + PHP-FPM"
+rounds "$CGI_CONNECTIONS" php-wasmbridge http://127.0.0.1:18083/hello.php \
+    php-apache-wasm "$APACHE/php/hello.php" php-native "$APACHE/cgi/hello.php" \
+    php-fpm "$APACHE/fpm/hello.php"
 
 # Averages per server.
 table=$(awk '
@@ -187,6 +245,10 @@ declare -A LABELS=(
     [python-wasmbridge]="wasmbridge serve python.wasm hello.py"
     [python-apache-wasm]="Apache + mod_wasm, python.wasm hello.py"
     [python-native]="Apache + mod_cgid, native python3 hello.py"
+    [php-wasmbridge]="wasmbridge serve php-cgi.wasm hello.php"
+    [php-apache-wasm]="Apache + mod_wasm, php-cgi.wasm hello.php"
+    [php-native]="Apache + mod_cgid, native php-cgi8.2 hello.php"
+    [php-fpm]="Apache + mod_proxy_fcgi, php-fpm8.2 hello.php"
 )
 
 # row NAME BASE...: a table row with the throughput against each BASE ("–" when not measured).
@@ -231,5 +293,13 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo "| server | requests/s | p50 (ms) | p99 (ms) | vs native CGI |"
     echo "|---|---:|---:|---:|---:|"
     for name in python-wasmbridge python-apache-wasm python-native; do row "$name" python-native; done
+    echo
+    echo "## PHP page (\`guests/fixtures/php/hello.php\`), $CGI_CONNECTIONS connections"
+    echo
+    echo "php-cgi 8.2 for WASI (\`guests/php\`, no OPcache) against Debian's $(php-cgi8.2 -v | head -n 1 | cut -d' ' -f1-2) as a CGI program under mod_cgid and as PHP-FPM (Debian's pool defaults, OPcache on)."
+    echo
+    echo "| server | requests/s | p50 (ms) | p99 (ms) | vs native php-cgi | vs PHP-FPM |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for name in php-wasmbridge php-apache-wasm php-native php-fpm; do row "$name" php-native php-fpm; done
 } >"$ROOT/BENCHMARKS.md"
 cat "$ROOT/BENCHMARKS.md"

@@ -65,6 +65,11 @@ build_python() {
     "$ROOT/guests/python/build.sh"
 }
 
+build_php() {
+    say "building php-cgi for WASI (guests/php; skipped when dist/ matches the recipe)"
+    "$ROOT/guests/php/build.sh"
+}
+
 build_guests() {
     say "building the guests (wasm32-wasip2, and the CGI programs for wasm32-wasip1)"
     (cd "$ROOT/guests" && cargo build --release --locked --target wasm32-wasip2)

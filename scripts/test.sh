@@ -9,6 +9,7 @@ build_host
 build_apache
 build_guests
 build_python
+build_php
 say "running the tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -35,7 +35,9 @@ pub fn module_path() -> PathBuf {
 /// - `python/python.wasm`, `python/lib/python3.11` (the CPython guest, as built);
 /// - `www/python/` (PrettyFy with Pygments and its files, mod_wasm's demo layout, with the
 ///   stdlib at `www/python/wasi-python/lib/python3.11`);
-/// - `www/cases/` (the Python test scripts).
+/// - `www/cases/` (the Python test scripts);
+/// - `php/php-cgi.wasm`, `php/etc/php.ini` (the PHP guest, as built), `www/php/` (the PHP
+///   test scripts).
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -70,6 +72,8 @@ pub fn fixtures() -> &'static Path {
             "www/python/wasi-python/lib/python3.11",
         );
         copy(&root.join("guests/fixtures/python"), "www/cases");
+        copy(&root.join("guests/php/dist"), "php");
+        copy(&root.join("guests/fixtures/php"), "www/php");
         let status = Command::new("chmod")
             .args(["-R", "a+rX"])
             .arg(&dir)
@@ -178,9 +182,18 @@ impl Apache {
 
     /// Waits until the error log contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_for(|| self.error_log(), needle, timeout)
+    }
+
+    /// Waits until the access log contains `needle` (Apache logs a request after answering it).
+    pub fn wait_for_access_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_for(|| self.access_log(), needle, timeout)
+    }
+
+    fn wait_for(&self, log: impl Fn() -> String, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.error_log().contains(needle) {
+            if log().contains(needle) {
                 return true;
             }
             if Instant::now() > deadline {

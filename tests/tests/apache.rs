@@ -52,7 +52,7 @@ async fn apache_serves_a_component_through_its_own_logging() {
     assert_eq!(head.status(), 200);
     assert_eq!(head.bytes().await.unwrap().len(), 0);
     assert!(
-        apache.access_log().contains("GET /hello HTTP/1.1 200"),
+        apache.wait_for_access_log("GET /hello HTTP/1.1 200", Duration::from_secs(5)),
         "{}",
         apache.access_log()
     );
@@ -78,7 +78,11 @@ async fn responses_pass_through_apaches_output_filters() {
     assert_eq!(response.status(), 200, "{}", apache.error_log());
     assert_eq!(response.headers()["content-encoding"], "gzip");
     let compressed = response.bytes().await.unwrap();
-    assert!(compressed.len() < text.len() / 10, "{} bytes", compressed.len());
+    assert!(
+        compressed.len() < text.len() / 10,
+        "{} bytes",
+        compressed.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

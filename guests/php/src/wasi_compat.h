@@ -96,7 +96,11 @@ struct __ucontext {
 typedef struct __ucontext ucontext_t;
 #endif
 
-/* Locks: no fcntl locking; PHP's flock() then fails with ENOSYS. */
+/* Locks: no fcntl locking; PHP's flock() then fails with ENOSYS, and SQLite uses its
+ * lock-free VFS (see wasmbridge_sqlite_init). */
+#ifndef F_GETLK
+#define F_GETLK 5
+#endif
 #ifndef F_RDLCK
 
 #define F_RDLCK 0

@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <syslog.h>
@@ -38,7 +39,20 @@ uid_t geteuid(void) { return 0; }
 gid_t getgid(void) { return 0; }
 gid_t getegid(void) { return 0; }
 int getgroups(int size, gid_t list[]) { return 0; }
-char *mktemp(char *t) { FAIL(NULL, ENOSYS); }
+/* A fresh name for a temporary file; PHP then opens it with O_EXCL (uploads, tempnam). */
+char *mktemp(char *t)
+{
+    static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    size_t n = strlen(t), i;
+    if (n < 6 || strcmp(t + n - 6, "XXXXXX")) {
+        t[0] = 0;
+        FAIL(t, EINVAL);
+    }
+    for (i = n - 6; i < n; i++) {
+        t[i] = chars[arc4random_uniform(sizeof chars - 1)];
+    }
+    return t;
+}
 
 pid_t fork(void) { FAIL(-1, ENOSYS); }
 pid_t setsid(void) { FAIL(-1, ENOSYS); }
@@ -95,4 +109,13 @@ void syslog(int priority, const char *format, ...)
     vfprintf(stderr, format, args);
     va_end(args);
     fputc('\n', stderr);
+}
+
+/* SQLite (its SQLITE_EXTRA_INIT): WASI has no file locks, so the default VFS is the one that
+ * takes none. Requests that write one database at once must be serialized by the server. */
+#include "sqlite3.h"
+int wasmbridge_sqlite_init(const char *unused)
+{
+    sqlite3_vfs *vfs = sqlite3_vfs_find("unix-none");
+    return vfs ? sqlite3_vfs_register(vfs, 1) : SQLITE_ERROR;
 }

@@ -6,7 +6,7 @@
 mod meta;
 mod response;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -36,6 +36,12 @@ pub struct CgiConfig {
     /// Docroot style (mod_wasm's `WasmMapCGIFileNames`): the guest directory that URL paths map
     /// into. The script a URL names is appended to the arguments and is `SCRIPT_FILENAME`.
     pub docroot: Option<String>,
+    /// Docroot style: the scripts a directory's URL runs, first found wins (Apache's
+    /// `DirectoryIndex`).
+    pub index: Vec<String>,
+    /// Docroot style: the script, a URL path in the docroot, for URLs that name no script —
+    /// a front controller (Apache's `FallbackResource`).
+    pub fallback: Option<String>,
 }
 
 impl CgiConfig {
@@ -58,9 +64,35 @@ impl CgiConfig {
                 document_root,
             });
         };
-        let host_root = sandbox.host_path(docroot)?;
-        let mut host = host_root.clone();
-        let mut guest = docroot.trim_end_matches('/').to_string();
+        let root = DocRoot {
+            host: sandbox.host_path(docroot)?,
+            guest: docroot.trim_end_matches('/').to_string(),
+        };
+        root.find(path, &self.index)
+            .or_else(|| {
+                let fallback = self.fallback.as_deref()?;
+                root.find(fallback, &[])
+                    .filter(|script| script.path_info.is_empty())
+            })
+            .map(|found| Script {
+                document_root: docroot.clone(),
+                ..found
+            })
+    }
+}
+
+/// A docroot, in the host's file system and as the guest sees it.
+struct DocRoot {
+    host: PathBuf,
+    guest: String,
+}
+
+impl DocRoot {
+    /// The file the URL path names — the first segments that make a file, the rest being
+    /// PATH_INFO — or a directory's index file.
+    fn find(&self, path: &str, index: &[String]) -> Option<Script> {
+        let mut host = self.host.clone();
+        let mut guest = self.guest.clone();
         let mut name = String::new();
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         while let Some(segment) = segments.next() {
@@ -72,30 +104,50 @@ impl CgiConfig {
             host.push(&decoded);
             guest = format!("{guest}/{decoded}");
             name = format!("{name}/{segment}");
-            let metadata = std::fs::metadata(&host).ok()?;
-            if metadata.is_file() {
-                // A symlink out of the docroot does not count as a script in it.
-                if !std::fs::canonicalize(&host)
-                    .ok()?
-                    .starts_with(std::fs::canonicalize(&host_root).ok()?)
-                {
-                    return None;
-                }
+            if std::fs::metadata(&host).ok()?.is_file() {
                 let rest: Vec<&str> = segments.collect();
                 let path_info = if rest.is_empty() {
                     String::new()
                 } else {
                     format!("/{}", rest.join("/"))
                 };
-                return Some(Script {
-                    filename: guest,
-                    name,
-                    path_info,
-                    document_root: docroot.clone(),
-                });
+                return self.script(&host, guest, name, path_info);
             }
         }
-        None
+        index.iter().find_map(|file| {
+            let host = host.join(file);
+            if !std::fs::metadata(&host).ok()?.is_file() {
+                return None;
+            }
+            self.script(
+                &host,
+                format!("{guest}/{file}"),
+                format!("{name}/{file}"),
+                String::new(),
+            )
+        })
+    }
+
+    fn script(
+        &self,
+        host: &Path,
+        filename: String,
+        name: String,
+        path_info: String,
+    ) -> Option<Script> {
+        // A symlink out of the docroot does not count as a script in it.
+        if !std::fs::canonicalize(host)
+            .ok()?
+            .starts_with(std::fs::canonicalize(&self.host).ok()?)
+        {
+            return None;
+        }
+        Some(Script {
+            filename,
+            name,
+            path_info,
+            document_root: String::new(),
+        })
     }
 }
 

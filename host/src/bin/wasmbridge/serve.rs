@@ -29,9 +29,10 @@ pub struct ServeCommand {
     #[arg(long = "allow-precompiled")]
     allow_precompiled: bool,
 
-    /// Grant access to a host directory, under the same path or under GUEST_DIR.
-    #[arg(long = "dir", value_name = "HOST_DIR[::GUEST_DIR]", value_parser = parse_dir)]
-    dirs: Vec<(String, String)>,
+    /// Grant access to a host directory, under the same path or under GUEST_DIR; `::ro` at
+    /// the end grants it read-only (the syntax proposed in wasmtime issue #9608).
+    #[arg(long = "dir", value_name = "HOST_DIR[::GUEST_DIR][::ro]", value_parser = parse_dir)]
+    dirs: Vec<Preopen>,
 
     /// Pass an environment variable to the guest; with no value, the host's value (if set).
     #[arg(long = "env", number_of_values = 1, value_name = "NAME[=VAL]", value_parser = parse_env)]
@@ -87,6 +88,16 @@ pub struct ServeCommand {
     /// `--dir` grants); the script is appended to the program's arguments.
     #[arg(long, value_name = "GUEST_DIR")]
     cgi_docroot: Option<String>,
+
+    /// CGI docroot style: the script a directory's URL runs, first found wins (repeat for
+    /// more; like Apache's DirectoryIndex).
+    #[arg(long, value_name = "FILE", default_values = ["index.php", "index.py", "index.cgi"])]
+    cgi_index: Vec<String>,
+
+    /// CGI docroot style: the script (a URL path in the docroot, e.g. `/index.php`) for URLs
+    /// that name no script, as a front controller wants (like Apache's FallbackResource).
+    #[arg(long, value_name = "URL_PATH", requires = "cgi_docroot")]
+    cgi_fallback: Option<String>,
 
     /// The program to serve: a wasi:http component, or a CGI program (a WASI preview-1 command
     /// module or a wasi:cli/command component).
@@ -247,15 +258,7 @@ impl ServeCommand {
 
         let sandbox = Sandbox {
             env,
-            dirs: self
-                .dirs
-                .iter()
-                .map(|(host, guest)| Preopen {
-                    host: host.into(),
-                    guest: guest.clone(),
-                    writable: true,
-                })
-                .collect(),
+            dirs: self.dirs.clone(),
             cwd: wasi.cwd.clone(),
             inherit_network: wasi.inherit_network == Some(true),
             allow_ip_name_lookup: wasi.allow_ip_name_lookup == Some(true),
@@ -287,6 +290,8 @@ impl ServeCommand {
             cgi: CgiConfig {
                 args: self.args.clone(),
                 docroot: self.cgi_docroot.clone(),
+                index: self.cgi_index.clone(),
+                fallback: self.cgi_fallback.clone(),
             },
             sandbox,
             limits,
@@ -302,10 +307,18 @@ impl ServeCommand {
     }
 }
 
-pub(crate) fn parse_dir(s: &str) -> Result<(String, String)> {
+pub(crate) fn parse_dir(s: &str) -> Result<Preopen> {
+    let (s, writable) = match s.strip_suffix("::ro") {
+        Some(s) => (s, false),
+        None => (s, true),
+    };
     let mut parts = s.splitn(2, "::");
     let host = parts.next().unwrap_or_default();
-    Ok((host.to_string(), parts.next().unwrap_or(host).to_string()))
+    Ok(Preopen {
+        host: host.into(),
+        guest: parts.next().unwrap_or(host).to_string(),
+        writable,
+    })
 }
 
 pub(crate) fn parse_env(s: &str) -> Result<(String, Option<String>)> {

@@ -18,7 +18,7 @@ pub struct WizerCommand {
     /// Grant read access to a host directory while initializing, under the same path or
     /// under GUEST_DIR. Serve the result with the same directories in the same order.
     #[arg(long = "dir", value_name = "HOST_DIR[::GUEST_DIR]", value_parser = parse_dir)]
-    dirs: Vec<(String, String)>,
+    dirs: Vec<Preopen>,
 
     /// Pass an environment variable while initializing; with no value, the host's value.
     #[arg(long = "env", number_of_values = 1, value_name = "NAME[=VAL]", value_parser = parse_env)]
@@ -49,13 +49,13 @@ impl WizerCommand {
                     Some((name.clone(), value))
                 })
                 .collect(),
+            // Initialization only reads.
             dirs: self
                 .dirs
                 .iter()
-                .map(|(host, guest)| Preopen {
-                    host: host.into(),
-                    guest: guest.clone(),
+                .map(|dir| Preopen {
                     writable: false,
+                    ..dir.clone()
                 })
                 .collect(),
             ..Sandbox::default()

@@ -1,0 +1,474 @@
+//! The PHP guest (guests/php: php-cgi 8.2 built from Debian's source) serving a docroot of
+//! scripts (guests/fixtures/php) through `wasmbridge serve`.
+
+use std::path::{Path, PathBuf};
+
+use wasmbridge_tests::{Server, client};
+
+fn dist() -> PathBuf {
+    let dist = std::env::var_os("WASMBRIDGE_PHP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/php/dist"));
+    assert!(
+        dist.join("php-cgi.wasm").exists(),
+        "{} has no php-cgi.wasm; run the README's test command",
+        dist.display()
+    );
+    dist
+}
+
+/// A fresh writable directory for the guest.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "wasmbridge-php-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Serves the fixture docroot the way guests/php/README.md says: php.ini and the docroot
+/// read-only, /tmp (uploads, sessions) and /data (SQLite) writable.
+fn start_with(data: &Path, extra: &[&str]) -> Server {
+    let dist = dist();
+    let docroot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/php");
+    let mut args = vec![
+        "-W".to_string(),
+        "timeout=3s".into(),
+        "--dir".into(),
+        format!("{}::/usr/local/etc/php::ro", dist.join("etc").display()),
+        "--dir".into(),
+        format!("{}::/www::ro", docroot.display()),
+        "--dir".into(),
+        format!("{}::/tmp", scratch("tmp").display()),
+        "--dir".into(),
+        format!("{}::/data", data.display()),
+        "--cgi-docroot".into(),
+        "/www".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(dist.join("php-cgi.wasm").display().to_string());
+    Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn start() -> Server {
+    start_with(&scratch("data"), &[])
+}
+
+async fn get(server: &Server, path: &str) -> (u16, String) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn phpinfo_lists_the_extensions() {
+    let server = start();
+    let (status, page) = get(&server, "/info.php").await;
+    assert_eq!(status, 200, "{}", server.log());
+    assert!(page.contains("PHP Version 8.2"), "{page}");
+    for extension in [
+        "ctype",
+        "tokenizer",
+        "filter",
+        "session",
+        "mbstring",
+        "json",
+        "bcmath",
+        "fileinfo",
+        "pdo_sqlite",
+        "sqlite3",
+    ] {
+        assert!(
+            page.contains(&format!("<h2><a name=\"module_{extension}\"")),
+            "{extension} missing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn urls_map_to_scripts_directories_to_their_index_and_the_rest_is_path_info() {
+    let server = start();
+    assert_eq!(
+        get(&server, "/").await,
+        (200, "index of /index.php\nuri: /\n".into())
+    );
+    assert_eq!(
+        get(&server, "/sub/").await,
+        (200, "sub index: /sub/index.php\n".into())
+    );
+    let (status, page) = get(&server, "/path.php/extra/x?q=1").await;
+    assert_eq!(status, 200, "{}", server.log());
+    assert!(
+        page.contains("SCRIPT_NAME=/path.php\nSCRIPT_FILENAME=/www/path.php\nPATH_INFO=/extra/x\nREQUEST_URI=/path.php/extra/x?q=1\nQUERY_STRING=q=1\nDOCUMENT_ROOT=/www\n"),
+        "{page}"
+    );
+    assert_eq!(get(&server, "/articles/42").await.0, 404);
+}
+
+#[tokio::test]
+async fn a_front_controller_gets_every_url_that_names_no_script() {
+    let server = start_with(&scratch("data"), &["--cgi-fallback", "/index.php"]);
+    assert_eq!(
+        get(&server, "/articles/42?x=1").await,
+        (200, "index of /index.php\nuri: /articles/42?x=1\n".into())
+    );
+    // Scripts that exist are still served themselves.
+    assert!(
+        get(&server, "/path.php")
+            .await
+            .1
+            .contains("SCRIPT_NAME=/path.php\n")
+    );
+}
+
+#[tokio::test]
+async fn get_and_post_forms_reach_the_extensions() {
+    let server = start();
+    let (status, page) = get(
+        &server,
+        "/form.php?n=123&email=a%40example.org&name=h%C3%A9llo",
+    )
+    .await;
+    assert_eq!(status, 200, "{}", server.log());
+    assert_eq!(
+        page,
+        "method: GET\nget n: 123\nget email: a@example.org\nget name: héllo\nctype: digits\n\
+         filter: 'a@example.org'\nmb: HÉLLO (5)\nbc: 12345678901234567891\n\
+         json: {\"ok\":true,\"tokens\":5}\n"
+    );
+    let response = client()
+        .post(server.url("/form.php"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("n=x1&email=nope&name=wasm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.starts_with("method: POST\npost n: x1\npost email: nope\npost name: wasm\nctype: other\nfilter: false\nmb: WASM (4)\n"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn a_multipart_upload_lands_in_the_writable_tmp() {
+    let server = start();
+    // A PDF by its first bytes, for fileinfo to recognize.
+    let mut data = b"%PDF-1.4\n".to_vec();
+    data.extend((0..300_000u32 - 9).map(|i| (i % 251) as u8));
+    let digest: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let boundary = "wasmbridge-boundary";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhi\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+    body.extend_from_slice(&data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = client()
+        .post(server.url("/upload.php"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", server.log());
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!(
+            "name: data.bin\nsize: 300000\nsha256: {digest}\ntype: application/pdf\ntitle: hi\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_session_survives_across_requests() {
+    let server = start();
+    let first = client()
+        .get(server.url("/session.php"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200, "{}", server.log());
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("PHPSESSID="), "{cookie}");
+    assert_eq!(first.text().await.unwrap(), "visits: 1\n");
+    let session = cookie.split(';').next().unwrap().to_string();
+    for visits in 2..=3 {
+        let page = client()
+            .get(server.url("/session.php"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(page, format!("visits: {visits}\n"));
+    }
+    // Another client has its own session.
+    assert_eq!(get(&server, "/session.php").await.1, "visits: 1\n");
+}
+
+#[tokio::test]
+async fn a_sqlite_app_creates_reads_updates_and_deletes_rows_that_persist() {
+    let data = scratch("data");
+    let post = |server: &Server, path: &str, text: &str| {
+        client()
+            .post(server.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("text={text}"))
+            .send()
+    };
+    {
+        let server = start_with(&data, &[]);
+        for (text, id) in [("first", 1), ("second", 2)] {
+            let response = post(&server, "/notes.php?action=create", text)
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{}", server.log());
+            assert_eq!(response.text().await.unwrap(), format!("{{\"id\":{id}}}"));
+        }
+        let updated = post(&server, "/notes.php?action=update&id=2", "changed")
+            .await
+            .unwrap();
+        assert_eq!(updated.text().await.unwrap(), "{\"updated\":1}");
+        let deleted = get(&server, "/notes.php?action=delete&id=1").await;
+        assert_eq!(deleted, (200, "{\"deleted\":1}".into()));
+    }
+    // A new server over the same directory finds the rows.
+    let server = start_with(&data, &[]);
+    let (status, page) = get(&server, "/notes.php").await;
+    assert_eq!(status, 200, "{}", server.log());
+    assert!(
+        page.starts_with(
+            "{\"notes\":[{\"id\":2,\"text\":\"changed\"}],\"count\":1,\"sqlite\":\"3."
+        ),
+        "{page}"
+    );
+    assert!(data.join("notes.db").exists());
+}
+
+#[tokio::test]
+async fn header_and_cookies_reach_the_client() {
+    let server = start();
+    let response = client()
+        .get(server.url("/headers.php"))
+        .header("cookie", "flavour=ginger")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", server.log());
+    assert_eq!(response.headers()["x-powered-by-guest"], "php-cgi.wasm");
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with("flavour=oatmeal; path=/; HttpOnly"),
+        "{cookie}"
+    );
+    assert_eq!(response.text().await.unwrap(), "cookie: ginger\n");
+
+    let no_follow = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let moved = no_follow
+        .get(server.url("/redirect.php"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 302);
+    assert_eq!(moved.headers()["location"], "/index.php");
+}
+
+#[tokio::test]
+async fn a_fatal_error_is_a_500_with_the_message_in_the_log() {
+    let server = start();
+    let (status, page) = get(&server, "/fatal.php").await;
+    assert_eq!(status, 500, "{}", server.log());
+    assert!(!page.contains("undefined_function"), "{page}");
+    assert!(
+        server.wait_for_log(
+            "Call to undefined function undefined_function_for_the_test()",
+            std::time::Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
+    // Past memory_limit: PHP's own error, not a crash.
+    let (status, _) = get(&server, "/memory.php").await;
+    assert_eq!(status, 500, "{}", server.log());
+    assert!(
+        server.wait_for_log(
+            "Allowed memory size of 33554432 bytes exhausted",
+            std::time::Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
+    assert_eq!(get(&server, "/").await.0, 200);
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_by_the_deadline() {
+    let server = start();
+    let (status, _) = get(&server, "/loop.php").await;
+    assert_eq!(status, 504, "{}", server.log());
+    assert!(server.log().contains("504"), "{}", server.log());
+    assert_eq!(get(&server, "/").await.0, 200);
+}
+
+#[tokio::test]
+async fn files_outside_the_grants_cannot_be_read_or_written() {
+    let server = start();
+    for file in [
+        "/etc/passwd",
+        "/etc/apache2/apache2.conf",
+        "../../../../etc/passwd",
+        "/www/../../etc/passwd",
+    ] {
+        let (status, page) = get(&server, &format!("/read.php?file={file}")).await;
+        assert_eq!(status, 404, "{file}: {page}");
+        assert!(page.starts_with("cannot read: "), "{page}");
+        assert!(!page.contains("root:"), "{page}");
+    }
+    // Inside the docroot it can.
+    let (status, page) = get(&server, "/read.php?file=/www/index.php").await;
+    assert_eq!(status, 200);
+    assert!(page.starts_with("<?php"), "{page}");
+    // The read-only docroot cannot be changed by a script; the writable /tmp can.
+    let (status, page) = get(&server, "/write.php?file=/www/index.php").await;
+    assert_eq!(status, 403, "{page}");
+    assert!(get(&server, "/index.php").await.1.starts_with("index of"));
+    assert_eq!(
+        get(&server, "/write.php?file=/tmp/note.txt").await,
+        (200, "written\n".into())
+    );
+}
+
+#[tokio::test]
+async fn what_wasi_cannot_do_fails_with_a_message() {
+    let server = start();
+    let (status, page) = get(&server, "/unsupported.php").await;
+    assert_eq!(status, 200, "{}", server.log());
+    assert!(
+        page.contains("fiber: Exception: Fibers are not available in WebAssembly"),
+        "{page}"
+    );
+    assert!(
+        page.contains("warning: exec(): Unable to fork [ls]\nfalse\n"),
+        "{page}"
+    );
+    assert!(page.contains("proc_open: not compiled in\n"), "{page}");
+    assert!(page.contains("fsockopen: false"), "{page}");
+}
+
+/// The same docroot through Apache: Apache finds the script (DirectoryIndex, PATH_INFO) and
+/// mod_wasm maps its SCRIPT_FILENAME into the guest.
+#[tokio::test]
+async fn apache_serves_the_php_docroot_through_mod_wasm() {
+    use wasmbridge_tests::apache::{Apache, fixtures};
+    let writable = |name: &str| {
+        let dir = scratch(name);
+        std::process::Command::new("chmod")
+            .arg("777")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        dir
+    };
+    let (tmp, data) = (writable("apache-tmp"), writable("apache-data"));
+    let apache = Apache::start(
+        "event",
+        &format!(
+            "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
+             LoadModule dir_module /usr/lib/apache2/modules/mod_dir.so\n\
+             Alias /php {{fixtures}}/www/php\n\
+             <Directory {{fixtures}}/www/php>\n\
+             DirectoryIndex index.php\n\
+             <FilesMatch \"\\.php$\">\n SetHandler wasm-handler\n</FilesMatch>\n\
+             WasmModule {{fixtures}}/php/php-cgi.wasm\n\
+             WasmMapDir /www {{fixtures}}/www/php\n\
+             WasmMapDir /usr/local/etc/php {{fixtures}}/php/etc\n\
+             WasmMapDir /tmp {}\n\
+             WasmMapDir /data {}\n\
+             WasmEnableCGI On\n\
+             WasmMapCGIFileNames On\n\
+             WasmTimeout 3\n\
+             </Directory>",
+            tmp.display(),
+            data.display()
+        ),
+    );
+    let get = |path: &str| {
+        let url = apache.url(path);
+        async move {
+            let response = client().get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        get("/php/").await,
+        (200, "index of /php/index.php\nuri: /php/\n".into()),
+        "{}",
+        apache.error_log()
+    );
+    let (status, page) = get("/php/path.php/extra?q=1").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(
+            "SCRIPT_NAME=/php/path.php\nSCRIPT_FILENAME=/www/path.php\nPATH_INFO=/extra\n"
+        ),
+        "{page}"
+    );
+    let created = client()
+        .post(apache.url("/php/notes.php?action=create"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("text=from+apache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.text().await.unwrap(), "{\"id\":1}");
+    assert!(
+        get("/php/notes.php")
+            .await
+            .1
+            .contains("\"text\":\"from apache\"")
+    );
+    let (status, page) = get("/php/read.php?file=/etc/apache2/apache2.conf").await;
+    assert_eq!(status, 404, "{page}");
+    let fixtures_conf = format!("{}/../httpd.conf", fixtures().display());
+    assert_eq!(
+        get(&format!("/php/read.php?file={fixtures_conf}")).await.0,
+        404
+    );
+    let (status, _) = get("/php/fatal.php").await;
+    assert_eq!(status, 500);
+    assert!(
+        apache.wait_for_log(
+            "Call to undefined function",
+            std::time::Duration::from_secs(5)
+        ),
+        "{}",
+        apache.error_log()
+    );
+    assert_eq!(get("/php/loop.php").await.0, 504);
+    assert_eq!(get("/php/").await.0, 200);
+}
