@@ -4,9 +4,11 @@
 #     http://127.0.0.1:8080/                 hello-http, a wasi:http component (Rust)
 #     http://127.0.0.1:8081/?file=hello.py   PrettyFy, a Python CGI app on CPython for WASI
 #     http://127.0.0.1:8082/                 cgi-hello, a Rust CGI program (wasm32-wasip1)
+#     http://127.0.0.1:8083/                 a guestbook on SQLite, PHP 8.2 for WASI
 #   Apache httpd with mod_wasm, both kinds behind one server:
 #     http://127.0.0.1:8088/hello                          hello-http
 #     http://127.0.0.1:8088/wasm-module?file=hello.py      PrettyFy, from mod_wasm's demo block
+#     http://127.0.0.1:8088/guestbook/                     the PHP guestbook
 # DEMO_HOST overrides the address (default 127.0.0.1). Ctrl-C stops them all.
 source "$(dirname "$0")/common.sh"
 
@@ -15,6 +17,7 @@ build_host
 build_apache
 build_guests
 build_python
+build_php
 
 HOST=${DEMO_HOST:-127.0.0.1}
 PY=$ROOT/guests/python
@@ -37,6 +40,11 @@ serve 8080 "$WASMBRIDGE_GUESTS/hello_http.wasm"
 serve 8081 --dir "$PY/dist/lib::/usr/local/lib" --dir "$PY/apps/prettyfy::/app" \
     "$PY/dist/python.wasm" /app/prettyfy.py
 serve 8082 "$TARGET_DIR/wasm32-wasip1/release/cgi-hello.wasm"
+PHP=$ROOT/guests/php
+mkdir -p "$DEMO/php-state/tmp" "$DEMO/php-state/data"
+serve 8083 --dir "$PHP/dist/etc::/usr/local/etc/php::ro" --dir "$PHP/apps/guestbook::/www::ro" \
+    --dir "$DEMO/php-state/tmp::/tmp" --dir "$DEMO/php-state/data::/data" \
+    --cgi-docroot /www "$PHP/dist/php-cgi.wasm"
 
 # Apache's children run as www-data: the apps go where they can read them, laid out as in
 # mod_wasm's demo (the stdlib under /python/wasi-python).
@@ -44,7 +52,11 @@ mkdir -p "$DEMO/wasm_modules" "$DEMO/python/wasi-python/lib"
 cp "$WASMBRIDGE_GUESTS/hello_http.wasm" "$PY/dist/python.wasm" "$DEMO/wasm_modules/"
 cp -r "$PY/apps/prettyfy/." "$DEMO/python/"
 cp -r "$PY/dist/lib/python3.11" "$DEMO/python/wasi-python/lib/"
+cp -r "$PHP/dist" "$DEMO/php"
+cp -r "$PHP/apps/guestbook" "$DEMO/guestbook"
+mkdir -p "$DEMO/guestbook-state/tmp" "$DEMO/guestbook-state/data"
 chmod -R a+rX "$DEMO"
+[ "$(id -u)" != 0 ] || chown -R www-data:www-data "$DEMO/guestbook-state"
 modules=/usr/lib/apache2/modules
 cat >"$DEMO/httpd.conf" <<CONF
 ServerRoot $DEMO
@@ -56,6 +68,8 @@ Listen $HOST:8088
 $([ "$(id -u)" = 0 ] && printf 'User www-data\nGroup www-data\n')
 LoadModule mpm_event_module $modules/mod_mpm_event.so
 LoadModule authz_core_module $modules/mod_authz_core.so
+LoadModule alias_module $modules/mod_alias.so
+LoadModule dir_module $modules/mod_dir.so
 LoadModule wasm_module $WASMBRIDGE_MOD_WASM
 WasmCacheDir $DEMO/cache
 <Location /hello>
@@ -72,6 +86,21 @@ WasmCacheDir $DEMO/cache
     WasmEnv    PYTHONPATH /python/wasi-python/lib/python3.11
     WasmEnableCGI On
 </Location>
+Alias /guestbook $DEMO/guestbook
+<Directory $DEMO/guestbook>
+    Require all granted
+    DirectoryIndex index.php
+    <FilesMatch "\.php\$">
+        SetHandler wasm-handler
+    </FilesMatch>
+    WasmModule $DEMO/php/php-cgi.wasm
+    WasmMapDir /www $DEMO/guestbook
+    WasmMapDir /usr/local/etc/php $DEMO/php/etc
+    WasmMapDir /tmp $DEMO/guestbook-state/tmp
+    WasmMapDir /data $DEMO/guestbook-state/data
+    WasmEnableCGI On
+    WasmMapCGIFileNames On
+</Directory>
 CONF
 /usr/sbin/apache2 -f "$DEMO/httpd.conf" -k start
 
@@ -80,6 +109,8 @@ say "serving, Ctrl-C stops:
     curl 'http://$HOST:8081/?file=hello.py'
     curl 'http://$HOST:8081/?file=../../../../etc/passwd'   # the traversal attack: an error page
     curl http://$HOST:8082/
+    curl http://$HOST:8083/                                 # the PHP guestbook (a browser is nicer)
     curl http://$HOST:8088/hello                            # the same apps through Apache
-    curl 'http://$HOST:8088/wasm-module?file=hello.py'"
+    curl 'http://$HOST:8088/wasm-module?file=hello.py'
+    curl http://$HOST:8088/guestbook/"
 wait -n "${pids[@]}"

@@ -233,14 +233,14 @@ impl Drop for Apache {
             let _ = std::fs::remove_dir_all(&self.dir);
             return;
         };
-        let children = children_of(pid);
         let _ = self.ctl("stop");
         let deadline = Instant::now() + Duration::from_secs(10);
         while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Whatever did not stop in time is killed, parent and children, by PID.
-        for pid in std::iter::once(pid).chain(children) {
+        // Whatever did not stop in time is killed by PID: the parent, and every process started
+        // from this configuration — children of any generation, also one the parent lost.
+        for pid in std::iter::once(pid).chain(started_from(&self.conf)) {
             if alive(pid) {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             }
@@ -260,23 +260,22 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn children_of(parent: i32) -> Vec<i32> {
-    let mut children = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // pid (comm) state ppid ...
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|ppid| ppid.parse::<i32>().ok());
-        if ppid == Some(parent) {
-            children.push(pid);
-        }
-    }
-    children
+/// The processes whose command line names `conf` (Apache's are all `apache2 -f CONF ...`).
+fn started_from(conf: &Path) -> Vec<i32> {
+    let conf = conf.to_string_lossy();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == conf.as_bytes())
+                .then_some(pid)
+        })
+        .collect()
 }
 
 fn tempdir() -> PathBuf {
