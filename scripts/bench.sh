@@ -112,6 +112,7 @@ chmod 755 "$RESULTS_DIR/cgi-bin/hello.py"
 mkdir -p "$RESULTS_DIR/php/www" "$RESULTS_DIR/php/tmp"
 cp -r "$ROOT/guests/php/dist/php-cgi.wasm" "$ROOT/guests/php/dist/etc" "$RESULTS_DIR/php/"
 cp "$ROOT/guests/fixtures/php/hello.php" "$RESULTS_DIR/php/www/"
+cp "$ROOT/guests/fixtures/php/hello.php" "$RESULTS_DIR/php/www/index.php" # what serve() waits for
 { echo '#!/usr/bin/php-cgi8.2'; cat "$ROOT/guests/fixtures/php/hello.php"; } >"$RESULTS_DIR/cgi-bin/hello.php"
 chmod 755 "$RESULTS_DIR/cgi-bin/hello.php"
 printf 'Hello from WebAssembly!\n' >"$RESULTS_DIR/htdocs/hello.txt"

@@ -19,7 +19,7 @@ fi
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Tools and sources, from Debian and PyPI. tclsh generates SQLite's amalgamation.
-packages=(dpkg-dev python3-venv tcl make)
+packages=(dpkg-dev python3-venv tcl make patch pkg-config)
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
