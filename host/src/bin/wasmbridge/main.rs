@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod new;
 mod serve;
 mod wizer;
 
@@ -11,12 +12,14 @@ mod wizer;
 #[derive(Parser)]
 #[command(name = "wasmbridge", version)]
 enum Command {
+    New(new::NewCommand),
     Serve(Box<serve::ServeCommand>),
     Wizer(wizer::WizerCommand),
 }
 
 fn main() -> ExitCode {
     let result = match Command::parse() {
+        Command::New(new) => new.execute(),
         Command::Serve(serve) => serve.execute(),
         Command::Wizer(wizer) => wizer.execute(),
     };

@@ -1,0 +1,227 @@
+//! `wasmbridge new`: every template written into a temp dir, built as its README says, served,
+//! and its pages checked.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use wasmbridge_tests::{Server, binary, client};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "wasmbridge-new-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `wasmbridge new TEMPLATE PARENT/NAME`: the project's directory.
+fn new(template: &str, name: &str) -> PathBuf {
+    let dir = temp_dir(template).join(name);
+    let output = Command::new(binary())
+        .args(["new", template])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.join("README.md").exists());
+    dir
+}
+
+/// Builds a Rust template for `target` as its README says; returns the .wasm.
+fn cargo_build(project: &Path, target: &str, artifact: &str) -> PathBuf {
+    // A target directory of its own, kept between runs, beside the workspace's.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("templates");
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--target", target])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(project)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build in {}", project.display());
+    target_dir.join(target).join("release").join(artifact)
+}
+
+fn interpreter_dist(guest: &str, file: &str) -> PathBuf {
+    let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../guests/{guest}/dist"));
+    assert!(
+        dist.join(file).exists(),
+        "{} has no {file}; run the README's test command",
+        dist.display()
+    );
+    dist
+}
+
+async fn get(server: &Server, path: &str) -> (u16, String) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+async fn post(server: &Server, path: &str, form: &str) -> (u16, String) {
+    let response = client()
+        .post(server.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[test]
+fn new_lists_the_templates_for_an_unknown_one_and_keeps_out_of_full_directories() {
+    let output = Command::new(binary())
+        .args(["new", "cobol-http"])
+        .arg(temp_dir("unknown").join("app"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("there is no template `cobol-http`"),
+        "{error}"
+    );
+    for template in ["rust-http", "rust-cgi", "python-cgi", "php-app"] {
+        assert!(error.contains(template), "{error}");
+    }
+
+    let full = temp_dir("full");
+    std::fs::write(full.join("keep.txt"), "mine").unwrap();
+    let output = Command::new(binary())
+        .args(["new", "rust-http"])
+        .arg(&full)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is not empty"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(full.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn rust_http_builds_and_serves_its_routes() {
+    let project = new("rust-http", "hello-app");
+    let wasm = cargo_build(&project, "wasm32-wasip2", "hello_app.wasm");
+    let server = Server::start(&[wasm.to_str().unwrap()]);
+    assert_eq!(
+        get(&server, "/").await,
+        (200, "Hello from hello-app!\n".into())
+    );
+    assert_eq!(
+        get(&server, "/api/hello?name=J%C3%BCrgen").await,
+        (200, "{\"greeting\":\"Hello, Jürgen!\"}\n".into())
+    );
+    let body = "streamed ".repeat(100_000);
+    let response = client()
+        .post(server.url("/echo"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), body);
+    assert_eq!(get(&server, "/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn rust_cgi_builds_and_answers_as_a_cgi_program() {
+    let project = new("rust-cgi", "cgi-app");
+    let wasm = cargo_build(&project, "wasm32-wasip1", "cgi-app.wasm");
+    let server = Server::start(&[wasm.to_str().unwrap()]);
+    assert_eq!(
+        post(&server, "/some/path?x=1", "name=you").await,
+        (
+            200,
+            "Hello from cgi-app, a CGI program!\nmethod: POST\npath: /some/path\nquery: x=1\nbody: name=you\n"
+                .into()
+        )
+    );
+}
+
+#[tokio::test]
+async fn python_cgi_serves_its_form_and_template() {
+    let project = new("python-cgi", "greeter");
+    let dist = interpreter_dist("python", "python.wasm");
+    let server = Server::start(&[
+        "--dir",
+        &format!("{}::/usr/local/lib", dist.join("lib").display()),
+        "--dir",
+        &format!("{}::/app::ro", project.display()),
+        dist.join("python.wasm").to_str().unwrap(),
+        "/app/app.py",
+    ]);
+    let (status, page) = get(&server, "/").await;
+    assert_eq!(status, 200, "{}", server.log());
+    assert!(page.contains("<title>greeter</title>"), "{page}");
+    assert!(page.contains("<h1>Hello! Who are you?</h1>"), "{page}");
+    let (status, page) = post(&server, "/", "name=%3Cb%3EAda").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<h1>Hello, &lt;b&gt;Ada!</h1>"), "{page}");
+    assert!(page.contains("(POST)"), "{page}");
+}
+
+#[tokio::test]
+async fn php_app_routes_everything_through_its_front_controller() {
+    let project = new("php-app", "notes");
+    let dist = interpreter_dist("php", "php-cgi.wasm");
+    let state = temp_dir("php-state");
+    std::fs::create_dir_all(state.join("tmp")).unwrap();
+    std::fs::create_dir_all(state.join("data")).unwrap();
+    let server = Server::start(&[
+        "--dir",
+        &format!("{}::/usr/local/etc/php::ro", dist.join("etc").display()),
+        "--dir",
+        &format!("{}::/www::ro", project.join("public").display()),
+        "--dir",
+        &format!("{}::/tmp", state.join("tmp").display()),
+        "--dir",
+        &format!("{}::/data", state.join("data").display()),
+        "--cgi-docroot",
+        "/www",
+        "--cgi-fallback",
+        "/index.php",
+        dist.join("php-cgi.wasm").to_str().unwrap(),
+    ]);
+    let no_follow = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let added = no_follow
+        .post(server.url("/notes"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("text=first+note")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 303, "{}", server.log());
+    assert_eq!(
+        get(&server, "/api/notes").await,
+        (200, "[{\"id\":1,\"text\":\"first note\"}]\n".into())
+    );
+    let (status, page) = get(&server, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<li>first note</li>"), "{page}");
+    assert_eq!(post(&server, "/notes", "text=").await.0, 400);
+    assert_eq!(get(&server, "/elsewhere").await.0, 404);
+}
