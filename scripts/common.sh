@@ -70,6 +70,21 @@ build_php() {
     "$ROOT/guests/php/build.sh"
 }
 
+# Tools the templates build with, from the registries, pinned; each in a directory of its own.
+TOOLS=${WASMBRIDGE_TOOLS:-$HOME/.cache/wasmbridge-tools}
+COMPONENTIZE_PY_VERSION=0.25.1
+install_template_tools() {
+    local venv=$TOOLS/componentize-py-$COMPONENTIZE_PY_VERSION
+    if [ ! -x "$venv/bin/componentize-py" ]; then
+        say "installing componentize-py $COMPONENTIZE_PY_VERSION (PyPI), for the python-http template"
+        dpkg -s python3-venv >/dev/null 2>&1 || need_packages no-such-command:python3-venv
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "componentize-py==$COMPONENTIZE_PY_VERSION"
+    fi
+    export WASMBRIDGE_COMPONENTIZE_PY=$venv/bin/componentize-py
+}
+
 build_guests() {
     say "building the guests (wasm32-wasip2, and the CGI programs for wasm32-wasip1)"
     (cd "$ROOT/guests" && cargo build --release --locked --target wasm32-wasip2)

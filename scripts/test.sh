@@ -10,6 +10,7 @@ build_apache
 build_guests
 build_python
 build_php
+install_template_tools
 say "running the tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

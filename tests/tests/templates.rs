@@ -94,7 +94,13 @@ fn new_lists_the_templates_for_an_unknown_one_and_keeps_out_of_full_directories(
         error.contains("there is no template `cobol-http`"),
         "{error}"
     );
-    for template in ["rust-http", "rust-cgi", "python-cgi", "php-app"] {
+    for template in [
+        "rust-http",
+        "rust-cgi",
+        "python-http",
+        "python-cgi",
+        "php-app",
+    ] {
         assert!(error.contains(template), "{error}");
     }
 
@@ -224,4 +230,55 @@ async fn php_app_routes_everything_through_its_front_controller() {
     assert!(page.contains("<li>first note</li>"), "{page}");
     assert_eq!(post(&server, "/notes", "text=").await.0, 400);
     assert_eq!(get(&server, "/elsewhere").await.0, 404);
+}
+
+#[tokio::test]
+async fn python_http_becomes_a_component_with_componentize_py() {
+    let tool = std::env::var_os("WASMBRIDGE_COMPONENTIZE_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache/wasmbridge-tools/componentize-py-0.25.1/bin/componentize-py")
+        });
+    assert!(
+        tool.exists(),
+        "{} is missing; run the README's test command",
+        tool.display()
+    );
+    let project = new("python-http", "py-app");
+    assert!(project.join("wit/deps/http/http.wit").exists());
+    let status = Command::new(&tool)
+        .args([
+            "-d",
+            "wit",
+            "-w",
+            "app",
+            "componentize",
+            "app",
+            "-o",
+            "app.wasm",
+        ])
+        .current_dir(&project)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let server = Server::start(&[project.join("app.wasm").to_str().unwrap()]);
+    assert_eq!(
+        get(&server, "/").await,
+        (200, "Hello from py-app!\n".into())
+    );
+    assert_eq!(
+        get(&server, "/api/hello?name=J%C3%BCrgen").await,
+        (200, "{\"greeting\": \"Hello, Jürgen!\"}\n".into())
+    );
+    let body = "streamed ".repeat(100_000);
+    let response = client()
+        .post(server.url("/echo"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), body);
+    assert_eq!(get(&server, "/nope").await.0, 404);
 }

@@ -11,6 +11,9 @@ use wasmtime::error::Context as _;
 
 static TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../guests/templates");
 
+/// The WASI packages wasmbridge pins (wit/deps): a template with a `wit/world.wit` gets them.
+static PINNED_WIT: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../wit/deps");
+
 /// Create a project from a template: rust-http, rust-cgi, python-cgi, php-app, …
 #[derive(Parser)]
 pub struct NewCommand {
@@ -40,6 +43,17 @@ impl NewCommand {
         }
         let name = project_name(&self.dir)?;
         write(template, template.path(), &self.dir, &name)?;
+        if template
+            .get_file(template.path().join("wit/world.wit"))
+            .is_some()
+        {
+            write(
+                &PINNED_WIT,
+                PINNED_WIT.path(),
+                &self.dir.join("wit/deps"),
+                &name,
+            )?;
+        }
         println!(
             "Created {} from the {} template: see {}",
             name,
