@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use wasmbridge_tests::apache::Apache;
 use wasmbridge_tests::{Server, binary, client};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -147,6 +148,102 @@ async fn rust_http_builds_and_serves_its_routes() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), body);
     assert_eq!(get(&server, "/nope").await.0, 404);
+    drop(server);
+
+    // Unchanged under Apache's mod_wasm (from a directory its www-data children can read)...
+    let public = temp_dir("public");
+    std::fs::copy(&wasm, public.join("app.wasm")).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&public)
+        .status()
+        .unwrap();
+    let apache = Apache::start(
+        "event",
+        &format!(
+            "<Location />\n SetHandler wasm-handler\n WasmModule {}/app.wasm\n</Location>",
+            public.display()
+        ),
+    );
+    let response = client()
+        .get(apache.url("/api/hello?name=Apache"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", apache.error_log());
+    assert_eq!(
+        response.text().await.unwrap(),
+        "{\"greeting\":\"Hello, Apache!\"}\n"
+    );
+    drop(apache);
+
+    // ...and under `wasmtime serve`: no lock-in.
+    run_under_wasmtime_serve(
+        &wasm,
+        "/api/hello?name=wasmtime",
+        "{\"greeting\":\"Hello, wasmtime!\"}\n",
+    );
+}
+
+/// Serves `wasm` with `wasmtime serve` (48, as wasmbridge pins) and checks one page. wasmtime is
+/// not in the Debian archive: it is used when `WASMTIME` names it or `scripts/bench.sh` has
+/// built it (`BENCH_BUILD_WASMTIME=1`), and skipped with a note otherwise.
+fn run_under_wasmtime_serve(wasm: &Path, path: &str, expected: &str) {
+    let wasmtime = std::env::var_os("WASMTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache/wasmbridge-tools/wasmtime-48.0.8/bin/wasmtime")
+        });
+    if !wasmtime.exists() {
+        eprintln!(
+            "note: no wasmtime at {}: not checked under wasmtime serve",
+            wasmtime.display()
+        );
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(&wasmtime)
+        .args(["serve", "-S", "cli", "--addr", &format!("127.0.0.1:{port}")])
+        .arg(wasm)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let body = loop {
+        match http10_get(port, path) {
+            Some(body) => break Some(body),
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200))
+            }
+            None => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        body.as_deref(),
+        Some(expected),
+        "wasmtime serve {}",
+        wasm.display()
+    );
+}
+
+/// The body of a 200 answer to a plain HTTP/1.0 GET, or `None`.
+fn http10_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?;
+    (status == "200").then(|| body.to_string())
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 #include "wasi_compat.h"
 
 #define FAIL(value, code) do { errno = code; return value; } while (0)
@@ -48,8 +49,13 @@ char *mktemp(char *t)
         t[0] = 0;
         FAIL(t, EINVAL);
     }
+    unsigned char random[6];
+    if (getentropy(random, sizeof random) != 0) {
+        t[0] = 0;
+        return t;
+    }
     for (i = n - 6; i < n; i++) {
-        t[i] = chars[arc4random_uniform(sizeof chars - 1)];
+        t[i] = chars[random[i - (n - 6)] % (sizeof chars - 1)];
     }
     return t;
 }
