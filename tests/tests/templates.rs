@@ -378,4 +378,10 @@ async fn python_http_becomes_a_component_with_componentize_py() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), body);
     assert_eq!(get(&server, "/nope").await.0, 404);
+    drop(server);
+    run_under_wasmtime_serve(
+        &project.join("app.wasm"),
+        "/api/hello?name=wasmtime",
+        "{\"greeting\": \"Hello, wasmtime!\"}\n",
+    );
 }
