@@ -182,8 +182,9 @@ static const char *add_dir(cmd_parms *cmd, void *conf_, const char *dir)
     return NULL;
 }
 
-/* WasmMapDir GUEST HOST, in mod_wasm's order. */
-static const char *map_dir(cmd_parms *cmd, void *conf_, const char *guest, const char *host)
+/* WasmMapDir GUEST HOST [ro], in mod_wasm's order; `ro` grants the directory read-only. */
+static const char *map_dir(cmd_parms *cmd, void *conf_, const char *guest, const char *host,
+                           const char *mode)
 {
     wasm_dir_conf *conf = conf_;
     const char *error = check_dir(cmd, host);
@@ -193,7 +194,12 @@ static const char *map_dir(cmd_parms *cmd, void *conf_, const char *guest, const
     if (guest[0] != '/') {
         return apr_psprintf(cmd->pool, "WasmMapDir: the guest path `%s` must be absolute", guest);
     }
-    *(const char **)apr_array_push(conf->dirs) = apr_pstrcat(cmd->pool, host, "::", guest, NULL);
+    if (mode && strcasecmp(mode, "ro")) {
+        return apr_psprintf(cmd->pool, "WasmMapDir: `%s` is not a mode; `ro` grants read-only",
+                            mode);
+    }
+    *(const char **)apr_array_push(conf->dirs) =
+        apr_pstrcat(cmd->pool, host, "::", guest, mode ? "::ro" : "", NULL);
     return NULL;
 }
 
@@ -277,7 +283,7 @@ static const command_rec wasm_cmds[] = {
                   "the .wasm file to serve: a wasi:http component or a CGI program"),
     AP_INIT_ITERATE("WasmDir", add_dir, NULL, OR_OPTIONS,
                     "a host directory the module may use, under the same path"),
-    AP_INIT_TAKE2("WasmMapDir", map_dir, NULL, OR_OPTIONS,
+    AP_INIT_TAKE23("WasmMapDir", map_dir, NULL, OR_OPTIONS,
                   "a host directory the module may use, as GUEST_PATH HOST_PATH"),
     AP_INIT_TAKE2("WasmEnv", add_env, NULL, OR_OPTIONS,
                   "an environment variable for the module: NAME VALUE"),
@@ -458,8 +464,12 @@ static void map_script_filename(request_rec *r, const wasm_dir_conf *conf)
         const char *sep = strstr(dir, "::");
         size_t len = sep - dir;
         if (!strncmp(filename, dir, len) && (filename[len] == '/' || !filename[len])) {
+            const char *guest = sep + 2, *mode = strstr(guest, "::");
+            if (mode) {
+                guest = apr_pstrndup(r->pool, guest, mode - guest);
+            }
             apr_table_set(r->subprocess_env, "SCRIPT_FILENAME",
-                          apr_pstrcat(r->pool, sep + 2, filename + len, NULL));
+                          apr_pstrcat(r->pool, guest, filename + len, NULL));
             return;
         }
     }

@@ -185,8 +185,8 @@ Alias /php/ $RESULTS_DIR/php/www/
 Alias /fpm/ $RESULTS_DIR/php/www/
 <Directory $RESULTS_DIR/php/www>
     WasmModule $RESULTS_DIR/php/php-cgi.wasm
-    WasmMapDir /www $RESULTS_DIR/php/www
-    WasmMapDir /usr/local/etc/php $RESULTS_DIR/php/etc
+    WasmMapDir /www $RESULTS_DIR/php/www ro
+    WasmMapDir /usr/local/etc/php $RESULTS_DIR/php/etc ro
     WasmMapDir /tmp $RESULTS_DIR/php/tmp
     WasmEnableCGI On
     WasmMapCGIFileNames On

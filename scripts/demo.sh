@@ -94,8 +94,8 @@ Alias /guestbook $DEMO/guestbook
         SetHandler wasm-handler
     </FilesMatch>
     WasmModule $DEMO/php/php-cgi.wasm
-    WasmMapDir /www $DEMO/guestbook
-    WasmMapDir /usr/local/etc/php $DEMO/php/etc
+    WasmMapDir /www $DEMO/guestbook ro
+    WasmMapDir /usr/local/etc/php $DEMO/php/etc ro
     WasmMapDir /tmp $DEMO/guestbook-state/tmp
     WasmMapDir /data $DEMO/guestbook-state/data
     WasmEnableCGI On

@@ -541,14 +541,7 @@ impl AppDescription {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             match key {
                 "module" => module = Some(PathBuf::from(value)),
-                "dir" => {
-                    let (host, guest) = value.split_once("::").unwrap_or((value, value));
-                    sandbox.dirs.push(Preopen {
-                        host: host.into(),
-                        guest: guest.into(),
-                        writable: true,
-                    });
-                }
+                "dir" => sandbox.dirs.push(Preopen::parse(value)),
                 "env" => {
                     let (name, value) = value.split_once('=').unwrap_or((value, ""));
                     sandbox.env.retain(|(existing, _)| existing != name);

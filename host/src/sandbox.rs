@@ -14,6 +14,23 @@ pub struct Preopen {
     pub writable: bool,
 }
 
+impl Preopen {
+    /// `HOST[::GUEST][::ro]`, as `--dir` takes it: the guest path defaults to the host's, and
+    /// `::ro` at the end grants the directory read-only (the syntax proposed in wasmtime#9608).
+    pub fn parse(spec: &str) -> Preopen {
+        let (spec, writable) = match spec.strip_suffix("::ro") {
+            Some(spec) => (spec, false),
+            None => (spec, true),
+        };
+        let (host, guest) = spec.split_once("::").unwrap_or((spec, spec));
+        Preopen {
+            host: host.into(),
+            guest: guest.into(),
+            writable,
+        }
+    }
+}
+
 /// The grants of one app.
 #[derive(Clone, Debug, Default)]
 pub struct Sandbox {

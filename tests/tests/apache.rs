@@ -268,6 +268,7 @@ fn configtest_names_the_file_line_and_reason_of_each_broken_directive() {
             "`/no/such/dir` is not a directory",
         ),
         ("WasmRoot relative/dir", "is not an absolute path"),
+        ("WasmMapDir /data /tmp rw", "`rw` is not a mode"),
     ];
     for (directive, reason) in cases {
         let body = format!("<Location /x>\n SetHandler wasm-handler\n {directive}\n</Location>");

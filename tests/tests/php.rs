@@ -404,8 +404,8 @@ async fn apache_serves_the_php_docroot_through_mod_wasm() {
              DirectoryIndex index.php\n\
              <FilesMatch \"\\.php$\">\n SetHandler wasm-handler\n</FilesMatch>\n\
              WasmModule {{fixtures}}/php/php-cgi.wasm\n\
-             WasmMapDir /www {{fixtures}}/www/php\n\
-             WasmMapDir /usr/local/etc/php {{fixtures}}/php/etc\n\
+             WasmMapDir /www {{fixtures}}/www/php ro\n\
+             WasmMapDir /usr/local/etc/php {{fixtures}}/php/etc ro\n\
              WasmMapDir /tmp {}\n\
              WasmMapDir /data {}\n\
              WasmEnableCGI On\n\
@@ -459,6 +459,8 @@ async fn apache_serves_the_php_docroot_through_mod_wasm() {
         get(&format!("/php/read.php?file={fixtures_conf}")).await.0,
         404
     );
+    // The docroot is mapped read-only: a script cannot change it.
+    assert_eq!(get("/php/write.php?file=/www/index.php").await.0, 403);
     let (status, _) = get("/php/fatal.php").await;
     assert_eq!(status, 500);
     assert!(

@@ -308,17 +308,7 @@ impl ServeCommand {
 }
 
 pub(crate) fn parse_dir(s: &str) -> Result<Preopen> {
-    let (s, writable) = match s.strip_suffix("::ro") {
-        Some(s) => (s, false),
-        None => (s, true),
-    };
-    let mut parts = s.splitn(2, "::");
-    let host = parts.next().unwrap_or_default();
-    Ok(Preopen {
-        host: host.into(),
-        guest: parts.next().unwrap_or(host).to_string(),
-        writable,
-    })
+    Ok(Preopen::parse(s))
 }
 
 pub(crate) fn parse_env(s: &str) -> Result<(String, Option<String>)> {
