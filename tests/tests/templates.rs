@@ -281,6 +281,54 @@ async fn python_cgi_serves_its_form_and_template() {
     assert_eq!(status, 200);
     assert!(page.contains("<h1>Hello, &lt;b&gt;Ada!</h1>"), "{page}");
     assert!(page.contains("(POST)"), "{page}");
+    drop(server);
+
+    // Unchanged under Apache, with mod_wasm's own directives.
+    let apache = Apache::start(
+        "event",
+        &format!(
+            "<Location />\n SetHandler wasm-handler\n WasmModule {{fixtures}}/python/python.wasm\n \
+             WasmMapDir /usr/local/lib {{fixtures}}/python/lib\n WasmMapDir /app {} ro\n \
+             WasmArg /app/app.py\n WasmEnableCGI On\n</Location>",
+            readable(&project).display()
+        ),
+    );
+    let response = client()
+        .post(apache.url("/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=Apache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", apache.error_log());
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("<h1>Hello, Apache!</h1>")
+    );
+}
+
+/// `dir` and the directories above it made readable by Apache's www-data children.
+fn readable(dir: &Path) -> &Path {
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    for parent in dir
+        .ancestors()
+        .skip(1)
+        .filter(|p| p.starts_with(std::env::temp_dir()))
+    {
+        Command::new("chmod")
+            .arg("a+x")
+            .arg(parent)
+            .status()
+            .unwrap();
+    }
+    dir
 }
 
 #[tokio::test]
@@ -327,6 +375,39 @@ async fn php_app_routes_everything_through_its_front_controller() {
     assert!(page.contains("<li>first note</li>"), "{page}");
     assert_eq!(post(&server, "/notes", "text=").await.0, 400);
     assert_eq!(get(&server, "/elsewhere").await.0, 404);
+    drop(server);
+
+    // Unchanged under Apache: the public directory as the DocumentRoot, a front controller by
+    // FallbackResource, the state directories owned by Apache's user.
+    Command::new("chown")
+        .args(["-R", "www-data:www-data"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    let public = readable(&project).join("public");
+    let apache = Apache::start(
+        "event",
+        &format!(
+            "LoadModule dir_module /usr/lib/apache2/modules/mod_dir.so\n\
+             DocumentRoot {public}\n\
+             <Directory {public}>\n FallbackResource /index.php\n\
+             <Files index.php>\n SetHandler wasm-handler\n</Files>\n\
+             WasmModule {{fixtures}}/php/php-cgi.wasm\n\
+             WasmMapDir /www {public} ro\n\
+             WasmMapDir /usr/local/etc/php {{fixtures}}/php/etc ro\n\
+             WasmMapDir /tmp {tmp}\n WasmMapDir /data {data}\n\
+             WasmEnableCGI On\n WasmMapCGIFileNames On\n</Directory>",
+            public = public.display(),
+            tmp = state.join("tmp").display(),
+            data = state.join("data").display(),
+        ),
+    );
+    let response = client().get(apache.url("/api/notes")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", apache.error_log());
+    assert_eq!(
+        response.text().await.unwrap(),
+        "[{\"id\":1,\"text\":\"first note\"}]\n"
+    );
 }
 
 #[tokio::test]
