@@ -279,15 +279,7 @@ fn started_from(conf: &Path) -> Vec<i32> {
 }
 
 fn tempdir() -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "wasmbridge-httpd-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::temp_dir("httpd");
     let _ = Command::new("chmod").arg("755").arg(&dir).status();
     dir
 }

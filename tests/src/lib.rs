@@ -269,3 +269,68 @@ pub fn h2c_client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// An HTTP client that hands back redirects instead of following them.
+pub fn no_redirect_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// GETs `url`: the status and the body as text.
+pub async fn get(url: String) -> (u16, String) {
+    let response = client().get(url).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// POSTs `form` (already urlencoded) to `url`: the status and the body as text.
+pub async fn post_form(url: String, form: &str) -> (u16, String) {
+    let response = client()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_string())
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// A `multipart/form-data` body with one text field and one file: its content type and bytes.
+pub fn multipart(field: (&str, &str), file: (&str, &str, &[u8])) -> (String, Vec<u8>) {
+    let boundary = "wasmbridge-boundary";
+    let ((name, value), (file_field, filename, data)) = (field, file);
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; \
+         filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// The SHA-256 of `data` in lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new directory of its own under the system's temp directory, for one test's files.
+pub fn temp_dir(name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "wasmbridge-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use wasmbridge_tests::{Server, client, guest, guest_p1};
+use wasmbridge_tests::{Server, client, guest, guest_p1, no_redirect_client};
 
 async fn get(server: &Server, path: &str) -> reqwest::Response {
     client().get(server.url(path)).send().await.unwrap()
@@ -134,11 +134,7 @@ async fn status_location_and_cookies() {
     assert_eq!(status.headers()["content-type"], "text/html");
     assert_eq!(status.text().await.unwrap(), "<h1>gone</h1>\n");
 
-    let no_follow = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let no_follow = no_redirect_client();
     let redirect = no_follow.get(server.url("/redirect")).send().await.unwrap();
     assert_eq!(redirect.status(), 302);
     assert_eq!(

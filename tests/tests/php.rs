@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use wasmbridge_tests::{Server, client};
+use wasmbridge_tests::{
+    Server, client, get, multipart, no_redirect_client, post_form, sha256_hex, temp_dir,
+};
 
 fn dist() -> PathBuf {
     let dist = std::env::var_os("WASMBRIDGE_PHP")
@@ -15,20 +17,6 @@ fn dist() -> PathBuf {
         dist.display()
     );
     dist
-}
-
-/// A fresh writable directory for the guest.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "wasmbridge-php-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Serves the fixture docroot the way guests/php/README.md says: php.ini and the docroot
@@ -44,7 +32,7 @@ fn start_with(data: &Path, extra: &[&str]) -> Server {
         "--dir".into(),
         format!("{}::/www::ro", docroot.display()),
         "--dir".into(),
-        format!("{}::/tmp", scratch("tmp").display()),
+        format!("{}::/tmp", temp_dir("tmp").display()),
         "--dir".into(),
         format!("{}::/data", data.display()),
         "--cgi-docroot".into(),
@@ -56,19 +44,13 @@ fn start_with(data: &Path, extra: &[&str]) -> Server {
 }
 
 fn start() -> Server {
-    start_with(&scratch("data"), &[])
-}
-
-async fn get(server: &Server, path: &str) -> (u16, String) {
-    let response = client().get(server.url(path)).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    start_with(&temp_dir("data"), &[])
 }
 
 #[tokio::test]
 async fn phpinfo_lists_the_extensions() {
     let server = start();
-    let (status, page) = get(&server, "/info.php").await;
+    let (status, page) = get(server.url("/info.php")).await;
     assert_eq!(status, 200, "{}", server.log());
     assert!(page.contains("PHP Version 8.2"), "{page}");
     for extension in [
@@ -94,32 +76,32 @@ async fn phpinfo_lists_the_extensions() {
 async fn urls_map_to_scripts_directories_to_their_index_and_the_rest_is_path_info() {
     let server = start();
     assert_eq!(
-        get(&server, "/").await,
+        get(server.url("/")).await,
         (200, "index of /index.php\nuri: /\n".into())
     );
     assert_eq!(
-        get(&server, "/sub/").await,
+        get(server.url("/sub/")).await,
         (200, "sub index: /sub/index.php\n".into())
     );
-    let (status, page) = get(&server, "/path.php/extra/x?q=1").await;
+    let (status, page) = get(server.url("/path.php/extra/x?q=1")).await;
     assert_eq!(status, 200, "{}", server.log());
     assert!(
         page.contains("SCRIPT_NAME=/path.php\nSCRIPT_FILENAME=/www/path.php\nPATH_INFO=/extra/x\nREQUEST_URI=/path.php/extra/x?q=1\nQUERY_STRING=q=1\nDOCUMENT_ROOT=/www\n"),
         "{page}"
     );
-    assert_eq!(get(&server, "/articles/42").await.0, 404);
+    assert_eq!(get(server.url("/articles/42")).await.0, 404);
 }
 
 #[tokio::test]
 async fn a_front_controller_gets_every_url_that_names_no_script() {
-    let server = start_with(&scratch("data"), &["--cgi-fallback", "/index.php"]);
+    let server = start_with(&temp_dir("data"), &["--cgi-fallback", "/index.php"]);
     assert_eq!(
-        get(&server, "/articles/42?x=1").await,
+        get(server.url("/articles/42?x=1")).await,
         (200, "index of /index.php\nuri: /articles/42?x=1\n".into())
     );
     // Scripts that exist are still served themselves.
     assert!(
-        get(&server, "/path.php")
+        get(server.url("/path.php"))
             .await
             .1
             .contains("SCRIPT_NAME=/path.php\n")
@@ -129,11 +111,8 @@ async fn a_front_controller_gets_every_url_that_names_no_script() {
 #[tokio::test]
 async fn get_and_post_forms_reach_the_extensions() {
     let server = start();
-    let (status, page) = get(
-        &server,
-        "/form.php?n=123&email=a%40example.org&name=h%C3%A9llo",
-    )
-    .await;
+    let (status, page) =
+        get(server.url("/form.php?n=123&email=a%40example.org&name=h%C3%A9llo")).await;
     assert_eq!(status, 200, "{}", server.log());
     assert_eq!(
         page,
@@ -141,15 +120,8 @@ async fn get_and_post_forms_reach_the_extensions() {
          filter: 'a@example.org'\nmb: HÉLLO (5)\nbc: 12345678901234567891\n\
          json: {\"ok\":true,\"tokens\":5}\n"
     );
-    let response = client()
-        .post(server.url("/form.php"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("n=x1&email=nope&name=wasm")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let page = response.text().await.unwrap();
+    let (status, page) = post_form(server.url("/form.php"), "n=x1&email=nope&name=wasm").await;
+    assert_eq!(status, 200);
     assert!(
         page.starts_with("method: POST\npost n: x1\npost email: nope\npost name: wasm\nctype: other\nfilter: false\nmb: WASM (4)\n"),
         "{page}"
@@ -162,28 +134,10 @@ async fn a_multipart_upload_lands_in_the_writable_tmp() {
     // A PDF by its first bytes, for fileinfo to recognize.
     let mut data = b"%PDF-1.4\n".to_vec();
     data.extend((0..300_000u32 - 9).map(|i| (i % 251) as u8));
-    let digest: String = {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(&data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
-    let boundary = "wasmbridge-boundary";
-    let mut body = Vec::new();
-    body.extend_from_slice(
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhi\r\n")
-            .as_bytes(),
-    );
-    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
-    body.extend_from_slice(&data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (content_type, body) = multipart(("title", "hi"), ("file", "data.bin", &data));
     let response = client()
         .post(server.url("/upload.php"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await
@@ -192,7 +146,8 @@ async fn a_multipart_upload_lands_in_the_writable_tmp() {
     assert_eq!(
         response.text().await.unwrap(),
         format!(
-            "name: data.bin\nsize: 300000\nsha256: {digest}\ntype: application/pdf\ntitle: hi\n"
+            "name: data.bin\nsize: 300000\nsha256: {}\ntype: application/pdf\ntitle: hi\n",
+            sha256_hex(&data)
         )
     );
 }
@@ -223,38 +178,29 @@ async fn a_session_survives_across_requests() {
         assert_eq!(page, format!("visits: {visits}\n"));
     }
     // Another client has its own session.
-    assert_eq!(get(&server, "/session.php").await.1, "visits: 1\n");
+    assert_eq!(get(server.url("/session.php")).await.1, "visits: 1\n");
 }
 
 #[tokio::test]
 async fn a_sqlite_app_creates_reads_updates_and_deletes_rows_that_persist() {
-    let data = scratch("data");
-    let post = |server: &Server, path: &str, text: &str| {
-        client()
-            .post(server.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("text={text}"))
-            .send()
-    };
+    let data = temp_dir("data");
     {
         let server = start_with(&data, &[]);
         for (text, id) in [("first", 1), ("second", 2)] {
-            let response = post(&server, "/notes.php?action=create", text)
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200, "{}", server.log());
-            assert_eq!(response.text().await.unwrap(), format!("{{\"id\":{id}}}"));
+            let url = server.url("/notes.php?action=create");
+            let (status, body) = post_form(url, &format!("text={text}")).await;
+            assert_eq!(status, 200, "{}", server.log());
+            assert_eq!(body, format!("{{\"id\":{id}}}"));
         }
-        let updated = post(&server, "/notes.php?action=update&id=2", "changed")
-            .await
-            .unwrap();
-        assert_eq!(updated.text().await.unwrap(), "{\"updated\":1}");
-        let deleted = get(&server, "/notes.php?action=delete&id=1").await;
+        let url = server.url("/notes.php?action=update&id=2");
+        let updated = post_form(url, "text=changed").await;
+        assert_eq!(updated, (200, "{\"updated\":1}".into()));
+        let deleted = get(server.url("/notes.php?action=delete&id=1")).await;
         assert_eq!(deleted, (200, "{\"deleted\":1}".into()));
     }
     // A new server over the same directory finds the rows.
     let server = start_with(&data, &[]);
-    let (status, page) = get(&server, "/notes.php").await;
+    let (status, page) = get(server.url("/notes.php")).await;
     assert_eq!(status, 200, "{}", server.log());
     assert!(
         page.starts_with(
@@ -283,12 +229,7 @@ async fn header_and_cookies_reach_the_client() {
     );
     assert_eq!(response.text().await.unwrap(), "cookie: ginger\n");
 
-    let no_follow = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let moved = no_follow
+    let moved = no_redirect_client()
         .get(server.url("/redirect.php"))
         .send()
         .await
@@ -300,7 +241,7 @@ async fn header_and_cookies_reach_the_client() {
 #[tokio::test]
 async fn a_fatal_error_is_a_500_with_the_message_in_the_log() {
     let server = start();
-    let (status, page) = get(&server, "/fatal.php").await;
+    let (status, page) = get(server.url("/fatal.php")).await;
     assert_eq!(status, 500, "{}", server.log());
     assert!(!page.contains("undefined_function"), "{page}");
     assert!(
@@ -312,7 +253,7 @@ async fn a_fatal_error_is_a_500_with_the_message_in_the_log() {
         server.log()
     );
     // Past memory_limit: PHP's own error, not a crash.
-    let (status, _) = get(&server, "/memory.php").await;
+    let (status, _) = get(server.url("/memory.php")).await;
     assert_eq!(status, 500, "{}", server.log());
     assert!(
         server.wait_for_log(
@@ -322,16 +263,16 @@ async fn a_fatal_error_is_a_500_with_the_message_in_the_log() {
         "{}",
         server.log()
     );
-    assert_eq!(get(&server, "/").await.0, 200);
+    assert_eq!(get(server.url("/")).await.0, 200);
 }
 
 #[tokio::test]
 async fn an_endless_loop_is_stopped_by_the_deadline() {
     let server = start();
-    let (status, _) = get(&server, "/loop.php").await;
+    let (status, _) = get(server.url("/loop.php")).await;
     assert_eq!(status, 504, "{}", server.log());
     assert!(server.log().contains("504"), "{}", server.log());
-    assert_eq!(get(&server, "/").await.0, 200);
+    assert_eq!(get(server.url("/")).await.0, 200);
 }
 
 #[tokio::test]
@@ -343,21 +284,26 @@ async fn files_outside_the_grants_cannot_be_read_or_written() {
         "../../../../etc/passwd",
         "/www/../../etc/passwd",
     ] {
-        let (status, page) = get(&server, &format!("/read.php?file={file}")).await;
+        let (status, page) = get(server.url(&format!("/read.php?file={file}"))).await;
         assert_eq!(status, 404, "{file}: {page}");
         assert!(page.starts_with("cannot read: "), "{page}");
         assert!(!page.contains("root:"), "{page}");
     }
     // Inside the docroot it can.
-    let (status, page) = get(&server, "/read.php?file=/www/index.php").await;
+    let (status, page) = get(server.url("/read.php?file=/www/index.php")).await;
     assert_eq!(status, 200);
     assert!(page.starts_with("<?php"), "{page}");
     // The read-only docroot cannot be changed by a script; the writable /tmp can.
-    let (status, page) = get(&server, "/write.php?file=/www/index.php").await;
+    let (status, page) = get(server.url("/write.php?file=/www/index.php")).await;
     assert_eq!(status, 403, "{page}");
-    assert!(get(&server, "/index.php").await.1.starts_with("index of"));
+    assert!(
+        get(server.url("/index.php"))
+            .await
+            .1
+            .starts_with("index of")
+    );
     assert_eq!(
-        get(&server, "/write.php?file=/tmp/note.txt").await,
+        get(server.url("/write.php?file=/tmp/note.txt")).await,
         (200, "written\n".into())
     );
 }
@@ -365,7 +311,7 @@ async fn files_outside_the_grants_cannot_be_read_or_written() {
 #[tokio::test]
 async fn what_wasi_cannot_do_fails_with_a_message() {
     let server = start();
-    let (status, page) = get(&server, "/unsupported.php").await;
+    let (status, page) = get(server.url("/unsupported.php")).await;
     assert_eq!(status, 200, "{}", server.log());
     assert!(
         page.contains("fiber: Exception: Fibers are not available in WebAssembly"),
@@ -385,7 +331,7 @@ async fn what_wasi_cannot_do_fails_with_a_message() {
 async fn apache_serves_the_php_docroot_through_mod_wasm() {
     use wasmbridge_tests::apache::{Apache, fixtures};
     let writable = |name: &str| {
-        let dir = scratch(name);
+        let dir = temp_dir(name);
         std::process::Command::new("chmod")
             .arg("777")
             .arg(&dir)
@@ -416,14 +362,7 @@ async fn apache_serves_the_php_docroot_through_mod_wasm() {
             data.display()
         ),
     );
-    let get = |path: &str| {
-        let url = apache.url(path);
-        async move {
-            let response = client().get(url).send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.text().await.unwrap())
-        }
-    };
+    let get = |path: &str| get(apache.url(path));
     assert_eq!(
         get("/php/").await,
         (200, "index of /php/index.php\nuri: /php/\n".into()),
@@ -438,14 +377,12 @@ async fn apache_serves_the_php_docroot_through_mod_wasm() {
         ),
         "{page}"
     );
-    let created = client()
-        .post(apache.url("/php/notes.php?action=create"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("text=from+apache")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.text().await.unwrap(), "{\"id\":1}");
+    let created = post_form(
+        apache.url("/php/notes.php?action=create"),
+        "text=from+apache",
+    )
+    .await;
+    assert_eq!(created, (200, "{\"id\":1}".into()));
     assert!(
         get("/php/notes.php")
             .await

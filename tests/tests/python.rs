@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use wasmbridge_tests::{Server, client};
+use wasmbridge_tests::{Server, client, multipart, no_redirect_client, sha256_hex, temp_dir};
 
 fn dist() -> PathBuf {
     let dist = std::env::var_os("WASMBRIDGE_PYTHON")
@@ -18,9 +18,7 @@ fn dist() -> PathBuf {
 
 /// A writable scratch directory for the guest's /tmp (the `cgi` module spools uploads there).
 fn scratch() -> String {
-    let dir = std::env::temp_dir().join(format!("wasmbridge-python-tmp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    format!("{}::/tmp", dir.display())
+    format!("{}::/tmp", temp_dir("python-tmp").display())
 }
 
 /// Serves `script` (a guest path under /app) with the CPython guest, the way the README says:
@@ -166,28 +164,10 @@ async fn the_path_traversal_attack_on_prettyfy_fails() {
 async fn a_multipart_upload_is_parsed_by_the_cgi_module() {
     let server = start("/app/cases.py");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let digest: String = {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(&data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
-    let boundary = "wasmbridge-boundary";
-    let mut body = Vec::new();
-    body.extend_from_slice(
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n")
-            .as_bytes(),
-    );
-    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
-    body.extend_from_slice(&data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (content_type, body) = multipart(("note", "hi"), ("file", "data.bin", &data));
     let response = client()
         .post(server.url("/upload"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await
@@ -195,7 +175,7 @@ async fn a_multipart_upload_is_parsed_by_the_cgi_module() {
     assert_eq!(response.status(), 200, "{}", server.log());
     assert_eq!(
         response.text().await.unwrap(),
-        format!("data.bin 300000 {digest} note=hi\n")
+        format!("data.bin 300000 {} note=hi\n", sha256_hex(&data))
     );
 }
 
@@ -206,11 +186,7 @@ async fn status_location_cookies_and_a_streamed_5_mib_response() {
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.text().await.unwrap(), "<h1>no such page</h1>\n");
 
-    let no_follow = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let no_follow = no_redirect_client();
     let moved = no_follow.get(server.url("/moved")).send().await.unwrap();
     assert_eq!(moved.status(), 301);
     assert_eq!(moved.headers()["location"], "https://example.com/new");

@@ -2,17 +2,12 @@
 
 use std::path::PathBuf;
 
-use wasmbridge_tests::{Server, client, guest};
-
-async fn get(server: &Server, path: &str) -> (u16, String) {
-    let response = client().get(server.url(path)).send().await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
+use wasmbridge_tests::{Server, get, guest};
 
 #[tokio::test]
 async fn no_environment_variable_without_env() {
     let server = Server::start_with_env(&[&guest("probe")], &[("WB_SECRET", "s3cret")]);
-    assert_eq!(get(&server, "/env").await, (200, String::new()));
+    assert_eq!(get(server.url("/env")).await, (200, String::new()));
 }
 
 #[tokio::test]
@@ -31,7 +26,7 @@ async fn env_grants_exactly_the_named_variables() {
     );
     // WB_UNSET is not set on the host, so the guest does not get it either.
     assert_eq!(
-        get(&server, "/env").await,
+        get(server.url("/env")).await,
         (200, "GIVEN=1\nWB_INHERITED=from host\n".to_string())
     );
 }
@@ -56,10 +51,10 @@ impl Drop for TempDir {
 #[tokio::test]
 async fn no_file_without_dir() {
     let server = Server::start(&[&guest("probe")]);
-    let (status, text) = get(&server, "/read?path=/etc/passwd").await;
+    let (status, text) = get(server.url("/read?path=/etc/passwd")).await;
     assert_eq!(status, 404, "{text}");
     assert!(!text.contains("root:"), "{text}");
-    assert_eq!(get(&server, "/list?path=/").await.0, 404);
+    assert_eq!(get(server.url("/list?path=/")).await.0, 404);
 }
 
 #[tokio::test]
@@ -76,11 +71,11 @@ async fn dir_grants_exactly_that_directory() {
     let server = Server::start(&["--dir", &grant, &guest("probe")]);
 
     assert_eq!(
-        get(&server, "/read?path=/data/hello.txt").await,
+        get(server.url("/read?path=/data/hello.txt")).await,
         (200, "inside".to_string())
     );
     assert_eq!(
-        get(&server, "/list?path=/data").await,
+        get(server.url("/list?path=/data")).await,
         (200, "hello.txt\npasswd-link\nsecret-link\n".to_string())
     );
     for escape in [
@@ -92,7 +87,7 @@ async fn dir_grants_exactly_that_directory() {
         "/data/secret-link",
         &format!("{}/secret.txt", tmp.0.display()),
     ] {
-        let (status, text) = get(&server, &format!("/read?path={escape}")).await;
+        let (status, text) = get(server.url(&format!("/read?path={escape}"))).await;
         assert_eq!(status, 404, "{escape} was readable: {text}");
         assert!(
             !text.contains("outside") && !text.contains("root:"),
@@ -127,7 +122,7 @@ async fn upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) 
 async fn no_outgoing_request_without_a_network_grant() {
     let (authority, hits) = upstream().await;
     let server = Server::start(&[&guest("probe")]);
-    let (status, text) = get(&server, &format!("/fetch?authority={authority}")).await;
+    let (status, text) = get(server.url(&format!("/fetch?authority={authority}"))).await;
     assert_eq!(
         (status, text.as_str()),
         (502, "fetch failed: ErrorCode::HttpRequestDenied\n")
@@ -144,7 +139,7 @@ async fn inherit_network_grants_outgoing_requests() {
     let (authority, hits) = upstream().await;
     let server = Server::start(&["-S", "inherit-network", &guest("probe")]);
     assert_eq!(
-        get(&server, &format!("/fetch?authority={authority}")).await,
+        get(server.url(&format!("/fetch?authority={authority}"))).await,
         (200, "upstream".to_string())
     );
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);

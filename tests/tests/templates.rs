@@ -5,20 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wasmbridge_tests::apache::Apache;
-use wasmbridge_tests::{Server, binary, client};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "wasmbridge-new-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use wasmbridge_tests::{Server, binary, client, get, no_redirect_client, post_form, temp_dir};
 
 /// `wasmbridge new TEMPLATE PARENT/NAME`: the project's directory.
 fn new(template: &str, name: &str) -> PathBuf {
@@ -64,22 +51,27 @@ fn interpreter_dist(guest: &str, file: &str) -> PathBuf {
     dist
 }
 
-async fn get(server: &Server, path: &str) -> (u16, String) {
-    let response = client().get(server.url(path)).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
-}
-
-async fn post(server: &Server, path: &str, form: &str) -> (u16, String) {
+/// The routes rust-http and python-http share: text at /, JSON at /api/hello, a streamed echo
+/// and a 404. `greeting` is the JSON for the name Jürgen, as the language writes it.
+async fn check_http_routes(server: &Server, name: &str, greeting: &str) {
+    assert_eq!(
+        get(server.url("/")).await,
+        (200, format!("Hello from {name}!\n"))
+    );
+    assert_eq!(
+        get(server.url("/api/hello?name=J%C3%BCrgen")).await,
+        (200, greeting.to_string())
+    );
+    let body = "streamed ".repeat(100_000);
     let response = client()
-        .post(server.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form.to_string())
+        .post(server.url("/echo"))
+        .body(body.clone())
         .send()
         .await
         .unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), body);
+    assert_eq!(get(server.url("/nope")).await.0, 404);
 }
 
 #[test]
@@ -130,24 +122,7 @@ async fn rust_http_builds_and_serves_its_routes() {
     let project = new("rust-http", "hello-app");
     let wasm = cargo_build(&project, "wasm32-wasip2", "hello_app.wasm");
     let server = Server::start(&[wasm.to_str().unwrap()]);
-    assert_eq!(
-        get(&server, "/").await,
-        (200, "Hello from hello-app!\n".into())
-    );
-    assert_eq!(
-        get(&server, "/api/hello?name=J%C3%BCrgen").await,
-        (200, "{\"greeting\":\"Hello, Jürgen!\"}\n".into())
-    );
-    let body = "streamed ".repeat(100_000);
-    let response = client()
-        .post(server.url("/echo"))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.unwrap(), body);
-    assert_eq!(get(&server, "/nope").await.0, 404);
+    check_http_routes(&server, "hello-app", "{\"greeting\":\"Hello, Jürgen!\"}\n").await;
     drop(server);
 
     // Unchanged under Apache's mod_wasm (from a directory its www-data children can read)...
@@ -252,7 +227,7 @@ async fn rust_cgi_builds_and_answers_as_a_cgi_program() {
     let wasm = cargo_build(&project, "wasm32-wasip1", "cgi-app.wasm");
     let server = Server::start(&[wasm.to_str().unwrap()]);
     assert_eq!(
-        post(&server, "/some/path?x=1", "name=you").await,
+        post_form(server.url("/some/path?x=1"), "name=you").await,
         (
             200,
             "Hello from cgi-app, a CGI program!\nmethod: POST\npath: /some/path\nquery: x=1\nbody: name=you\n"
@@ -273,11 +248,11 @@ async fn python_cgi_serves_its_form_and_template() {
         dist.join("python.wasm").to_str().unwrap(),
         "/app/app.py",
     ]);
-    let (status, page) = get(&server, "/").await;
+    let (status, page) = get(server.url("/")).await;
     assert_eq!(status, 200, "{}", server.log());
     assert!(page.contains("<title>greeter</title>"), "{page}");
     assert!(page.contains("<h1>Hello! Who are you?</h1>"), "{page}");
-    let (status, page) = post(&server, "/", "name=%3Cb%3EAda").await;
+    let (status, page) = post_form(server.url("/"), "name=%3Cb%3EAda").await;
     assert_eq!(status, 200);
     assert!(page.contains("<h1>Hello, &lt;b&gt;Ada!</h1>"), "{page}");
     assert!(page.contains("(POST)"), "{page}");
@@ -293,21 +268,9 @@ async fn python_cgi_serves_its_form_and_template() {
             readable(&project).display()
         ),
     );
-    let response = client()
-        .post(apache.url("/"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("name=Apache")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", apache.error_log());
-    assert!(
-        response
-            .text()
-            .await
-            .unwrap()
-            .contains("<h1>Hello, Apache!</h1>")
-    );
+    let (status, page) = post_form(apache.url("/"), "name=Apache").await;
+    assert_eq!(status, 200, "{}", apache.error_log());
+    assert!(page.contains("<h1>Hello, Apache!</h1>"), "{page}");
 }
 
 /// `dir` and the directories above it made readable by Apache's www-data children.
@@ -353,12 +316,7 @@ async fn php_app_routes_everything_through_its_front_controller() {
         "/index.php",
         dist.join("php-cgi.wasm").to_str().unwrap(),
     ]);
-    let no_follow = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let added = no_follow
+    let added = no_redirect_client()
         .post(server.url("/notes"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("text=first+note")
@@ -367,14 +325,14 @@ async fn php_app_routes_everything_through_its_front_controller() {
         .unwrap();
     assert_eq!(added.status(), 303, "{}", server.log());
     assert_eq!(
-        get(&server, "/api/notes").await,
+        get(server.url("/api/notes")).await,
         (200, "[{\"id\":1,\"text\":\"first note\"}]\n".into())
     );
-    let (status, page) = get(&server, "/").await;
+    let (status, page) = get(server.url("/")).await;
     assert_eq!(status, 200);
     assert!(page.contains("<li>first note</li>"), "{page}");
-    assert_eq!(post(&server, "/notes", "text=").await.0, 400);
-    assert_eq!(get(&server, "/elsewhere").await.0, 404);
+    assert_eq!(post_form(server.url("/notes"), "text=").await.0, 400);
+    assert_eq!(get(server.url("/elsewhere")).await.0, 404);
     drop(server);
 
     // Unchanged under Apache: the public directory as the DocumentRoot, a front controller by
@@ -402,11 +360,11 @@ async fn php_app_routes_everything_through_its_front_controller() {
             data = state.join("data").display(),
         ),
     );
-    let response = client().get(apache.url("/api/notes")).send().await.unwrap();
-    assert_eq!(response.status(), 200, "{}", apache.error_log());
     assert_eq!(
-        response.text().await.unwrap(),
-        "[{\"id\":1,\"text\":\"first note\"}]\n"
+        get(apache.url("/api/notes")).await,
+        (200, "[{\"id\":1,\"text\":\"first note\"}]\n".into()),
+        "{}",
+        apache.error_log()
     );
 }
 
@@ -441,24 +399,7 @@ async fn python_http_becomes_a_component_with_componentize_py() {
         .unwrap();
     assert!(status.success());
     let server = Server::start(&[project.join("app.wasm").to_str().unwrap()]);
-    assert_eq!(
-        get(&server, "/").await,
-        (200, "Hello from py-app!\n".into())
-    );
-    assert_eq!(
-        get(&server, "/api/hello?name=J%C3%BCrgen").await,
-        (200, "{\"greeting\": \"Hello, Jürgen!\"}\n".into())
-    );
-    let body = "streamed ".repeat(100_000);
-    let response = client()
-        .post(server.url("/echo"))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.unwrap(), body);
-    assert_eq!(get(&server, "/nope").await.0, 404);
+    check_http_routes(&server, "py-app", "{\"greeting\": \"Hello, Jürgen!\"}\n").await;
     drop(server);
     run_under_wasmtime_serve(
         &project.join("app.wasm"),
