@@ -66,33 +66,28 @@ impl CgiConfig {
         };
         let root = DocRoot {
             host: sandbox.host_path(docroot)?,
-            guest: docroot.trim_end_matches('/').to_string(),
+            guest: docroot,
         };
-        root.find(path, &self.index)
-            .or_else(|| {
-                let fallback = self.fallback.as_deref()?;
-                root.find(fallback, &[])
-                    .filter(|script| script.path_info.is_empty())
-            })
-            .map(|found| Script {
-                document_root: docroot.clone(),
-                ..found
-            })
+        root.find(path, &self.index).or_else(|| {
+            let fallback = self.fallback.as_deref()?;
+            root.find(fallback, &[])
+                .filter(|script| script.path_info.is_empty())
+        })
     }
 }
 
-/// A docroot, in the host's file system and as the guest sees it.
-struct DocRoot {
+/// A docroot, in the host's file system and as the guest sees it (`DOCUMENT_ROOT`).
+struct DocRoot<'a> {
     host: PathBuf,
-    guest: String,
+    guest: &'a str,
 }
 
-impl DocRoot {
+impl DocRoot<'_> {
     /// The file the URL path names — the first segments that make a file, the rest being
     /// PATH_INFO — or a directory's index file.
     fn find(&self, path: &str, index: &[String]) -> Option<Script> {
         let mut host = self.host.clone();
-        let mut guest = self.guest.clone();
+        let mut guest = self.guest.trim_end_matches('/').to_string();
         let mut name = String::new();
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         while let Some(segment) = segments.next() {
@@ -146,7 +141,7 @@ impl DocRoot {
             filename,
             name,
             path_info,
-            document_root: String::new(),
+            document_root: self.guest.to_string(),
         })
     }
 }
