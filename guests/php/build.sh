@@ -11,36 +11,24 @@ WORK=${PHP_BUILD_DIR:-$HOME/.cache/wasmbridge-php}
 DIST=$HERE/dist
 ZIGLANG_VERSION=0.17.1
 
-recipe=$(cat "$0" "$HERE"/src/* | sha256sum | cut -d' ' -f1)
+recipe=$(cat "$0" "$HERE"/../debian.sh "$HERE"/src/* | sha256sum | cut -d' ' -f1)
 if [ -f "$DIST/php-cgi.wasm" ] && [ "$(cat "$DIST/recipe.sha256" 2>/dev/null)" = "$recipe" ]; then
     exit 0
 fi
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=../debian.sh
+source "$HERE/../debian.sh"
 
 # Tools and sources, from Debian and PyPI. tclsh generates SQLite's amalgamation.
-packages=(dpkg-dev python3-venv tcl make patch pkg-config)
-if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
-fi
-if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' |
-        as_root tee /etc/apt/sources.list.d/wasmbridge-src.sources >/dev/null
-    as_root apt-get update -qq
-fi
+need_debian_packages python3-venv tcl make patch pkg-config
 mkdir -p "$WORK"
 cd "$WORK"
 if [ ! -x venv/bin/python ] || ! venv/bin/python -m ziglang version 2>/dev/null | grep -qx "$ZIGLANG_VERSION"; then
     python3 -m venv venv
     venv/bin/pip install -q "ziglang==$ZIGLANG_VERSION"
 fi
-source_dir() { find . -maxdepth 1 -type d -name "$1-[0-9]*" | sort | tail -n 1; }
-for package in php8.2 sqlite3; do
-    [ -n "$(source_dir "$package")" ] || apt-get source -qq "$package" >/dev/null 2>&1
-done
-php_src=$WORK/$(source_dir php8.2)
-sqlite_src=$WORK/$(source_dir sqlite3)
+php_src=$(debian_source php8.2)
+sqlite_src=$(debian_source sqlite3)
 
 # zig as the cross compiler. setjmp/longjmp become wasm exceptions (the standard encoding:
 # wasmtime rejects the legacy one); WASI's emulated signals, getpid, clocks and mmap are on.

@@ -13,32 +13,19 @@ WORK=${PYTHON_BUILD_DIR:-$HOME/.cache/wasmbridge-python}
 VERSION=3.11
 DIST=$HERE/dist
 
-recipe=$(cat "$0" "$HERE"/src/* | sha256sum | cut -d' ' -f1)
+recipe=$(cat "$0" "$HERE"/../debian.sh "$HERE"/src/* | sha256sum | cut -d' ' -f1)
 if [ -f "$DIST/python.wasm" ] && [ "$(cat "$DIST/recipe.sha256" 2>/dev/null)" = "$recipe" ]; then
     exit 0
 fi
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=../debian.sh
+source "$HERE/../debian.sh"
 
 # Toolchain and source, from Debian.
-packages=(clang-16 lld-16 llvm-16 wasi-libc libclang-rt-16-dev-wasm32 dpkg-dev)
-if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
-fi
-if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' |
-        as_root tee /etc/apt/sources.list.d/wasmbridge-src.sources >/dev/null
-    as_root apt-get update -qq
-fi
+need_debian_packages clang-16 lld-16 llvm-16 wasi-libc libclang-rt-16-dev-wasm32
 mkdir -p "$WORK"
 cd "$WORK"
-src=$(find . -maxdepth 1 -type d -name "python$VERSION-*" | head -n 1)
-if [ -z "$src" ]; then
-    apt-get source -qq "python$VERSION" >/dev/null
-    src=$(find . -maxdepth 1 -type d -name "python$VERSION-*" | head -n 1)
-fi
-src=$WORK/${src#./}
+src=$(debian_source "python$VERSION")
 
 # A directory laid out like a WASI SDK, so that CPython's Tools/wasm/wasi-env accepts it.
 sdk=$WORK/sdk
