@@ -83,6 +83,21 @@ install_template_tools() {
         "$venv/bin/pip" install -q "componentize-py==$COMPONENTIZE_PY_VERSION"
     fi
     export WASMBRIDGE_COMPONENTIZE_PY=$venv/bin/componentize-py
+
+    # The js-http template's own package.json and lock file, installed once per lock file.
+    local template=$ROOT/guests/templates/js-http lock
+    lock=$(sha256sum "$template/package-lock.json" | cut -c1-12)
+    local js=$TOOLS/js-http-$lock
+    if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
+        say "installing componentize-js (npm, as guests/templates/js-http pins it), for the js-http template"
+        need_packages node:nodejs npm:npm
+        rm -rf "$js"
+        mkdir -p "$js"
+        sed 's/{{name}}/js-http-tools/' "$template/package.json" >"$js/package.json"
+        sed 's/{{name}}/js-http-tools/' "$template/package-lock.json" >"$js/package-lock.json"
+        (cd "$js" && npm install --no-audit --no-fund --loglevel=error)
+    fi
+    export WASMBRIDGE_JS_NODE_MODULES=$js/node_modules
 }
 
 build_guests() {

@@ -89,6 +89,7 @@ fn new_lists_the_templates_for_an_unknown_one_and_keeps_out_of_full_directories(
     );
     for template in [
         "rust-http",
+        "js-http",
         "rust-cgi",
         "python-http",
         "python-cgi",
@@ -125,9 +126,27 @@ async fn rust_http_builds_and_serves_its_routes() {
     check_http_routes(&server, "hello-app", "{\"greeting\":\"Hello, Jürgen!\"}\n").await;
     drop(server);
 
-    // Unchanged under Apache's mod_wasm (from a directory its www-data children can read)...
+    // Unchanged under Apache's mod_wasm...
+    check_under_apache(
+        &wasm,
+        "/api/hello?name=Apache",
+        "{\"greeting\":\"Hello, Apache!\"}\n",
+    )
+    .await;
+
+    // ...and under `wasmtime serve`: no lock-in.
+    run_under_wasmtime_serve(
+        &wasm,
+        "/api/hello?name=wasmtime",
+        "{\"greeting\":\"Hello, wasmtime!\"}\n",
+    );
+}
+
+/// Serves the component `wasm` under Apache's mod_wasm (copied where www-data children can
+/// read it) and checks one page.
+async fn check_under_apache(wasm: &Path, path: &str, expected: &str) {
     let public = temp_dir("public");
-    std::fs::copy(&wasm, public.join("app.wasm")).unwrap();
+    std::fs::copy(wasm, public.join("app.wasm")).unwrap();
     Command::new("chmod")
         .args(["-R", "a+rX"])
         .arg(&public)
@@ -140,24 +159,9 @@ async fn rust_http_builds_and_serves_its_routes() {
             public.display()
         ),
     );
-    let response = client()
-        .get(apache.url("/api/hello?name=Apache"))
-        .send()
-        .await
-        .unwrap();
+    let response = client().get(apache.url(path)).send().await.unwrap();
     assert_eq!(response.status(), 200, "{}", apache.error_log());
-    assert_eq!(
-        response.text().await.unwrap(),
-        "{\"greeting\":\"Hello, Apache!\"}\n"
-    );
-    drop(apache);
-
-    // ...and under `wasmtime serve`: no lock-in.
-    run_under_wasmtime_serve(
-        &wasm,
-        "/api/hello?name=wasmtime",
-        "{\"greeting\":\"Hello, wasmtime!\"}\n",
-    );
+    assert_eq!(response.text().await.unwrap(), expected);
 }
 
 /// Serves `wasm` with `wasmtime serve` (48, as wasmbridge pins) and checks one page. wasmtime is
@@ -405,5 +409,44 @@ async fn python_http_becomes_a_component_with_componentize_py() {
         &project.join("app.wasm"),
         "/api/hello?name=wasmtime",
         "{\"greeting\": \"Hello, wasmtime!\"}\n",
+    );
+}
+
+#[tokio::test]
+async fn js_http_becomes_a_component_with_componentize_js() {
+    // `npm install` is the test command's, from the template's own package-lock.json.
+    let node_modules = std::env::var_os("WASMBRIDGE_JS_NODE_MODULES")
+        .map(PathBuf::from)
+        .filter(|dir| dir.join(".bin/componentize-js").exists())
+        .expect(
+            "WASMBRIDGE_JS_NODE_MODULES names no componentize-js; run the README's test command",
+        );
+    let project = new("js-http", "js-app");
+    assert!(project.join("wit/deps/http/package.wit").exists());
+    std::os::unix::fs::symlink(&node_modules, project.join("node_modules")).unwrap();
+    let output = Command::new("npm")
+        .args(["run", "build"])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "npm run build: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let wasm = project.join("app.wasm");
+    let server = Server::start(&[wasm.to_str().unwrap()]);
+    check_http_routes(&server, "js-app", "{\"greeting\":\"Hello, Jürgen!\"}\n").await;
+    drop(server);
+    check_under_apache(
+        &wasm,
+        "/api/hello?name=Apache",
+        "{\"greeting\":\"Hello, Apache!\"}\n",
+    )
+    .await;
+    run_under_wasmtime_serve(
+        &wasm,
+        "/api/hello?name=wasmtime",
+        "{\"greeting\":\"Hello, wasmtime!\"}\n",
     );
 }

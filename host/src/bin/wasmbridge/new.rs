@@ -11,10 +11,11 @@ use wasmtime::error::Context as _;
 
 static TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../guests/templates");
 
-/// The WASI packages wasmbridge pins (wit/deps): a template with a `wit/world.wit` gets them.
+/// The WASI packages wasmbridge pins (wit/deps): a template with a `wit/world.wit` gets them,
+/// unless it brings its own (js-http: the version its JavaScript engine was built against).
 static PINNED_WIT: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../wit/deps");
 
-/// Create a project from a template: rust-http, rust-cgi, python-cgi, php-app, …
+/// Create a project from a template: rust-http, js-http, python-cgi, php-app, …
 #[derive(Parser)]
 pub struct NewCommand {
     /// The template (an unknown name lists them all).
@@ -43,9 +44,9 @@ impl NewCommand {
         }
         let name = project_name(&self.dir)?;
         write(template, template.path(), &self.dir, &name)?;
-        if template
-            .get_file(template.path().join("wit/world.wit"))
-            .is_some()
+        let wit = template.path().join("wit");
+        if template.get_file(wit.join("world.wit")).is_some()
+            && template.get_dir(wit.join("deps")).is_none()
         {
             write(
                 &PINNED_WIT,
