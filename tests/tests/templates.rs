@@ -142,26 +142,26 @@ async fn rust_http_builds_and_serves_its_routes() {
     );
 }
 
-/// Serves the component `wasm` under Apache's mod_wasm (copied where www-data children can
-/// read it) and checks one page.
+/// Serves the component `wasm` under Apache's mod_wasm and checks one page.
 async fn check_under_apache(wasm: &Path, path: &str, expected: &str) {
-    let public = temp_dir("public");
-    std::fs::copy(wasm, public.join("app.wasm")).unwrap();
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&public)
-        .status()
-        .unwrap();
-    let apache = Apache::start(
-        "event",
-        &format!(
-            "<Location />\n SetHandler wasm-handler\n WasmModule {}/app.wasm\n</Location>",
-            public.display()
-        ),
-    );
+    let apache = apache_serving(wasm, "");
     let response = client().get(apache.url(path)).send().await.unwrap();
     assert_eq!(response.status(), 200, "{}", apache.error_log());
     assert_eq!(response.text().await.unwrap(), expected);
+}
+
+/// Apache with mod_wasm serving `wasm` (copied where www-data children can read it) at `/`,
+/// with `directives` added to its `<Location>`.
+fn apache_serving(wasm: &Path, directives: &str) -> Apache {
+    let public = temp_dir("public");
+    std::fs::copy(wasm, public.join("app.wasm")).unwrap();
+    Apache::start(
+        "event",
+        &format!(
+            "<Location />\n SetHandler wasm-handler\n WasmModule {}/app.wasm\n{directives}</Location>",
+            readable(&public).display()
+        ),
+    )
 }
 
 /// Serves `wasm` with `wasmtime serve` (48, as wasmbridge pins) and checks one page. wasmtime is
@@ -237,6 +237,19 @@ async fn rust_cgi_builds_and_answers_as_a_cgi_program() {
             "Hello from cgi-app, a CGI program!\nmethod: POST\npath: /some/path\nquery: x=1\nbody: name=you\n"
                 .into()
         )
+    );
+    drop(server);
+
+    let apache = apache_serving(&wasm, " WasmEnableCGI On\n");
+    assert_eq!(
+        post_form(apache.url("/some/path?x=1"), "name=Apache").await,
+        (
+            200,
+            "Hello from cgi-app, a CGI program!\nmethod: POST\npath: /some/path\nquery: x=1\nbody: name=Apache\n"
+                .into()
+        ),
+        "{}",
+        apache.error_log()
     );
 }
 
@@ -405,6 +418,12 @@ async fn python_http_becomes_a_component_with_componentize_py() {
     let server = Server::start(&[project.join("app.wasm").to_str().unwrap()]);
     check_http_routes(&server, "py-app", "{\"greeting\": \"Hello, Jürgen!\"}\n").await;
     drop(server);
+    check_under_apache(
+        &project.join("app.wasm"),
+        "/api/hello?name=Apache",
+        "{\"greeting\": \"Hello, Apache!\"}\n",
+    )
+    .await;
     run_under_wasmtime_serve(
         &project.join("app.wasm"),
         "/api/hello?name=wasmtime",

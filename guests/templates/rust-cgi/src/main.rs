@@ -15,7 +15,9 @@ fn main() {
          Hello from {{name}}, a CGI program!\n\
          method: {}\npath: {}\nquery: {}\nbody: {}\n",
         var("REQUEST_METHOD"),
-        var("PATH_INFO"),
+        // The path asked for: the script's own part and what follows it. How the two split
+        // depends on the server (Apache splits at the last existing directory, as for mod_cgi).
+        var("SCRIPT_NAME") + &var("PATH_INFO"),
         var("QUERY_STRING"),
         body,
     );
