@@ -40,6 +40,7 @@ typedef struct {
     int level;
 } wb_event;
 
+void wb_parent_init(void);
 int wb_child_init(int threads, const char *cache_dir, wb_server_log_fn server_log);
 int wb_inspect(const char *path, int cgi, char *error, size_t error_len);
 int wb_precompile(const char *const *descriptions, size_t count, const char *cache_dir,

@@ -85,6 +85,13 @@ thread_local! {
         .expect("a current-thread runtime");
 }
 
+/// Prepares, in Apache's parent at configuration time, what the children can no longer do
+/// once they run as `User`: see [`wasmbridge::engine::open_pagemap_for_children`].
+#[unsafe(no_mangle)]
+pub extern "C" fn wb_parent_init() {
+    wasmbridge::engine::open_pagemap_for_children();
+}
+
 /// Starts the host in an Apache child: `threads` requests may run at once (the MPM's threads
 /// per child), `cache_dir` holds compiled code (NULL: no cache). Returns 0, or -1 with the
 /// reason already logged.

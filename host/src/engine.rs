@@ -24,6 +24,11 @@ pub const MEMORY_KEEP_RESIDENT: usize = 16 << 20;
 /// runs on. hello-http on 2 cores: 13k req/s at 0, 21k at 64 KiB (8192 entries).
 pub const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
+/// Default for `-O pooling-pagemap-scan`: where the kernel has `PAGEMAP_SCAN` (Linux 6.7+), a
+/// freed memory slot resets only the pages the request dirtied instead of memsetting all it
+/// keeps resident. hello-http on 2 cores: 24k req/s without, 27k-33k with.
+pub const PAGEMAP_SCAN: wasmtime::Enabled = wasmtime::Enabled::Auto;
+
 /// How often the epoch advances. A running guest yields to the scheduler at every tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -54,18 +59,41 @@ pub fn new_engine(options: &mut CommonOptions, max_concurrent: u32) -> Result<En
 ///
 /// A freed memory slot keeps up to [`MEMORY_KEEP_RESIDENT`] of its pages: giving them back and
 /// faulting them in again costs an interpreter snapshot more than its whole request. Tables
-/// likewise keep [`TABLE_KEEP_RESIDENT`].
+/// likewise keep [`TABLE_KEEP_RESIDENT`]. [`PAGEMAP_SCAN`] makes the reset touch only what
+/// the request dirtied.
 fn size_pool(options: &mut CommonOptions, n: u32) {
     let opts = &mut options.opts;
     opts.pooling_memory_keep_resident
         .get_or_insert(MEMORY_KEEP_RESIDENT);
     opts.pooling_table_keep_resident
         .get_or_insert(TABLE_KEEP_RESIDENT);
+    opts.pooling_pagemap_scan.get_or_insert(PAGEMAP_SCAN);
     opts.pooling_total_component_instances.get_or_insert(n);
     opts.pooling_total_core_instances.get_or_insert(n * 8);
     opts.pooling_total_memories.get_or_insert(n * 2);
     opts.pooling_total_tables.get_or_insert(n * 4);
     opts.pooling_total_stacks.get_or_insert(n);
+}
+
+/// For a server that forks its workers and then drops root, as Apache does; call it in the
+/// parent. [`PAGEMAP_SCAN`] reads `/proc/self/pagemap`, which a child that has become another
+/// user can no longer open (it is not dumpable); wasmtime opens it once per process and reopens
+/// it in each forked child at fork time, while the child still can. Opening it here, with a
+/// throwaway one-slot pool, lets every child use it. Starts no threads and installs no signal
+/// handlers: wasmtime installs those once per process, and a child must install its own, after
+/// the server has set its signals up.
+pub fn open_pagemap_for_children() {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(1)
+        .total_core_instances(1)
+        .total_memories(1)
+        .total_tables(1)
+        .total_stacks(1)
+        .pagemap_scan(PAGEMAP_SCAN);
+    let mut config = wasmtime::Config::new();
+    config.signals_based_traps(false);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let _ = Engine::new(&config);
 }
 
 /// The pooling allocator reserves address space for every slot up front (several TiB by
