@@ -68,6 +68,11 @@ impl CompileCache {
         }
         let mut compat = Sha256Hasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut compat);
+        // Decides at compile time whether instances start from a memory image, yet is not part
+        // of wasmtime's hash.
+        engine
+            .get_memory_guaranteed_dense_image_size()
+            .hash(&mut compat);
         digest.update(compat.0.finalize());
         self.dir.join(format!("{}.cwasm", hex(&digest.finalize())))
     }

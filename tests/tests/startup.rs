@@ -119,6 +119,19 @@ async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled() {
         assert!(!server.log().contains("recompiling"), "{}", server.log());
     }
 
+    // An option that changes what is compiled, yet not wasmtime's own compatibility hash
+    // (whether instances start from a memory image), gets an entry of its own.
+    {
+        let _server = Server::start(&[
+            "-O",
+            "memory-guaranteed-dense-image-size=1048576",
+            "--cache-dir",
+            cache_arg,
+            &guest("hello_http"),
+        ]);
+    }
+    assert_eq!(entries().len(), 2, "{:?}", entries());
+
     // `-C cache=n` neither reads nor writes the cache.
     std::fs::remove_dir_all(&cache).unwrap();
     {
