@@ -109,7 +109,7 @@ cp "$ROOT/guests/fixtures/python/hello.py" "$RESULTS_DIR/app/"
 { echo '#!/usr/bin/python3'; cat "$ROOT/guests/fixtures/python/hello.py"; } >"$RESULTS_DIR/cgi-bin/hello.py"
 chmod 755 "$RESULTS_DIR/cgi-bin/hello.py"
 mkdir -p "$RESULTS_DIR/php/www" "$RESULTS_DIR/php/tmp"
-cp -r "$ROOT/guests/php/dist/php-cgi.wasm" "$ROOT/guests/php/dist/etc" "$RESULTS_DIR/php/"
+cp "$ROOT/guests/php/dist/php-cgi.wasm" "$RESULTS_DIR/php/"
 cp "$ROOT/guests/fixtures/php/hello.php" "$RESULTS_DIR/php/www/"
 cp "$ROOT/guests/fixtures/php/hello.php" "$RESULTS_DIR/php/www/index.php" # what serve() waits for
 { echo '#!/usr/bin/php-cgi8.2'; cat "$ROOT/guests/fixtures/php/hello.php"; } >"$RESULTS_DIR/cgi-bin/hello.php"
@@ -125,7 +125,7 @@ serve 18082 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18082 \
     "$RESULTS_DIR/python/python.wasm" /app/hello.py
 
 serve 18083 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18083 \
-    --dir "$RESULTS_DIR/php/etc::/usr/local/etc/php::ro" --dir "$RESULTS_DIR/php/www::/www::ro" \
+    --dir "$RESULTS_DIR/php/www::/www::ro" \
     --dir "$RESULTS_DIR/php/tmp::/tmp" --cgi-docroot /www "$RESULTS_DIR/php/php-cgi.wasm"
 
 # PHP-FPM as Debian configures its pool (dynamic, at most 5 children), with Debian's php.ini
@@ -186,7 +186,6 @@ Alias /fpm/ $RESULTS_DIR/php/www/
 <Directory $RESULTS_DIR/php/www>
     WasmModule $RESULTS_DIR/php/php-cgi.wasm
     WasmMapDir /www $RESULTS_DIR/php/www ro
-    WasmMapDir /usr/local/etc/php $RESULTS_DIR/php/etc ro
     WasmMapDir /tmp $RESULTS_DIR/php/tmp
     WasmEnableCGI On
     WasmMapCGIFileNames On

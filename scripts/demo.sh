@@ -42,7 +42,7 @@ serve 8081 --dir "$PY/dist/lib::/usr/local/lib" --dir "$PY/apps/prettyfy::/app" 
 serve 8082 "$TARGET_DIR/wasm32-wasip1/release/cgi-hello.wasm"
 PHP=$ROOT/guests/php
 mkdir -p "$DEMO/php-state/tmp" "$DEMO/php-state/data"
-serve 8083 --dir "$PHP/dist/etc::/usr/local/etc/php::ro" --dir "$PHP/apps/guestbook::/www::ro" \
+serve 8083 --dir "$PHP/apps/guestbook::/www::ro" \
     --dir "$DEMO/php-state/tmp::/tmp" --dir "$DEMO/php-state/data::/data" \
     --cgi-docroot /www "$PHP/dist/php-cgi.wasm"
 
@@ -95,7 +95,6 @@ Alias /guestbook $DEMO/guestbook
     </FilesMatch>
     WasmModule $DEMO/php/php-cgi.wasm
     WasmMapDir /www $DEMO/guestbook ro
-    WasmMapDir /usr/local/etc/php $DEMO/php/etc ro
     WasmMapDir /tmp $DEMO/guestbook-state/tmp
     WasmMapDir /data $DEMO/guestbook-state/data
     WasmEnableCGI On

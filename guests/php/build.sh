@@ -2,8 +2,8 @@
 # Builds php-cgi 8.2 for wasm32-wasi from Debian's php8.2 source, with SQLite from Debian's
 # sqlite3 source, using `zig cc` from PyPI's ziglang (its wasi-libc has setjmp/longjmp, which
 # PHP's error handling needs; Debian's 2022 wasi-libc has not). Work happens in
-# $PHP_BUILD_DIR (default ~/.cache/wasmbridge-php); the result is dist/php-cgi.wasm and
-# dist/etc/php.ini, rebuilt only when this recipe changes (dist/recipe.sha256).
+# $PHP_BUILD_DIR (default ~/.cache/wasmbridge-php); the result is dist/php-cgi.wasm, a snapshot
+# of PHP started with dist/etc/php.ini, rebuilt only when this recipe changes (dist/recipe.sha256).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -83,8 +83,10 @@ for patch in "$HERE"/src/*.patch; do patch -s -p1 <"$patch"; done
     >configure.log 2>&1 || { tail -40 configure.log >&2; exit 1; }
 make -j"$(nproc)" -s sapi/cgi/php-cgi >make.log 2>&1 || { grep -B2 -A8 -m5 "error" make.log >&2; exit 1; }
 
-# php-cgi looks for its php.ini in /usr/local/etc/php: serve dist/etc there, read-only.
+# A snapshot taken by `wasmbridge wizer` ($WASMBRIDGE_BIN) once PHP has started (php.ini read,
+# every extension's startup done; src/snapshot.patch): each request begins there.
 mkdir -p "$DIST/etc"
-cp sapi/cgi/php-cgi "$DIST/php-cgi.wasm"
 cp "$HERE/src/php.ini" "$DIST/etc/php.ini"
+wasmbridge=${WASMBRIDGE_BIN:-$HERE/../../target/release/wasmbridge}
+"$wasmbridge" wizer --dir "$DIST/etc::/usr/local/etc/php" -o "$DIST/php-cgi.wasm" sapi/cgi/php-cgi
 echo "$recipe" >"$DIST/recipe.sha256"

@@ -36,7 +36,7 @@ pub fn module_path() -> PathBuf {
 /// - `www/python/` (PrettyFy with Pygments and its files, mod_wasm's demo layout, with the
 ///   stdlib at `www/python/wasi-python/lib/python3.11`);
 /// - `www/cases/` (the Python test scripts);
-/// - `php/php-cgi.wasm`, `php/etc/php.ini` (the PHP guest, as built), `www/php/` (the PHP
+/// - `php/php-cgi.wasm` (the PHP guest, as built), `www/php/` (the PHP
 ///   test scripts).
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

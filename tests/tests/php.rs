@@ -19,16 +19,13 @@ fn dist() -> PathBuf {
     dist
 }
 
-/// Serves the fixture docroot the way guests/php/README.md says: php.ini and the docroot
-/// read-only, /tmp (uploads, sessions) and /data (SQLite) writable.
+/// Serves the fixture docroot the way guests/php/README.md says: the docroot read-only, /tmp (uploads, sessions) and /data (SQLite) writable.
 fn start_with(data: &Path, extra: &[&str]) -> Server {
     let dist = dist();
     let docroot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/php");
     let mut args = vec![
         "-W".to_string(),
         "timeout=3s".into(),
-        "--dir".into(),
-        format!("{}::/usr/local/etc/php::ro", dist.join("etc").display()),
         "--dir".into(),
         format!("{}::/www::ro", docroot.display()),
         "--dir".into(),
@@ -351,7 +348,6 @@ async fn apache_serves_the_php_docroot_through_mod_wasm() {
              <FilesMatch \"\\.php$\">\n SetHandler wasm-handler\n</FilesMatch>\n\
              WasmModule {{fixtures}}/php/php-cgi.wasm\n\
              WasmMapDir /www {{fixtures}}/www/php ro\n\
-             WasmMapDir /usr/local/etc/php {{fixtures}}/php/etc ro\n\
              WasmMapDir /tmp {}\n\
              WasmMapDir /data {}\n\
              WasmEnableCGI On\n\

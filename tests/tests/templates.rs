@@ -320,8 +320,6 @@ async fn php_app_routes_everything_through_its_front_controller() {
     std::fs::create_dir_all(state.join("data")).unwrap();
     let server = Server::start(&[
         "--dir",
-        &format!("{}::/usr/local/etc/php::ro", dist.join("etc").display()),
-        "--dir",
         &format!("{}::/www::ro", project.join("public").display()),
         "--dir",
         &format!("{}::/tmp", state.join("tmp").display()),
@@ -369,7 +367,6 @@ async fn php_app_routes_everything_through_its_front_controller() {
              <Files index.php>\n SetHandler wasm-handler\n</Files>\n\
              WasmModule {{fixtures}}/php/php-cgi.wasm\n\
              WasmMapDir /www {public} ro\n\
-             WasmMapDir /usr/local/etc/php {{fixtures}}/php/etc ro\n\
              WasmMapDir /tmp {tmp}\n WasmMapDir /data {data}\n\
              WasmEnableCGI On\n WasmMapCGIFileNames On\n</Directory>",
             public = public.display(),
