@@ -363,6 +363,9 @@ impl App {
         let limits = &config.limits;
         let mut wasi = WasiCtxBuilder::new();
         config.sandbox.configure(&mut wasi)?;
+        // A guest's files are its local grants: a syscall on the request's own thread costs
+        // less than a hand-off to tokio's blocking pool and back (PHP page: +8 % req/s).
+        wasi.allow_blocking_current_thread(true);
         wasi.stdout(GuestOutput::new(
             config.log.clone(),
             id,
