@@ -295,7 +295,7 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo
     echo "## PHP page (\`guests/fixtures/php/hello.php\`), $CGI_CONNECTIONS connections"
     echo
-    echo "php-cgi 8.2 for WASI (\`guests/php\`, no OPcache) against Debian's $(php-cgi8.2 -v | head -n 1 | cut -d' ' -f1-2) as a CGI program under mod_cgid and as PHP-FPM (Debian's pool defaults, OPcache on)."
+    echo "php-cgi 8.2 for WASI as a wizer snapshot after startup (\`guests/php\`, no OPcache) against Debian's $(php-cgi8.2 -v | head -n 1 | cut -d' ' -f1-2) as a CGI program under mod_cgid and as PHP-FPM (Debian's pool defaults, OPcache on)."
     echo
     echo "| server | requests/s | p50 (ms) | p99 (ms) | vs native php-cgi | vs PHP-FPM |"
     echo "|---|---:|---:|---:|---:|---:|"
