@@ -51,8 +51,8 @@ fn interpreter_dist(guest: &str, file: &str) -> PathBuf {
     dist
 }
 
-/// The routes rust-http and python-http share: text at /, JSON at /api/hello, a streamed echo
-/// and a 404. `greeting` is the JSON for the name Jürgen, as the language writes it.
+/// The routes rust-http, python-http and js-http share: text at /, JSON at /api/hello, a
+/// streamed echo and a 404. `greeting` is the JSON for the name Jürgen, as the language writes it.
 async fn check_http_routes(server: &Server, name: &str, greeting: &str) {
     assert_eq!(
         get(server.url("/")).await,
@@ -72,6 +72,17 @@ async fn check_http_routes(server: &Server, name: &str, greeting: &str) {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), body);
     assert_eq!(get(server.url("/nope")).await.0, 404);
+}
+
+/// A component template under all three servers: its routes under `wasmbridge serve`, then one
+/// page unchanged under Apache's mod_wasm and under `wasmtime serve` (no lock-in). `greeting`
+/// is the JSON the language writes for a name.
+async fn check_component(wasm: &Path, project: &str, greeting: impl Fn(&str) -> String) {
+    let server = Server::start(&[wasm.to_str().unwrap()]);
+    check_http_routes(&server, project, &greeting("Jürgen")).await;
+    drop(server);
+    check_under_apache(wasm, "/api/hello?name=Apache", &greeting("Apache")).await;
+    run_under_wasmtime_serve(wasm, "/api/hello?name=wasmtime", &greeting("wasmtime"));
 }
 
 #[test]
@@ -122,24 +133,10 @@ fn new_lists_the_templates_for_an_unknown_one_and_keeps_out_of_full_directories(
 async fn rust_http_builds_and_serves_its_routes() {
     let project = new("rust-http", "hello-app");
     let wasm = cargo_build(&project, "wasm32-wasip2", "hello_app.wasm");
-    let server = Server::start(&[wasm.to_str().unwrap()]);
-    check_http_routes(&server, "hello-app", "{\"greeting\":\"Hello, Jürgen!\"}\n").await;
-    drop(server);
-
-    // Unchanged under Apache's mod_wasm...
-    check_under_apache(
-        &wasm,
-        "/api/hello?name=Apache",
-        "{\"greeting\":\"Hello, Apache!\"}\n",
-    )
+    check_component(&wasm, "hello-app", |name| {
+        format!("{{\"greeting\":\"Hello, {name}!\"}}\n")
+    })
     .await;
-
-    // ...and under `wasmtime serve`: no lock-in.
-    run_under_wasmtime_serve(
-        &wasm,
-        "/api/hello?name=wasmtime",
-        "{\"greeting\":\"Hello, wasmtime!\"}\n",
-    );
 }
 
 /// Serves the component `wasm` under Apache's mod_wasm and checks one page.
@@ -412,20 +409,10 @@ async fn python_http_becomes_a_component_with_componentize_py() {
         .status()
         .unwrap();
     assert!(status.success());
-    let server = Server::start(&[project.join("app.wasm").to_str().unwrap()]);
-    check_http_routes(&server, "py-app", "{\"greeting\": \"Hello, Jürgen!\"}\n").await;
-    drop(server);
-    check_under_apache(
-        &project.join("app.wasm"),
-        "/api/hello?name=Apache",
-        "{\"greeting\": \"Hello, Apache!\"}\n",
-    )
+    check_component(&project.join("app.wasm"), "py-app", |name| {
+        format!("{{\"greeting\": \"Hello, {name}!\"}}\n")
+    })
     .await;
-    run_under_wasmtime_serve(
-        &project.join("app.wasm"),
-        "/api/hello?name=wasmtime",
-        "{\"greeting\": \"Hello, wasmtime!\"}\n",
-    );
 }
 
 #[tokio::test]
@@ -450,19 +437,8 @@ async fn js_http_becomes_a_component_with_componentize_js() {
         "npm run build: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let wasm = project.join("app.wasm");
-    let server = Server::start(&[wasm.to_str().unwrap()]);
-    check_http_routes(&server, "js-app", "{\"greeting\":\"Hello, Jürgen!\"}\n").await;
-    drop(server);
-    check_under_apache(
-        &wasm,
-        "/api/hello?name=Apache",
-        "{\"greeting\":\"Hello, Apache!\"}\n",
-    )
+    check_component(&project.join("app.wasm"), "js-app", |name| {
+        format!("{{\"greeting\":\"Hello, {name}!\"}}\n")
+    })
     .await;
-    run_under_wasmtime_serve(
-        &wasm,
-        "/api/hello?name=wasmtime",
-        "{\"greeting\":\"Hello, wasmtime!\"}\n",
-    );
 }
