@@ -61,6 +61,7 @@ typedef struct {
 
 typedef struct {
     const char *cache_dir;         /* WasmCacheDir; "off" turns the cache off */
+    const char *engine_options;    /* WasmEngineOptions, comma-separated; NULL: none */
 } wasm_server_conf;
 
 /* Every section's configuration as parsed, for the precompile step. */
@@ -276,6 +277,26 @@ static const char *set_cache_dir(cmd_parms *cmd, void *dummy, const char *dir)
     return NULL;
 }
 
+/* WasmEngineOptions pooling-pagemap-scan=n ...: wasmtime's `-O` options for the children's
+ * engine, as `wasmtime serve -O` takes them. Checked here, so that configtest names a bad one. */
+static const char *add_engine_option(cmd_parms *cmd, void *dummy, const char *option)
+{
+    wasm_server_conf *conf = ap_get_module_config(cmd->server->module_config, &wasm_module);
+    const char *error = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *options;
+    char reason[1024];
+    if (error) {
+        return error;
+    }
+    options = conf->engine_options ? apr_pstrcat(cmd->pool, conf->engine_options, ",", option, NULL)
+                                   : option;
+    if (wb_check_engine_options(option, reason, sizeof reason) != 0) {
+        return apr_psprintf(cmd->pool, "WasmEngineOptions: %s", reason);
+    }
+    conf->engine_options = options;
+    return NULL;
+}
+
 static const command_rec wasm_cmds[] = {
     AP_INIT_TAKE1("WasmRoot", set_root, NULL, OR_OPTIONS,
                   "the directory that relative WasmModule paths start from"),
@@ -300,6 +321,8 @@ static const command_rec wasm_cmds[] = {
     AP_INIT_TAKE1("WasmCacheDir", set_cache_dir, NULL, RSRC_CONF,
                   "where compiled modules are kept (default: wasmbridge-cache in the "
                   "runtime directory); off turns the cache off"),
+    AP_INIT_ITERATE("WasmEngineOptions", add_engine_option, NULL, RSRC_CONF,
+                    "wasmtime's -O options for the engine, such as pooling-pagemap-scan=n"),
     {NULL}
 };
 
@@ -345,6 +368,12 @@ static const char *cache_dir(apr_pool_t *p, server_rec *s)
     return conf->cache_dir ? conf->cache_dir : ap_runtime_dir_relative(p, "wasmbridge-cache");
 }
 
+static const char *engine_options(server_rec *s)
+{
+    wasm_server_conf *conf = ap_get_module_config(s->module_config, &wasm_module);
+    return conf->engine_options;
+}
+
 /* Compiles every configured module into the cache, in a process of its own: compiling starts
  * threads, and the parent must have none when it forks the children. */
 static int precompile(apr_pool_t *p, server_rec *s, const char *dir)
@@ -365,7 +394,8 @@ static int precompile(apr_pool_t *p, server_rec *s, const char *dir)
     pid = fork();
     if (pid == 0) {
         int failed = wb_precompile((const char *const *)descriptions->elts,
-                                   descriptions->nelts, dir, error, sizeof error);
+                                   descriptions->nelts, dir, engine_options(s), error,
+                                   sizeof error);
         if (failed) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "%s", error);
         }
@@ -415,7 +445,7 @@ static void wasm_child_init(apr_pool_t *p, server_rec *s)
         threads = 1;
     }
     main_server = s;
-    if (wb_child_init(threads * 2 + 8, cache_dir(p, s), log_for_server) != 0) {
+    if (wb_child_init(threads * 2 + 8, cache_dir(p, s), engine_options(s), log_for_server) != 0) {
         return;
     }
     /* Load the configured apps now, from the cache the parent filled, rather than in the

@@ -41,10 +41,12 @@ typedef struct {
 } wb_event;
 
 void wb_parent_init(void);
-int wb_child_init(int threads, const char *cache_dir, wb_server_log_fn server_log);
+int wb_check_engine_options(const char *optimize, char *error, size_t error_len);
+int wb_child_init(int threads, const char *cache_dir, const char *optimize,
+                  wb_server_log_fn server_log);
 int wb_inspect(const char *path, int cgi, char *error, size_t error_len);
 int wb_precompile(const char *const *descriptions, size_t count, const char *cache_dir,
-                  char *error, size_t error_len);
+                  const char *optimize, char *error, size_t error_len);
 const wb_app *wb_app_get(const char *description, char *error, size_t error_len);
 int wb_app_is_cgi(const wb_app *app);
 wb_request *wb_request_start(const wb_app *app, const wb_request_head *head);

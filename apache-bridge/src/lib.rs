@@ -92,13 +92,50 @@ pub extern "C" fn wb_parent_init() {
     wasmbridge::engine::open_pagemap_for_children();
 }
 
+/// The engine's options from `WasmEngineOptions`: wasmtime's `-O` options, comma-separated as
+/// `wasmtime serve -O` takes them (empty: none).
+fn engine_options(optimize: &str) -> Result<CommonOptions, String> {
+    use clap::Parser as _;
+    let mut args = vec!["WasmEngineOptions"];
+    if !optimize.is_empty() {
+        args.extend(["-O", optimize]);
+    }
+    let mut options = CommonOptions::try_parse_from(args).map_err(|e| {
+        // clap's first line, without its "error: " and usage.
+        let text = e.to_string();
+        let line = text.lines().next().unwrap_or_default();
+        line.trim_start_matches("error: ").to_string()
+    })?;
+    // Reads the raw `-O` values into their typed fields: a bad value fails here.
+    options.init_logging().map_err(|e| format!("{e:#}"))?;
+    Ok(options)
+}
+
+/// Checks `WasmEngineOptions` at configuration time. Returns 0, or -1 with the reason in
+/// `error`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_check_engine_options(
+    optimize: *const c_char,
+    error: *mut c_char,
+    error_len: usize,
+) -> c_int {
+    match engine_options(unsafe { str_or_empty(optimize) }) {
+        Ok(_) => 0,
+        Err(message) => {
+            unsafe { write_c(error, error_len, &message) };
+            -1
+        }
+    }
+}
+
 /// Starts the host in an Apache child: `threads` requests may run at once (the MPM's threads
-/// per child), `cache_dir` holds compiled code (NULL: no cache). Returns 0, or -1 with the
-/// reason already logged.
+/// per child), `cache_dir` holds compiled code (NULL: no cache), `optimize` is
+/// `WasmEngineOptions` (NULL: none). Returns 0, or -1 with the reason already logged.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wb_child_init(
     threads: c_int,
     cache_dir: *const c_char,
+    optimize: *const c_char,
     server_log: ServerLogFn,
 ) -> c_int {
     let log = Arc::new(ApacheLog {
@@ -107,7 +144,9 @@ pub unsafe extern "C" fn wb_child_init(
     });
     let threads = threads.max(1) as usize;
     let result = (|| -> wasmtime::Result<Child> {
-        let engine = new_engine(&mut CommonOptions::new(), threads as u32)?;
+        let mut options =
+            engine_options(unsafe { str_or_empty(optimize) }).map_err(wasmtime::Error::msg)?;
+        let engine = new_engine(&mut options, threads as u32)?;
         Ok(Child {
             _ticker: EpochTicker::start(&engine),
             engine,
@@ -162,14 +201,16 @@ pub unsafe extern "C" fn wb_inspect(
 }
 
 /// Compiles the apps described by `descriptions` (`count` of them) into the compile cache at
-/// `cache_dir`. Apache runs this in a short-lived process forked from the parent before the
-/// children start, so that they load compiled code instead of each compiling it. Returns 0, or
+/// `cache_dir`, with the engine options of `WasmEngineOptions` (`optimize`). Apache runs this
+/// in a short-lived process forked from the parent before the children start, so that they
+/// load compiled code instead of each compiling it. Returns 0, or
 /// -1 with the first failure in `error`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wb_precompile(
     descriptions: *const *const c_char,
     count: usize,
     cache_dir: *const c_char,
+    optimize: *const c_char,
     error: *mut c_char,
     error_len: usize,
 ) -> c_int {
@@ -178,7 +219,9 @@ pub unsafe extern "C" fn wb_precompile(
     };
     let cache = CompileCache::new(cache_dir);
     let result = (|| -> Result<(), String> {
-        let engine = new_engine(&mut CommonOptions::new(), 1).map_err(|e| format!("{e:#}"))?;
+        // The children's options, so that they find what is compiled here.
+        let mut options = engine_options(unsafe { str_or_empty(optimize) })?;
+        let engine = new_engine(&mut options, 1).map_err(|e| format!("{e:#}"))?;
         for i in 0..count {
             let description = unsafe { str_or_empty(*descriptions.add(i)) };
             let app = AppDescription::parse(description)?;

@@ -119,6 +119,14 @@ impl Apache {
         apache
     }
 
+    /// Runs `apache2 -k start` without waiting for an answer: for a configuration that passes
+    /// its checks and fails later, as it starts; the error log says why.
+    pub fn launch(mpm: &str, body: &str) -> Apache {
+        let apache = Apache::configure(mpm, body);
+        let _ = apache.ctl("start");
+        apache
+    }
+
     /// Writes the configuration without starting anything.
     pub fn configure(mpm: &str, body: &str) -> Apache {
         let dir = tempdir();

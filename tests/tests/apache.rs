@@ -280,8 +280,61 @@ fn configtest_names_the_file_line_and_reason_of_each_broken_directive() {
         );
     }
     let _ = std::fs::remove_file(not_wasm);
+
+    // The server-wide directive, outside any section.
+    let apache = Apache::configure(
+        "event",
+        &format!(
+            "WasmEngineOptions pooling-pagemap-scan=maybe\n{}",
+            hello("/hello")
+        ),
+    );
+    let (ok, output) = apache.configtest();
+    assert!(!ok, "accepted\n{output}");
+    assert!(
+        output.contains("on line") && output.contains("WasmEngineOptions: "),
+        "{output}"
+    );
+
     let (ok, output) = Apache::configure("event", &hello("/hello")).configtest();
     assert!(ok, "{output}");
+}
+
+#[tokio::test]
+async fn wasm_engine_options_reach_the_engine() {
+    // As a Python server would set it: served as before.
+    let apache = Apache::start(
+        "event",
+        &format!(
+            "WasmEngineOptions pooling-pagemap-scan=n\n{}",
+            hello("/hello")
+        ),
+    );
+    assert_eq!(
+        get(apache.url("/hello")).await,
+        (200, "Hello from WebAssembly!\n".to_string()),
+        "{}",
+        apache.error_log()
+    );
+    drop(apache);
+
+    // A pool whose memories are too small for hello: Apache will not start, and says why, so
+    // the option reached the engine that compiles the modules for the children.
+    let apache = Apache::launch(
+        "prefork",
+        &format!(
+            "WasmEngineOptions pooling-max-memory-size=65536\n{}",
+            hello("/hello")
+        ),
+    );
+    assert!(
+        apache.wait_for_log(
+            "does not fit in pooling allocator requirements",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        apache.error_log()
+    );
 }
 
 #[tokio::test]
