@@ -283,17 +283,16 @@ static const char *add_engine_option(cmd_parms *cmd, void *dummy, const char *op
 {
     wasm_server_conf *conf = ap_get_module_config(cmd->server->module_config, &wasm_module);
     const char *error = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    const char *options;
     char reason[1024];
     if (error) {
         return error;
     }
-    options = conf->engine_options ? apr_pstrcat(cmd->pool, conf->engine_options, ",", option, NULL)
-                                   : option;
     if (wb_check_engine_options(option, reason, sizeof reason) != 0) {
         return apr_psprintf(cmd->pool, "WasmEngineOptions: %s", reason);
     }
-    conf->engine_options = options;
+    conf->engine_options = conf->engine_options
+        ? apr_pstrcat(cmd->pool, conf->engine_options, ",", option, NULL)
+        : option;
     return NULL;
 }
 

@@ -32,7 +32,8 @@ pub const PAGEMAP_SCAN: wasmtime::Enabled = wasmtime::Enabled::Auto;
 /// Default for `-O memory-guaranteed-dense-image-size`: a module whose data spans up to this
 /// much of its memory starts each instance from a copy-on-write image, however sparse the span.
 /// Past wasmtime's 16 MiB default an interpreter snapshot copies its data into every instance
-/// instead: php-cgi's (7.5 MiB of data over 19 MiB) served 560 req/s that way, 1 390 with the image.
+/// instead: php-cgi's (7.5 MiB of data over 19 MiB) served 560 req/s that way, 1 390 with the
+/// image.
 pub const DENSE_IMAGE_SIZE: u64 = 64 << 20;
 
 /// How often the epoch advances. A running guest yields to the scheduler at every tick.

@@ -19,7 +19,8 @@ fn dist() -> PathBuf {
     dist
 }
 
-/// Serves the fixture docroot the way guests/php/README.md says: the docroot read-only, /tmp (uploads, sessions) and /data (SQLite) writable.
+/// Serves the fixture docroot the way guests/php/README.md says: the docroot read-only, /tmp
+/// (uploads, sessions) and /data (SQLite) writable.
 fn start_with(data: &Path, extra: &[&str]) -> Server {
     let dist = dist();
     let docroot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/php");
