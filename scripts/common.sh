@@ -41,7 +41,7 @@ setup() {
     fi
     local installed
     installed=$(rustup target list --installed)
-    for target in wasm32-wasip2 wasm32-wasip1; do
+    for target in wasm32-wasip2 wasm32-wasip1 wasm32-unknown-unknown; do
         if ! grep -qx "$target" <<<"$installed"; then
             say "adding the Rust target $target"
             rustup target add "$target"

@@ -444,11 +444,14 @@ async fn run_guest(
                     .await
                     .map_err(|e| (e, true))?;
                 let handler = proxy.wasi_http_incoming_handler();
-                handler
-                    .call_handle(&mut *store, incoming, outparam)
-                    .await
-                    .map_err(|e| (e, false))?;
-                Ok(0)
+                // A handler may end with `wasi:cli/exit`, as a wrapped CGI program does.
+                match handler.call_handle(&mut *store, incoming, outparam).await {
+                    Ok(()) => Ok(0),
+                    Err(e) => match e.downcast_ref::<I32Exit>() {
+                        Some(exit) => Ok(exit.0),
+                        None => Err((e, false)),
+                    },
+                }
             }
             (Guest::Cgi(pre), Entry::Cgi) => {
                 let command = pre

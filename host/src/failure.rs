@@ -107,10 +107,16 @@ impl Failure {
         }) {
             return Failure::Overloaded(one_line(error));
         }
-        let message = match error.downcast_ref::<Trap>() {
+        let mut message = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
             None => one_line(error),
         };
+        // Where in the guest: the innermost function with a name.
+        if let Some(trace) = error.downcast_ref::<wasmtime::WasmBacktrace>()
+            && let Some(name) = trace.frames().iter().find_map(|frame| frame.func_name())
+        {
+            message = format!("{message} in `{:#}`", rustc_demangle::demangle(name));
+        }
         if instantiating {
             Failure::Instantiate(message)
         } else {

@@ -24,6 +24,7 @@ pub mod program;
 pub mod sandbox;
 pub mod server;
 mod state;
+pub mod wrap;
 
 pub use app::{App, AppConfig, Mode, RequestContext};
 pub use failure::Failure;

@@ -7,6 +7,7 @@ use clap::Parser;
 mod new;
 mod serve;
 mod wizer;
+mod wrap;
 
 /// A WebAssembly host for web servers: wasi:http components, sandboxed and metered.
 #[derive(Parser)]
@@ -15,6 +16,7 @@ enum Command {
     New(new::NewCommand),
     Serve(Box<serve::ServeCommand>),
     Wizer(wizer::WizerCommand),
+    Wrap(wrap::WrapCommand),
 }
 
 fn main() -> ExitCode {
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
         Command::New(new) => new.execute(),
         Command::Serve(serve) => serve.execute(),
         Command::Wizer(wizer) => wizer.execute(),
+        Command::Wrap(wrap) => wrap.execute(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

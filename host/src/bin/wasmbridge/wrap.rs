@@ -1,0 +1,82 @@
+//! `wasmbridge wrap`: make a CGI program a standalone wasi:http component.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use wasmtime::Result;
+use wasmtime::error::Context as _;
+
+use wasmbridge::cgi::CgiConfig;
+use wasmbridge::wrap::{WrapConfig, wrap};
+
+use crate::serve::parse_env;
+
+/// Wrap a CGI program (a WASI preview-1 command, such as an interpreter) into a
+/// `wasi:http/proxy` component that any wasi:http host serves: `wasmbridge serve`, Apache's
+/// mod_wasm, `wasmtime serve -S cli`. Each request runs the program once, CGI-style. The
+/// directories it reads are granted by the host that serves it (`--dir`), under the guest
+/// paths given here.
+#[derive(Parser)]
+pub struct WrapCommand {
+    /// An environment variable every request sees (e.g. PYTHONHOME); with no value, the
+    /// host's value now. Requests cannot override it.
+    #[arg(long = "env", number_of_values = 1, value_name = "NAME[=VAL]", value_parser = parse_env)]
+    vars: Vec<(String, Option<String>)>,
+
+    /// Docroot style: URL paths name scripts inside this guest directory, which the serving
+    /// host must grant; the script is appended to the program's arguments.
+    #[arg(long, value_name = "GUEST_DIR")]
+    cgi_docroot: Option<String>,
+
+    /// Docroot style: the script a directory's URL runs, first found wins (repeat for more).
+    #[arg(long, value_name = "FILE", default_values = ["index.php", "index.py", "index.cgi"])]
+    cgi_index: Vec<String>,
+
+    /// Docroot style: the script (a URL path in the docroot, e.g. `/index.php`) for URLs that
+    /// name no script, as a front controller wants.
+    #[arg(long, value_name = "URL_PATH", requires = "cgi_docroot")]
+    cgi_fallback: Option<String>,
+
+    /// Where to write the component.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+
+    /// The CGI program: a WASI preview-1 command module.
+    #[arg(value_name = "WASM")]
+    program: PathBuf,
+
+    /// Arguments after the program's name (e.g. the script an interpreter runs).
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+impl WrapCommand {
+    pub fn execute(self) -> Result<()> {
+        let wasm = std::fs::read(&self.program)
+            .with_context(|| format!("cannot read {}", self.program.display()))?;
+        let config = WrapConfig {
+            program: self
+                .program
+                .file_name()
+                .map_or("app.wasm".into(), |name| name.to_string_lossy().into_owned()),
+            cgi: CgiConfig {
+                args: self.args,
+                docroot: self.cgi_docroot,
+                index: self.cgi_index,
+                fallback: self.cgi_fallback,
+            },
+            env: self
+                .vars
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    let value = value.or_else(|| std::env::var(&name).ok())?;
+                    Some((name, value))
+                })
+                .collect(),
+        };
+        let component = wrap(&wasm, &config)
+            .with_context(|| format!("cannot wrap {}", self.program.display()))?;
+        std::fs::write(&self.output, component)
+            .with_context(|| format!("cannot write {}", self.output.display()))
+    }
+}
