@@ -334,3 +334,104 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// An interpreter's build output, `guests/GUEST/dist`, checked to hold `file`.
+pub fn interpreter_dist(guest: &str, file: &str) -> PathBuf {
+    let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../guests/{guest}/dist"));
+    assert!(
+        dist.join(file).exists(),
+        "{} has no {file}; run the README's test command",
+        dist.display()
+    );
+    dist
+}
+
+/// Makes `dir` readable by Apache's www-data children: the tree, and the way to it through
+/// the temp directory.
+pub fn readable(dir: &std::path::Path) -> &std::path::Path {
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    for parent in dir
+        .ancestors()
+        .skip(1)
+        .filter(|p| p.starts_with(std::env::temp_dir()))
+    {
+        Command::new("chmod")
+            .arg("a+x")
+            .arg(parent)
+            .status()
+            .unwrap();
+    }
+    dir
+}
+
+/// The `wasmtime` 48 binary (as wasmbridge pins), for portability checks. It is not in the
+/// Debian archive: it is used when `WASMTIME` names it or `scripts/bench.sh` has built it
+/// (`BENCH_BUILD_WASMTIME=1`); `None`, with a note, otherwise.
+pub fn wasmtime() -> Option<PathBuf> {
+    let wasmtime = std::env::var_os("WASMTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache/wasmbridge-tools/wasmtime-48.0.8/bin/wasmtime")
+        });
+    if wasmtime.exists() {
+        Some(wasmtime)
+    } else {
+        eprintln!(
+            "note: no wasmtime at {}: not checked under wasmtime serve",
+            wasmtime.display()
+        );
+        None
+    }
+}
+
+/// Serves `wasm` with `wasmtime serve -S cli ARGS...` and checks that `path` answers 200 with
+/// `expected`; skipped when there is no wasmtime (see [`wasmtime`]).
+pub fn check_under_wasmtime_serve(wasm: &std::path::Path, args: &[&str], path: &str, expected: &str) {
+    let Some(wasmtime) = wasmtime() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(&wasmtime)
+        .args(["serve", "-S", "cli", "--addr", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .arg(wasm)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        match http10_get(port, path) {
+            Some(body) => break Some(body),
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            None => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        body.as_deref(),
+        Some(expected),
+        "wasmtime serve {}",
+        wasm.display()
+    );
+}
+
+/// The body of a 200 answer to a plain HTTP/1.0 GET, or `None`.
+fn http10_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?;
+    (status == "200").then(|| body.to_string())
+}

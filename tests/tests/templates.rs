@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wasmbridge_tests::apache::Apache;
-use wasmbridge_tests::{Server, binary, client, get, no_redirect_client, post_form, temp_dir};
+use wasmbridge_tests::{
+    Server, binary, check_under_wasmtime_serve, client, get, interpreter_dist, no_redirect_client,
+    post_form, readable, temp_dir,
+};
 
 /// `wasmbridge new TEMPLATE PARENT/NAME`: the project's directory.
 fn new(template: &str, name: &str) -> PathBuf {
@@ -41,16 +44,6 @@ fn cargo_build(project: &Path, target: &str, artifact: &str) -> PathBuf {
     target_dir.join(target).join("release").join(artifact)
 }
 
-fn interpreter_dist(guest: &str, file: &str) -> PathBuf {
-    let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../guests/{guest}/dist"));
-    assert!(
-        dist.join(file).exists(),
-        "{} has no {file}; run the README's test command",
-        dist.display()
-    );
-    dist
-}
-
 /// The routes rust-http, python-http and js-http share: text at /, JSON at /api/hello, a
 /// streamed echo and a 404. `greeting` is the JSON for the name Jürgen, as the language writes it.
 async fn check_http_routes(server: &Server, name: &str, greeting: &str) {
@@ -82,7 +75,7 @@ async fn check_component(wasm: &Path, project: &str, greeting: impl Fn(&str) -> 
     check_http_routes(&server, project, &greeting("Jürgen")).await;
     drop(server);
     check_under_apache(wasm, "/api/hello?name=Apache", &greeting("Apache")).await;
-    run_under_wasmtime_serve(wasm, "/api/hello?name=wasmtime", &greeting("wasmtime"));
+    check_under_wasmtime_serve(wasm, &[], "/api/hello?name=wasmtime", &greeting("wasmtime"));
 }
 
 #[test]
@@ -161,67 +154,6 @@ fn apache_serving(wasm: &Path, directives: &str) -> Apache {
     )
 }
 
-/// Serves `wasm` with `wasmtime serve` (48, as wasmbridge pins) and checks one page. wasmtime is
-/// not in the Debian archive: it is used when `WASMTIME` names it or `scripts/bench.sh` has
-/// built it (`BENCH_BUILD_WASMTIME=1`), and skipped with a note otherwise.
-fn run_under_wasmtime_serve(wasm: &Path, path: &str, expected: &str) {
-    let wasmtime = std::env::var_os("WASMTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap())
-                .join(".cache/wasmbridge-tools/wasmtime-48.0.8/bin/wasmtime")
-        });
-    if !wasmtime.exists() {
-        eprintln!(
-            "note: no wasmtime at {}: not checked under wasmtime serve",
-            wasmtime.display()
-        );
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(&wasmtime)
-        .args(["serve", "-S", "cli", "--addr", &format!("127.0.0.1:{port}")])
-        .arg(wasm)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let body = loop {
-        match http10_get(port, path) {
-            Some(body) => break Some(body),
-            None if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(200))
-            }
-            None => break None,
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(
-        body.as_deref(),
-        Some(expected),
-        "wasmtime serve {}",
-        wasm.display()
-    );
-}
-
-/// The body of a 200 answer to a plain HTTP/1.0 GET, or `None`.
-fn http10_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?;
-    (status == "200").then(|| body.to_string())
-}
-
 #[tokio::test]
 async fn rust_cgi_builds_and_answers_as_a_cgi_program() {
     let project = new("rust-cgi", "cgi-app");
@@ -285,27 +217,6 @@ async fn python_cgi_serves_its_form_and_template() {
     let (status, page) = post_form(apache.url("/"), "name=Apache").await;
     assert_eq!(status, 200, "{}", apache.error_log());
     assert!(page.contains("<h1>Hello, Apache!</h1>"), "{page}");
-}
-
-/// `dir` and the directories above it made readable by Apache's www-data children.
-fn readable(dir: &Path) -> &Path {
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(dir)
-        .status()
-        .unwrap();
-    for parent in dir
-        .ancestors()
-        .skip(1)
-        .filter(|p| p.starts_with(std::env::temp_dir()))
-    {
-        Command::new("chmod")
-            .arg("a+x")
-            .arg(parent)
-            .status()
-            .unwrap();
-    }
-    dir
 }
 
 #[tokio::test]

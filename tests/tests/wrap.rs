@@ -1,0 +1,428 @@
+//! `wasmbridge wrap`: CGI programs made into standalone wasi:http components by the CGI
+//! adapter, served by `wasmbridge serve` as components (no CGI mode), by Apache's mod_wasm and
+//! by `wasmtime serve`, and checked like the same apps in the host's CGI mode.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use wasmbridge_tests::apache::{Apache, fixtures};
+use wasmbridge_tests::{
+    Server, binary, check_under_wasmtime_serve, client, get, interpreter_dist, multipart,
+    no_redirect_client, post_form, readable, sha256_hex, temp_dir,
+};
+
+/// Runs `wasmbridge wrap ARGS... -o OUT` and returns OUT, or the error it printed.
+fn try_wrap(args: &[&str]) -> Result<PathBuf, String> {
+    let out = temp_dir("wrapped").join("app.wasm");
+    let output = Command::new(binary())
+        .arg("wrap")
+        .arg("-o")
+        .arg(&out)
+        .args(args)
+        .output()
+        .unwrap();
+    if output.status.success() {
+        Ok(out)
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn wrap(args: &[&str]) -> PathBuf {
+    try_wrap(args).unwrap_or_else(|error| panic!("wasmbridge wrap {args:?} failed:\n{error}"))
+}
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// The CPython guest wrapped around `script` (a guest path under /app), with the scratch
+/// directory the `cgi` module spools uploads to fixed in its environment.
+fn wrap_python(script: &str) -> PathBuf {
+    let python = interpreter_dist("python", "python.wasm").join("python.wasm");
+    wrap(&["--env", "TMPDIR=/tmp", python.to_str().unwrap(), script])
+}
+
+/// The grants a wrapped Python app is served with: the stdlib where the snapshot was taken,
+/// the app at /app, a scratch /tmp.
+fn python_dirs(app: &Path) -> Vec<String> {
+    let dist = interpreter_dist("python", "python.wasm");
+    vec![
+        "--dir".into(),
+        format!("{}::/usr/local/lib::ro", dist.join("lib").display()),
+        "--dir".into(),
+        format!("{}::/tmp", temp_dir("wrapped-tmp").display()),
+        "--dir".into(),
+        format!("{}::/app::ro", app.display()),
+    ]
+}
+
+fn serve(wasm: &Path, dirs: &[String], timeout: &str) -> Server {
+    let mut args: Vec<&str> = vec!["-W", timeout];
+    args.extend(dirs.iter().map(String::as_str));
+    args.push(wasm.to_str().unwrap());
+    Server::start(&args)
+}
+
+#[tokio::test]
+async fn a_wrapped_python_script_answers_get_and_post_as_a_component() {
+    let wasm = wrap_python("/app/hello.py");
+    let dirs = python_dirs(&repo("guests/fixtures/python"));
+    let server = serve(&wasm, &dirs, "timeout=30s");
+    let (status, text) = get(server.url("/?name=wasm&x=1")).await;
+    assert_eq!(status, 200, "{}", server.log());
+    assert!(text.starts_with("Hello from Python 3.11."), "{text}");
+    assert!(text.contains("method: GET\nquery: name=wasm&x=1\n"), "{text}");
+    assert!(text.contains("field name: wasm\nfield x: 1\n"), "{text}");
+    let (_, text) = post_form(server.url("/"), "greeting=hello+world&n=42").await;
+    assert!(text.contains("method: POST\n"), "{text}");
+    assert!(text.contains("field greeting: hello world\nfield n: 42\n"), "{text}");
+    // Served as a component: no CGI mode in between.
+    assert!(!server.log().contains("CGI"), "{}", server.log());
+
+    // The same component under an unmodified `wasmtime serve`, with the same grants.
+    let (_, expected) = get(server.url("/?name=wasmtime")).await;
+    let args: Vec<&str> = dirs.iter().map(String::as_str).collect();
+    check_under_wasmtime_serve(&wasm, &args, "/?name=wasmtime", &expected);
+}
+
+#[tokio::test]
+async fn wrapped_python_cases_match_the_host_cgi_mode() {
+    let wasm = wrap_python("/app/cases.py");
+    let server = serve(
+        &wasm,
+        &python_dirs(&repo("guests/fixtures/python")),
+        "timeout=30s",
+    );
+    let missing = client().get(server.url("/missing")).send().await.unwrap();
+    assert_eq!(missing.status(), 404, "{}", server.log());
+    assert_eq!(missing.text().await.unwrap(), "<h1>no such page</h1>\n");
+
+    let moved = no_redirect_client()
+        .get(server.url("/moved"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 301);
+    assert_eq!(moved.headers()["location"], "https://example.com/new");
+
+    let cookie = client()
+        .get(server.url("/cookie"))
+        .header("cookie", "a=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookie.headers()["set-cookie"], "session=abc; Path=/; HttpOnly");
+    assert_eq!(cookie.text().await.unwrap(), "got: a=1\n");
+
+    let big = client().get(server.url("/big")).send().await.unwrap();
+    assert!(big.headers().get("content-length").is_none(), "not streamed");
+    assert_eq!(big.bytes().await.unwrap().len(), 80 * 65536);
+
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let (content_type, body) = multipart(("note", "hi"), ("file", "data.bin", &data));
+    let upload = client()
+        .post(server.url("/upload"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200, "{}", server.log());
+    assert_eq!(
+        upload.text().await.unwrap(),
+        format!("data.bin 300000 {} note=hi\n", sha256_hex(&data))
+    );
+
+    let random = get(server.url("/random")).await.1;
+    assert!(random.trim().ends_with(" ['/app/cases.py'] /app"), "{random}");
+}
+
+#[tokio::test]
+async fn a_wrapped_python_exception_is_a_502_with_the_traceback_in_the_log() {
+    let wasm = wrap_python("/app/cases.py");
+    let server = serve(
+        &wasm,
+        &python_dirs(&repo("guests/fixtures/python")),
+        "timeout=2s",
+    );
+    let (status, page) = get(server.url("/error")).await;
+    assert_eq!(status, 502, "{}", server.log());
+    assert!(!page.contains("Traceback"), "{page}");
+    assert!(
+        server.wait_for_log(
+            "stderr [0] :: cgi adapter: the program exited with status 1 before its CGI header block",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server
+            .log()
+            .contains("stderr [0] :: ValueError: a deliberate exception in cases.py"),
+        "{}",
+        server.log()
+    );
+
+    // sys.exit(3) after the response: the client has it; the log says how the program ended.
+    assert_eq!(get(server.url("/exit")).await, (200, "bye\n".into()));
+    assert!(
+        server.wait_for_log(
+            "stderr [1] :: cgi adapter: the program exited with status 3 after its response",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
+    assert!(server.log_lines("error [1]").is_empty(), "{}", server.log());
+
+    // An endless loop meets the host's deadline, and the next request is served.
+    assert_eq!(get(server.url("/loop")).await.0, 504);
+    assert_eq!(get(server.url("/missing")).await.0, 404);
+}
+
+#[tokio::test]
+async fn the_path_traversal_attack_fails_on_wrapped_prettyfy() {
+    let wasm = wrap_python("/app/prettyfy.py");
+    let server = serve(
+        &wasm,
+        &python_dirs(&repo("guests/python/apps/prettyfy")),
+        "timeout=30s",
+    );
+    let (status, page) = get(server.url("/?file=hello.py")).await;
+    assert_eq!(status, 200, "{}", server.log());
+    assert!(page.contains(r#"<span class="nf">greet</span>"#), "{page}");
+    for attack in [
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "../../../../../../../../etc/apache2/apache2.conf",
+    ] {
+        let (status, page) = get(server.url(&format!("/?file={attack}"))).await;
+        assert_eq!(status, 404, "{attack}");
+        assert!(!page.contains("root:") && !page.contains("ServerRoot"), "{page}");
+    }
+}
+
+/// php-cgi wrapped for a docroot at /www: URL paths name scripts, as in the host's CGI mode.
+fn wrap_php() -> PathBuf {
+    let php = interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm");
+    wrap(&["--cgi-docroot", "/www", php.to_str().unwrap()])
+}
+
+fn php_dirs(data: &Path) -> Vec<String> {
+    vec![
+        "--dir".into(),
+        format!("{}::/www::ro", repo("guests/fixtures/php").display()),
+        "--dir".into(),
+        format!("{}::/tmp", temp_dir("wrapped-php-tmp").display()),
+        "--dir".into(),
+        format!("{}::/data", data.display()),
+    ]
+}
+
+#[tokio::test]
+async fn a_wrapped_php_docroot_matches_the_host_cgi_mode() {
+    let wasm = wrap_php();
+    let server = serve(&wasm, &php_dirs(&temp_dir("wrapped-php-data")), "timeout=3s");
+    assert_eq!(
+        get(server.url("/")).await,
+        (200, "index of /index.php\nuri: /\n".into()),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        get(server.url("/sub/")).await,
+        (200, "sub index: /sub/index.php\n".into())
+    );
+    let (_, page) = get(server.url("/path.php/extra/x?q=1")).await;
+    assert!(
+        page.contains("SCRIPT_NAME=/path.php\nSCRIPT_FILENAME=/www/path.php\nPATH_INFO=/extra/x\nREQUEST_URI=/path.php/extra/x?q=1\nQUERY_STRING=q=1\nDOCUMENT_ROOT=/www\n"),
+        "{page}"
+    );
+    assert_eq!(get(server.url("/articles/42")).await.0, 404);
+
+    let (_, page) = post_form(server.url("/form.php"), "n=x1&email=nope&name=wasm").await;
+    assert!(
+        page.starts_with("method: POST\npost n: x1\npost email: nope\npost name: wasm\n"),
+        "{page}"
+    );
+
+    let mut data = b"%PDF-1.4\n".to_vec();
+    data.extend((0..300_000u32 - 9).map(|i| (i % 251) as u8));
+    let (content_type, body) = multipart(("title", "hi"), ("file", "data.bin", &data));
+    let upload = client()
+        .post(server.url("/upload.php"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        upload.text().await.unwrap(),
+        format!(
+            "name: data.bin\nsize: 300000\nsha256: {}\ntype: application/pdf\ntitle: hi\n",
+            sha256_hex(&data)
+        )
+    );
+
+    let first = client().get(server.url("/session.php")).send().await.unwrap();
+    let session = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert_eq!(first.text().await.unwrap(), "visits: 1\n");
+    let second = client()
+        .get(server.url("/session.php"))
+        .header("cookie", session.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.text().await.unwrap(), "visits: 2\n");
+
+    let created = post_form(server.url("/notes.php?action=create"), "text=wrapped").await;
+    assert_eq!(created, (200, "{\"id\":1}".into()), "{}", server.log());
+    assert!(get(server.url("/notes.php")).await.1.contains("\"text\":\"wrapped\""));
+
+    let headers = client()
+        .get(server.url("/headers.php"))
+        .header("cookie", "flavour=ginger")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(headers.status(), 201);
+    assert_eq!(headers.headers()["x-powered-by-guest"], "php-cgi.wasm");
+    assert_eq!(headers.text().await.unwrap(), "cookie: ginger\n");
+}
+
+#[tokio::test]
+async fn wrapped_php_fails_safely() {
+    let wasm = wrap_php();
+    let server = serve(&wasm, &php_dirs(&temp_dir("wrapped-php-data")), "timeout=3s");
+    let (status, page) = get(server.url("/fatal.php")).await;
+    assert_eq!(status, 500, "{}", server.log());
+    assert!(!page.contains("undefined_function"), "{page}");
+    assert!(
+        server.wait_for_log(
+            "Call to undefined function undefined_function_for_the_test()",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
+    for file in ["/etc/passwd", "/www/../../../../etc/passwd"] {
+        let (status, page) = get(server.url(&format!("/read.php?file={file}"))).await;
+        assert_eq!(status, 404, "{file}: {page}");
+        assert!(!page.contains("root:"), "{page}");
+    }
+    assert_eq!(get(server.url("/write.php?file=/www/index.php")).await.0, 403);
+    assert_eq!(get(server.url("/loop.php")).await.0, 504);
+    assert_eq!(get(server.url("/")).await.0, 200);
+}
+
+/// Apache with mod_wasm serving a wrapped app at `/` as a component, with `grants`.
+fn apache_serving(wasm: &Path, grants: &str) -> Apache {
+    let public = temp_dir("wrapped-public");
+    std::fs::copy(wasm, public.join("app.wasm")).unwrap();
+    Apache::start(
+        "event",
+        &format!(
+            "<Location />\n SetHandler wasm-handler\n WasmModule {}/app.wasm\n{grants}\n \
+             WasmTimeout 3\n</Location>",
+            readable(&public).display()
+        ),
+    )
+}
+
+fn writable(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    Command::new("chmod").arg("777").arg(&dir).status().unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn apache_serves_wrapped_python_and_php() {
+    let python = wrap_python("/app/cases.py");
+    let apache = apache_serving(
+        &python,
+        &format!(
+            " WasmMapDir /usr/local/lib {{fixtures}}/python/lib ro\n \
+             WasmMapDir /app {{fixtures}}/www/cases ro\n WasmMapDir /tmp {}",
+            writable("wrapped-apache-tmp").display()
+        ),
+    );
+    let missing = client().get(apache.url("/missing")).send().await.unwrap();
+    assert_eq!(missing.status(), 404, "{}", apache.error_log());
+    assert_eq!(missing.text().await.unwrap(), "<h1>no such page</h1>\n");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let (content_type, body) = multipart(("note", "hi"), ("file", "data.bin", &data));
+    let upload = client()
+        .post(apache.url("/upload"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        upload.text().await.unwrap(),
+        format!("data.bin 300000 {} note=hi\n", sha256_hex(&data))
+    );
+    let big = client().get(apache.url("/big")).send().await.unwrap();
+    assert_eq!(big.bytes().await.unwrap().len(), 80 * 65536);
+    assert_eq!(get(apache.url("/error")).await.0, 502);
+    assert!(
+        apache.wait_for_log("ValueError: a deliberate exception", Duration::from_secs(5)),
+        "{}",
+        apache.error_log()
+    );
+    drop(apache);
+
+    let php = wrap_php();
+    let apache = apache_serving(
+        &php,
+        &format!(
+            " WasmMapDir /www {{fixtures}}/www/php ro\n WasmMapDir /tmp {}\n WasmMapDir /data {}",
+            writable("wrapped-apache-php-tmp").display(),
+            writable("wrapped-apache-php-data").display()
+        ),
+    );
+    assert_eq!(
+        get(apache.url("/")).await,
+        (200, "index of /index.php\nuri: /\n".into()),
+        "{}",
+        apache.error_log()
+    );
+    let created = post_form(apache.url("/notes.php?action=create"), "text=from+apache").await;
+    assert_eq!(created, (200, "{\"id\":1}".into()));
+    let fixtures_conf = format!("{}/../httpd.conf", fixtures().display());
+    for file in ["/etc/apache2/apache2.conf", fixtures_conf.as_str()] {
+        assert_eq!(get(apache.url(&format!("/read.php?file={file}"))).await.0, 404);
+    }
+    assert_eq!(get(apache.url("/fatal.php")).await.0, 500);
+    assert_eq!(get(apache.url("/loop.php")).await.0, 504);
+    assert_eq!(get(apache.url("/")).await.0, 200);
+}
+
+#[test]
+fn wrap_says_what_it_cannot_wrap() {
+    // A component is not a CGI program.
+    let echo = wasmbridge_tests::guest("echo");
+    let error = try_wrap(&[&echo]).unwrap_err();
+    assert!(error.contains("it is a component already"), "{error}");
+
+    // A module that imports a function preview-1 does not have (a WASIX-style socket call).
+    let module = [
+        &b"\0asm\x01\0\0\0"[..],
+        b"\x01\x04\x01\x60\x00\x00",
+        b"\x02\x24\x01\x16wasi_snapshot_preview1\x09sock_open\x00\x00",
+        b"\x03\x02\x01\x00",
+        b"\x07\x0a\x01\x06_start\x00\x01",
+        b"\x0a\x04\x01\x02\x00\x0b",
+    ]
+    .concat();
+    let path = temp_dir("wrap-bad").join("sockets.wasm");
+    std::fs::write(&path, module).unwrap();
+    let error = try_wrap(&[path.to_str().unwrap()]).unwrap_err();
+    assert!(
+        error.contains("the CGI adapter does not provide: sock_open"),
+        "{error}"
+    );
+}
