@@ -115,6 +115,10 @@ cp "$ROOT/guests/fixtures/php/hello.php" "$RESULTS_DIR/php/www/index.php" # what
 { echo '#!/usr/bin/php-cgi8.2'; cat "$ROOT/guests/fixtures/php/hello.php"; } >"$RESULTS_DIR/cgi-bin/hello.php"
 chmod 755 "$RESULTS_DIR/cgi-bin/hello.php"
 printf 'Hello from WebAssembly!\n' >"$RESULTS_DIR/htdocs/hello.txt"
+# The same two apps wrapped into wasi:http components (wasmbridge wrap), each with its script
+# fixed, so that they can be mounted anywhere.
+"$WASMBRIDGE_BIN" wrap -o "$RESULTS_DIR/python/hello-wrapped.wasm" "$RESULTS_DIR/python/python.wasm" /app/hello.py
+"$WASMBRIDGE_BIN" wrap -o "$RESULTS_DIR/php/hello-wrapped.wasm" "$RESULTS_DIR/php/php-cgi.wasm" /www/hello.php
 chmod -R a+rX "$RESULTS_DIR"
 
 # wasmbridge serve, and wasmtime serve when there is one.
@@ -127,6 +131,15 @@ serve 18082 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18082 \
 serve 18083 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18083 \
     --dir "$RESULTS_DIR/php/www::/www::ro" \
     --dir "$RESULTS_DIR/php/tmp::/tmp" --cgi-docroot /www "$RESULTS_DIR/php/php-cgi.wasm"
+# The wrapped apps: components for wasmbridge serve, and for wasmtime serve when there is one.
+python_dirs=(--dir "$RESULTS_DIR/python/lib::/usr/local/lib" --dir "$RESULTS_DIR/app::/app")
+php_dirs=(--dir "$RESULTS_DIR/php/www::/www" --dir "$RESULTS_DIR/php/tmp::/tmp")
+serve 18084 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18084 "${python_dirs[@]}" "$RESULTS_DIR/python/hello-wrapped.wasm"
+serve 18085 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18085 "${php_dirs[@]}" "$RESULTS_DIR/php/hello-wrapped.wasm"
+if [ -n "$WASMTIME" ]; then
+    serve 18086 "$WASMTIME" serve --addr 127.0.0.1:18086 -S cli "${python_dirs[@]}" "$RESULTS_DIR/python/hello-wrapped.wasm"
+    serve 18087 "$WASMTIME" serve --addr 127.0.0.1:18087 -S cli "${php_dirs[@]}" "$RESULTS_DIR/php/hello-wrapped.wasm"
+fi
 
 # PHP-FPM as Debian configures its pool (dynamic, at most 5 children), with Debian's php.ini
 # (OPcache on).
@@ -209,10 +222,23 @@ Alias /fpm/ $RESULTS_DIR/php/www/
     WasmArg /app/hello.py
     WasmEnableCGI On
 </Location>
+<Location /python-wrapped>
+    SetHandler wasm-handler
+    WasmModule $RESULTS_DIR/python/hello-wrapped.wasm
+    WasmMapDir /usr/local/lib $RESULTS_DIR/python/lib
+    WasmMapDir /app $RESULTS_DIR/app
+</Location>
+<Location /php-wrapped>
+    SetHandler wasm-handler
+    WasmModule $RESULTS_DIR/php/hello-wrapped.wasm
+    WasmMapDir /www $RESULTS_DIR/php/www ro
+    WasmMapDir /tmp $RESULTS_DIR/php/tmp
+</Location>
 EOF
 /usr/sbin/apache2 -f "$RESULTS_DIR/httpd.conf" -k start
 APACHE=http://127.0.0.1:18090
-for path in /hello.txt /hello /python /cgi/hello.py /php/hello.php /cgi/hello.php /fpm/hello.php; do
+for path in /hello.txt /hello /python /cgi/hello.py /php/hello.php /cgi/hello.php /fpm/hello.php \
+    /python-wrapped /php-wrapped; do
     wait_for "$APACHE$path"
 done
 
@@ -221,13 +247,18 @@ args=(wasmbridge http://127.0.0.1:18080/)
 [ -z "$WASMTIME" ] || args+=(wasmtime http://127.0.0.1:18081/)
 args+=(apache-wasm "$APACHE/hello" apache-static "$APACHE/hello.txt")
 rounds "$CONNECTIONS" "${args[@]}"
-say "Python hello CGI: wasmbridge serve, Apache + mod_wasm, Apache + mod_cgid + python3"
-rounds "$CGI_CONNECTIONS" python-wasmbridge http://127.0.0.1:18082/ \
-    python-apache-wasm "$APACHE/python" python-native "$APACHE/cgi/hello.py"
-say "PHP page: wasmbridge serve, Apache + mod_wasm, Apache + mod_cgid + php-cgi, Apache + PHP-FPM"
-rounds "$CGI_CONNECTIONS" php-wasmbridge http://127.0.0.1:18083/hello.php \
-    php-apache-wasm "$APACHE/php/hello.php" php-native "$APACHE/cgi/hello.php" \
-    php-fpm "$APACHE/fpm/hello.php"
+say "Python hello CGI: wasmbridge serve, Apache + mod_wasm, Apache + mod_cgid + python3, wrapped"
+args=(python-wasmbridge http://127.0.0.1:18082/ python-apache-wasm "$APACHE/python"
+    python-native "$APACHE/cgi/hello.py" python-wrapped http://127.0.0.1:18084/
+    python-apache-wrapped "$APACHE/python-wrapped")
+[ -z "$WASMTIME" ] || args+=(python-wrapped-wasmtime http://127.0.0.1:18086/)
+rounds "$CGI_CONNECTIONS" "${args[@]}"
+say "PHP page: wasmbridge serve, Apache + mod_wasm, Apache + mod_cgid + php-cgi, Apache + PHP-FPM, wrapped"
+args=(php-wasmbridge http://127.0.0.1:18083/hello.php php-apache-wasm "$APACHE/php/hello.php"
+    php-native "$APACHE/cgi/hello.php" php-fpm "$APACHE/fpm/hello.php"
+    php-wrapped http://127.0.0.1:18085/ php-apache-wrapped "$APACHE/php-wrapped")
+[ -z "$WASMTIME" ] || args+=(php-wrapped-wasmtime http://127.0.0.1:18087/)
+rounds "$CGI_CONNECTIONS" "${args[@]}"
 
 # Averages per server.
 table=$(awk '
@@ -248,6 +279,12 @@ declare -A LABELS=(
     [php-apache-wasm]="Apache + mod_wasm, php-cgi.wasm hello.php"
     [php-native]="Apache + mod_cgid, native php-cgi8.2 hello.php"
     [php-fpm]="Apache + mod_proxy_fcgi, php-fpm8.2 hello.php"
+    [python-wrapped]="wasmbridge serve, python.wasm hello.py wrapped (wasmbridge wrap)"
+    [python-apache-wrapped]="Apache + mod_wasm, the same wrapped component"
+    [python-wrapped-wasmtime]="wasmtime serve -S cli, the same wrapped component"
+    [php-wrapped]="wasmbridge serve, php-cgi.wasm hello.php wrapped (wasmbridge wrap)"
+    [php-apache-wrapped]="Apache + mod_wasm, the same wrapped component"
+    [php-wrapped-wasmtime]="wasmtime serve -S cli, the same wrapped component"
 )
 
 # row NAME BASE...: a table row with the throughput against each BASE ("–" when not measured).
@@ -300,5 +337,14 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo "| server | requests/s | p50 (ms) | p99 (ms) | vs native php-cgi | vs PHP-FPM |"
     echo "|---|---:|---:|---:|---:|---:|"
     for name in php-wasmbridge php-apache-wasm php-native php-fpm; do row "$name" php-native php-fpm; done
+    echo
+    echo "## Wrapped CGI apps (\`wasmbridge wrap\`), the same pages, $CGI_CONNECTIONS connections"
+    echo
+    echo "The interpreter and the script made into one \`wasi:http/proxy\` component by the CGI adapter (\`guests/cgi-adapter\`), served as a component; against the same program in the host's CGI mode (measured in the rounds above)."
+    echo
+    echo "| server | requests/s | p50 (ms) | p99 (ms) | vs host CGI mode | vs native CGI |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for name in python-wrapped python-apache-wrapped python-wrapped-wasmtime; do row "$name" python-wasmbridge python-native; done
+    for name in php-wrapped php-apache-wrapped php-wrapped-wasmtime; do row "$name" php-wasmbridge php-native; done
 } >"$ROOT/BENCHMARKS.md"
 cat "$ROOT/BENCHMARKS.md"
