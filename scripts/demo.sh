@@ -5,10 +5,12 @@
 #     http://127.0.0.1:8081/?file=hello.py   PrettyFy, a Python CGI app on CPython for WASI
 #     http://127.0.0.1:8082/                 cgi-hello, a Rust CGI program (wasm32-wasip1)
 #     http://127.0.0.1:8083/                 a guestbook on SQLite, PHP 8.2 for WASI
+#     http://127.0.0.1:8084/?file=hello.py   PrettyFy wrapped into one wasi:http component
 #   Apache httpd with mod_wasm, both kinds behind one server:
 #     http://127.0.0.1:8088/hello                          hello-http
 #     http://127.0.0.1:8088/wasm-module?file=hello.py      PrettyFy, from mod_wasm's demo block
 #     http://127.0.0.1:8088/guestbook/                     the PHP guestbook
+#     http://127.0.0.1:8088/wrapped?file=hello.py          the wrapped PrettyFy component
 # DEMO_HOST overrides the address (default 127.0.0.1). Ctrl-C stops them all.
 source "$(dirname "$0")/common.sh"
 
@@ -45,11 +47,14 @@ mkdir -p "$DEMO/php-state/tmp" "$DEMO/php-state/data"
 serve 8083 --dir "$PHP/apps/guestbook::/www::ro" \
     --dir "$DEMO/php-state/tmp::/tmp" --dir "$DEMO/php-state/data::/data" \
     --cgi-docroot /www "$PHP/dist/php-cgi.wasm"
+# PrettyFy again, wrapped (wasmbridge wrap): a component that wasmtime serve would run too.
+"$WASMBRIDGE_BIN" wrap -o "$DEMO/prettyfy.wasm" "$PY/dist/python.wasm" /app/prettyfy.py
+serve 8084 --dir "$PY/dist/lib::/usr/local/lib" --dir "$PY/apps/prettyfy::/app" "$DEMO/prettyfy.wasm"
 
 # Apache's children run as www-data: the apps go where they can read them, laid out as in
 # mod_wasm's demo (the stdlib under /python/wasi-python).
 mkdir -p "$DEMO/wasm_modules" "$DEMO/python/wasi-python/lib"
-cp "$WASMBRIDGE_GUESTS/hello_http.wasm" "$PY/dist/python.wasm" "$DEMO/wasm_modules/"
+cp "$WASMBRIDGE_GUESTS/hello_http.wasm" "$PY/dist/python.wasm" "$DEMO/prettyfy.wasm" "$DEMO/wasm_modules/"
 cp -r "$PY/apps/prettyfy/." "$DEMO/python/"
 cp -r "$PY/dist/lib/python3.11" "$DEMO/python/wasi-python/lib/"
 cp -r "$PHP/dist" "$DEMO/php"
@@ -86,6 +91,12 @@ WasmCacheDir $DEMO/cache
     WasmEnv    PYTHONPATH /python/wasi-python/lib/python3.11
     WasmEnableCGI On
 </Location>
+<Location /wrapped>
+    SetHandler wasm-handler
+    WasmModule $DEMO/wasm_modules/prettyfy.wasm
+    WasmMapDir /usr/local/lib $DEMO/python/wasi-python/lib
+    WasmMapDir /app $DEMO/python
+</Location>
 Alias /guestbook $DEMO/guestbook
 <Directory $DEMO/guestbook>
     Require all granted
@@ -109,7 +120,9 @@ say "serving, Ctrl-C stops:
     curl 'http://$HOST:8081/?file=../../../../etc/passwd'   # the traversal attack: an error page
     curl http://$HOST:8082/
     curl http://$HOST:8083/                                 # the PHP guestbook (a browser is nicer)
+    curl 'http://$HOST:8084/?file=hello.py'                 # PrettyFy as one wrapped component
     curl http://$HOST:8088/hello                            # the same apps through Apache
     curl 'http://$HOST:8088/wasm-module?file=hello.py'
-    curl http://$HOST:8088/guestbook/"
+    curl http://$HOST:8088/guestbook/
+    curl 'http://$HOST:8088/wrapped?file=hello.py'"
 wait -n "${pids[@]}"
