@@ -188,8 +188,9 @@ pub fn meta_variables(request: &IncomingRequest, script: &Script, keep: &[&[u8]]
     let headers = request.headers().entries();
     let host_header = headers
         .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(&lit!(b"host")))
         .map(|(_, value)| value.clone());
+    let has_host = host_header.is_some();
     let authority = request
         .authority()
         .map(|a| a.into_bytes())
@@ -278,6 +279,10 @@ pub fn meta_variables(request: &IncomingRequest, script: &Script, keep: &[&[u8]]
         } else if !withheld {
             set(&variable, &value);
         }
+    }
+    // wasi:http hosts carry the Host header as the authority; programs build URLs from it.
+    if !has_host && !authority.is_empty() {
+        set(&lit!(b"HTTP_HOST"), &authority);
     }
     env
 }
