@@ -16,7 +16,13 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(&adapter)
-        .args(["build", "--release", "--locked", "--target", "wasm32-unknown-unknown"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-unknown-unknown",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer build's settings are for the host, not for the adapter.
@@ -26,7 +32,9 @@ fn main() {
             build.env_remove(&*name);
         }
     }
-    let status = build.status().expect("cannot run cargo to build the CGI adapter");
+    let status = build
+        .status()
+        .expect("cannot run cargo to build the CGI adapter");
     if !status.success() {
         panic!(
             "building the CGI adapter (guests/cgi-adapter) failed; it needs the Rust target \
@@ -38,6 +46,12 @@ fn main() {
     for path in ["src", "Cargo.toml", "Cargo.lock", "build.rs", ".cargo"] {
         println!("cargo:rerun-if-changed={}", adapter.join(path).display());
     }
-    println!("cargo:rerun-if-changed={}", manifest.join("../wit").display());
-    println!("cargo:rerun-if-changed={}", manifest.join("../guests/templates").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("../wit").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("../guests/templates").display()
+    );
 }

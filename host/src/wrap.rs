@@ -87,7 +87,9 @@ fn check_imports(wasm: &[u8]) -> Result<()> {
         }
     }
     if !has_start {
-        bail!("it has no `_start` export: only WASI preview-1 commands (programs with a main function) can be wrapped");
+        bail!(
+            "it has no `_start` export: only WASI preview-1 commands (programs with a main function) can be wrapped"
+        );
     }
     if !missing.is_empty() {
         bail!(

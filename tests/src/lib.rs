@@ -312,6 +312,24 @@ pub fn multipart(field: (&str, &str), file: (&str, &str, &[u8])) -> (String, Vec
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// POSTs a multipart form of one field and one file (see [`multipart`]); returns the status
+/// and the body.
+pub async fn post_multipart(
+    url: String,
+    field: (&str, &str),
+    file: (&str, &str, &[u8]),
+) -> (u16, String) {
+    let (content_type, body) = multipart(field, file);
+    let response = client()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
 /// The SHA-256 of `data` in lowercase hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest as _;
@@ -391,7 +409,12 @@ pub fn wasmtime() -> Option<PathBuf> {
 
 /// Serves `wasm` with `wasmtime serve -S cli ARGS...` and checks that `path` answers 200 with
 /// `expected`; skipped when there is no wasmtime (see [`wasmtime`]).
-pub fn check_under_wasmtime_serve(wasm: &std::path::Path, args: &[&str], path: &str, expected: &str) {
+pub fn check_under_wasmtime_serve(
+    wasm: &std::path::Path,
+    args: &[&str],
+    path: &str,
+    expected: &str,
+) {
     let Some(wasmtime) = wasmtime() else { return };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

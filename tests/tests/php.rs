@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use wasmbridge_tests::{
-    Server, client, get, multipart, no_redirect_client, post_form, sha256_hex, temp_dir,
+    Server, client, get, no_redirect_client, post_form, post_multipart, sha256_hex, temp_dir,
 };
 
 fn dist() -> PathBuf {
@@ -132,17 +132,15 @@ async fn a_multipart_upload_lands_in_the_writable_tmp() {
     // A PDF by its first bytes, for fileinfo to recognize.
     let mut data = b"%PDF-1.4\n".to_vec();
     data.extend((0..300_000u32 - 9).map(|i| (i % 251) as u8));
-    let (content_type, body) = multipart(("title", "hi"), ("file", "data.bin", &data));
-    let response = client()
-        .post(server.url("/upload.php"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", server.log());
+    let (status, text) = post_multipart(
+        server.url("/upload.php"),
+        ("title", "hi"),
+        ("file", "data.bin", &data),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", server.log());
     assert_eq!(
-        response.text().await.unwrap(),
+        text,
         format!(
             "name: data.bin\nsize: 300000\nsha256: {}\ntype: application/pdf\ntitle: hi\n",
             sha256_hex(&data)

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use wasmbridge_tests::{Server, client, multipart, no_redirect_client, sha256_hex, temp_dir};
+use wasmbridge_tests::{Server, client, no_redirect_client, post_multipart, sha256_hex, temp_dir};
 
 fn dist() -> PathBuf {
     let dist = std::env::var_os("WASMBRIDGE_PYTHON")
@@ -164,17 +164,15 @@ async fn the_path_traversal_attack_on_prettyfy_fails() {
 async fn a_multipart_upload_is_parsed_by_the_cgi_module() {
     let server = start("/app/cases.py");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let (content_type, body) = multipart(("note", "hi"), ("file", "data.bin", &data));
-    let response = client()
-        .post(server.url("/upload"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", server.log());
+    let (status, text) = post_multipart(
+        server.url("/upload"),
+        ("note", "hi"),
+        ("file", "data.bin", &data),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", server.log());
     assert_eq!(
-        response.text().await.unwrap(),
+        text,
         format!("data.bin 300000 {} note=hi\n", sha256_hex(&data))
     );
 }

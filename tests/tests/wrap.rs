@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use wasmbridge_tests::apache::{Apache, fixtures};
 use wasmbridge_tests::{
-    Server, binary, check_under_wasmtime_serve, client, get, interpreter_dist, multipart,
-    no_redirect_client, post_form, readable, sha256_hex, temp_dir,
+    Server, binary, check_under_wasmtime_serve, client, get, interpreter_dist, no_redirect_client,
+    post_form, post_multipart, readable, sha256_hex, temp_dir,
 };
 
 /// Runs `wasmbridge wrap ARGS... -o OUT` and returns OUT, or the error it printed.
@@ -34,7 +34,9 @@ fn wrap(args: &[&str]) -> PathBuf {
 }
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 /// The CPython guest wrapped around `script` (a guest path under /app), with the scratch
@@ -73,11 +75,17 @@ async fn a_wrapped_python_script_answers_get_and_post_as_a_component() {
     let (status, text) = get(server.url("/?name=wasm&x=1")).await;
     assert_eq!(status, 200, "{}", server.log());
     assert!(text.starts_with("Hello from Python 3.11."), "{text}");
-    assert!(text.contains("method: GET\nquery: name=wasm&x=1\n"), "{text}");
+    assert!(
+        text.contains("method: GET\nquery: name=wasm&x=1\n"),
+        "{text}"
+    );
     assert!(text.contains("field name: wasm\nfield x: 1\n"), "{text}");
     let (_, text) = post_form(server.url("/"), "greeting=hello+world&n=42").await;
     assert!(text.contains("method: POST\n"), "{text}");
-    assert!(text.contains("field greeting: hello world\nfield n: 42\n"), "{text}");
+    assert!(
+        text.contains("field greeting: hello world\nfield n: 42\n"),
+        "{text}"
+    );
     // Served as a component: no CGI mode in between.
     assert!(!server.log().contains("CGI"), "{}", server.log());
 
@@ -113,30 +121,37 @@ async fn wrapped_python_cases_match_the_host_cgi_mode() {
         .send()
         .await
         .unwrap();
-    assert_eq!(cookie.headers()["set-cookie"], "session=abc; Path=/; HttpOnly");
+    assert_eq!(
+        cookie.headers()["set-cookie"],
+        "session=abc; Path=/; HttpOnly"
+    );
     assert_eq!(cookie.text().await.unwrap(), "got: a=1\n");
 
     let big = client().get(server.url("/big")).send().await.unwrap();
-    assert!(big.headers().get("content-length").is_none(), "not streamed");
+    assert!(
+        big.headers().get("content-length").is_none(),
+        "not streamed"
+    );
     assert_eq!(big.bytes().await.unwrap().len(), 80 * 65536);
 
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let (content_type, body) = multipart(("note", "hi"), ("file", "data.bin", &data));
-    let upload = client()
-        .post(server.url("/upload"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(upload.status(), 200, "{}", server.log());
+    let (status, text) = post_multipart(
+        server.url("/upload"),
+        ("note", "hi"),
+        ("file", "data.bin", &data),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", server.log());
     assert_eq!(
-        upload.text().await.unwrap(),
+        text,
         format!("data.bin 300000 {} note=hi\n", sha256_hex(&data))
     );
 
     let random = get(server.url("/random")).await.1;
-    assert!(random.trim().ends_with(" ['/app/cases.py'] /app"), "{random}");
+    assert!(
+        random.trim().ends_with(" ['/app/cases.py'] /app"),
+        "{random}"
+    );
 }
 
 #[tokio::test]
@@ -201,7 +216,10 @@ async fn the_path_traversal_attack_fails_on_wrapped_prettyfy() {
     ] {
         let (status, page) = get(server.url(&format!("/?file={attack}"))).await;
         assert_eq!(status, 404, "{attack}");
-        assert!(!page.contains("root:") && !page.contains("ServerRoot"), "{page}");
+        assert!(
+            !page.contains("root:") && !page.contains("ServerRoot"),
+            "{page}"
+        );
     }
 }
 
@@ -225,7 +243,11 @@ fn php_dirs(data: &Path) -> Vec<String> {
 #[tokio::test]
 async fn a_wrapped_php_docroot_matches_the_host_cgi_mode() {
     let wasm = wrap_php();
-    let server = serve(&wasm, &php_dirs(&temp_dir("wrapped-php-data")), "timeout=3s");
+    let server = serve(
+        &wasm,
+        &php_dirs(&temp_dir("wrapped-php-data")),
+        "timeout=3s",
+    );
     assert_eq!(
         get(server.url("/")).await,
         (200, "index of /index.php\nuri: /\n".into()),
@@ -242,7 +264,10 @@ async fn a_wrapped_php_docroot_matches_the_host_cgi_mode() {
         "{page}"
     );
     // The Host header reaches a wasi:http guest as the authority; PHP still sees HTTP_HOST.
-    assert!(page.ends_with(&format!("HTTP_HOST={}\n", server.addr)), "{page}");
+    assert!(
+        page.ends_with(&format!("HTTP_HOST={}\n", server.addr)),
+        "{page}"
+    );
     assert_eq!(get(server.url("/articles/42")).await.0, 404);
 
     let (_, page) = post_form(server.url("/form.php"), "n=x1&email=nope&name=wasm").await;
@@ -253,23 +278,26 @@ async fn a_wrapped_php_docroot_matches_the_host_cgi_mode() {
 
     let mut data = b"%PDF-1.4\n".to_vec();
     data.extend((0..300_000u32 - 9).map(|i| (i % 251) as u8));
-    let (content_type, body) = multipart(("title", "hi"), ("file", "data.bin", &data));
-    let upload = client()
-        .post(server.url("/upload.php"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let (status, text) = post_multipart(
+        server.url("/upload.php"),
+        ("title", "hi"),
+        ("file", "data.bin", &data),
+    )
+    .await;
+    assert_eq!(status, 200);
     assert_eq!(
-        upload.text().await.unwrap(),
+        text,
         format!(
             "name: data.bin\nsize: 300000\nsha256: {}\ntype: application/pdf\ntitle: hi\n",
             sha256_hex(&data)
         )
     );
 
-    let first = client().get(server.url("/session.php")).send().await.unwrap();
+    let first = client()
+        .get(server.url("/session.php"))
+        .send()
+        .await
+        .unwrap();
     let session = first.headers()["set-cookie"].to_str().unwrap().to_string();
     assert_eq!(first.text().await.unwrap(), "visits: 1\n");
     let second = client()
@@ -282,7 +310,12 @@ async fn a_wrapped_php_docroot_matches_the_host_cgi_mode() {
 
     let created = post_form(server.url("/notes.php?action=create"), "text=wrapped").await;
     assert_eq!(created, (200, "{\"id\":1}".into()), "{}", server.log());
-    assert!(get(server.url("/notes.php")).await.1.contains("\"text\":\"wrapped\""));
+    assert!(
+        get(server.url("/notes.php"))
+            .await
+            .1
+            .contains("\"text\":\"wrapped\"")
+    );
 
     let headers = client()
         .get(server.url("/headers.php"))
@@ -298,7 +331,11 @@ async fn a_wrapped_php_docroot_matches_the_host_cgi_mode() {
 #[tokio::test]
 async fn wrapped_php_fails_safely() {
     let wasm = wrap_php();
-    let server = serve(&wasm, &php_dirs(&temp_dir("wrapped-php-data")), "timeout=3s");
+    let server = serve(
+        &wasm,
+        &php_dirs(&temp_dir("wrapped-php-data")),
+        "timeout=3s",
+    );
     let (status, page) = get(server.url("/fatal.php")).await;
     assert_eq!(status, 500, "{}", server.log());
     assert!(!page.contains("undefined_function"), "{page}");
@@ -315,7 +352,10 @@ async fn wrapped_php_fails_safely() {
         assert_eq!(status, 404, "{file}: {page}");
         assert!(!page.contains("root:"), "{page}");
     }
-    assert_eq!(get(server.url("/write.php?file=/www/index.php")).await.0, 403);
+    assert_eq!(
+        get(server.url("/write.php?file=/www/index.php")).await.0,
+        403
+    );
     assert_eq!(get(server.url("/loop.php")).await.0, 504);
     assert_eq!(get(server.url("/")).await.0, 200);
 }
@@ -355,16 +395,15 @@ async fn apache_serves_wrapped_python_and_php() {
     assert_eq!(missing.status(), 404, "{}", apache.error_log());
     assert_eq!(missing.text().await.unwrap(), "<h1>no such page</h1>\n");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let (content_type, body) = multipart(("note", "hi"), ("file", "data.bin", &data));
-    let upload = client()
-        .post(apache.url("/upload"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let (status, text) = post_multipart(
+        apache.url("/upload"),
+        ("note", "hi"),
+        ("file", "data.bin", &data),
+    )
+    .await;
+    assert_eq!(status, 200);
     assert_eq!(
-        upload.text().await.unwrap(),
+        text,
         format!("data.bin 300000 {} note=hi\n", sha256_hex(&data))
     );
     let big = client().get(apache.url("/big")).send().await.unwrap();
@@ -396,7 +435,10 @@ async fn apache_serves_wrapped_python_and_php() {
     assert_eq!(created, (200, "{\"id\":1}".into()));
     let fixtures_conf = format!("{}/../httpd.conf", fixtures().display());
     for file in ["/etc/apache2/apache2.conf", fixtures_conf.as_str()] {
-        assert_eq!(get(apache.url(&format!("/read.php?file={file}"))).await.0, 404);
+        assert_eq!(
+            get(apache.url(&format!("/read.php?file={file}"))).await.0,
+            404
+        );
     }
     assert_eq!(get(apache.url("/fatal.php")).await.0, 500);
     assert_eq!(get(apache.url("/loop.php")).await.0, 504);

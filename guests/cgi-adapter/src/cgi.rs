@@ -84,7 +84,10 @@ impl DocRoot<'_> {
         let mut segments = path.split(|b| *b == b'/').filter(|s| !s.is_empty());
         while let Some(segment) = segments.next() {
             let decoded = percent_decode(segment)?;
-            if decoded == [b'.'] || decoded == [b'.', b'.'] || decoded.contains(&b'/') || decoded.contains(&0)
+            if decoded == [b'.']
+                || decoded == [b'.', b'.']
+                || decoded.contains(&b'/')
+                || decoded.contains(&0)
             {
                 return None;
             }
@@ -197,7 +200,11 @@ pub fn meta_variables(request: &IncomingRequest, script: &Script, keep: &[&[u8]]
         .or(host_header)
         .unwrap_or_default();
     let (server_name, port) = split_host(&authority);
-    let default_port = if https { &lit!(b"443")[..] } else { &lit!(b"80")[..] };
+    let default_port = if https {
+        &lit!(b"443")[..]
+    } else {
+        &lit!(b"80")[..]
+    };
 
     let mut set = |name: &[u8], value: &[u8]| {
         if !keep.contains(&name) {
@@ -217,7 +224,11 @@ pub fn meta_variables(request: &IncomingRequest, script: &Script, keep: &[&[u8]]
         set(&lit!(b"REQUEST_SCHEME"), &lit!(b"http"));
     }
     let root = &lit!(b"/");
-    let uri = if path_and_query.is_empty() { root } else { path_and_query };
+    let uri = if path_and_query.is_empty() {
+        root
+    } else {
+        path_and_query
+    };
     set(&lit!(b"REQUEST_URI"), uri);
     set(&lit!(b"QUERY_STRING"), query);
     set(&lit!(b"SCRIPT_NAME"), &script.name);
@@ -265,7 +276,11 @@ pub fn meta_variables(request: &IncomingRequest, script: &Script, keep: &[&[u8]]
         for (name, v) in &headers {
             let same = name.len() == header.len()
                 && name.bytes().zip(header).all(|(a, b)| {
-                    (if a == b'-' { b'_' } else { a.to_ascii_uppercase() }) == *b
+                    (if a == b'-' {
+                        b'_'
+                    } else {
+                        a.to_ascii_uppercase()
+                    }) == *b
                 });
             if same {
                 if !value.is_empty() {
@@ -545,8 +560,14 @@ fn parse_status(value: &[u8]) -> Option<u16> {
 }
 
 fn trim(value: &[u8]) -> &[u8] {
-    let start = value.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(value.len());
-    let end = value.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = value
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &value[start..end]
 }
 

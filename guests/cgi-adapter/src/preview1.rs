@@ -234,14 +234,17 @@ pub unsafe extern "C" fn args_get(argv: *mut *const u8, buf: *mut u8) -> Errno {
     list(&State::get().args, argv, buf)
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn args_sizes_get(count: *mut usize, size: *mut usize) -> Errno {
-    let args = &State::get().args;
+fn sizes(env: &crate::cgi::Env, count: *mut usize, size: *mut usize) -> Errno {
     unsafe {
-        *count = args.count;
-        *size = args.bytes.len();
+        *count = env.count;
+        *size = env.bytes.len();
     }
     SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn args_sizes_get(count: *mut usize, size: *mut usize) -> Errno {
+    sizes(&State::get().args, count, size)
 }
 
 #[unsafe(no_mangle)]
@@ -251,12 +254,7 @@ pub unsafe extern "C" fn environ_get(environ: *mut *const u8, buf: *mut u8) -> E
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn environ_sizes_get(count: *mut usize, size: *mut usize) -> Errno {
-    let env = &State::get().env;
-    unsafe {
-        *count = env.count;
-        *size = env.bytes.len();
-    }
-    SUCCESS
+    sizes(&State::get().env, count, size)
 }
 
 #[unsafe(no_mangle)]
@@ -413,7 +411,9 @@ pub unsafe extern "C" fn fd_read(
                 match &state.stdin {
                     Some((stream, _)) => match stream.blocking_read(iov.len.min(MAX_READ) as u64) {
                         Ok(data) => {
-                            unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), iov.buf, data.len()) };
+                            unsafe {
+                                core::ptr::copy_nonoverlapping(data.as_ptr(), iov.buf, data.len())
+                            };
                             data.len()
                         }
                         Err(_) => 0, // the end of the body
@@ -580,7 +580,15 @@ pub unsafe extern "C" fn fd_fdstat_get(fd_: u32, stat: *mut Fdstat) -> Errno {
                 if !flags.contains(DescriptorFlags::WRITE) {
                     rights &= !RIGHTS_FD_WRITE;
                 }
-                (ty, if file.append { FDFLAGS_APPEND as u16 } else { 0 }, rights)
+                (
+                    ty,
+                    if file.append {
+                        FDFLAGS_APPEND as u16
+                    } else {
+                        0
+                    },
+                    rights,
+                )
             }
             Fd::Closed => return Err(BADF),
         };
@@ -656,13 +664,26 @@ fn timestamp(time: u64, set: bool, now: bool) -> NewTimestamp {
 
 fn timestamps(atim: u64, mtim: u64, flags: u32) -> (NewTimestamp, NewTimestamp) {
     (
-        timestamp(atim, flags & FSTFLAGS_ATIM != 0, flags & FSTFLAGS_ATIM_NOW != 0),
-        timestamp(mtim, flags & FSTFLAGS_MTIM != 0, flags & FSTFLAGS_MTIM_NOW != 0),
+        timestamp(
+            atim,
+            flags & FSTFLAGS_ATIM != 0,
+            flags & FSTFLAGS_ATIM_NOW != 0,
+        ),
+        timestamp(
+            mtim,
+            flags & FSTFLAGS_MTIM != 0,
+            flags & FSTFLAGS_MTIM_NOW != 0,
+        ),
     )
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fd_filestat_set_times(fd_: u32, atim: u64, mtim: u64, flags: u32) -> Errno {
+pub unsafe extern "C" fn fd_filestat_set_times(
+    fd_: u32,
+    atim: u64,
+    mtim: u64,
+    flags: u32,
+) -> Errno {
     run(|| {
         let (a, m) = timestamps(atim, mtim, flags);
         file(fd_)?.descriptor.set_times(a, m).map_err(errno)
@@ -840,7 +861,9 @@ pub unsafe extern "C" fn path_filestat_get(
         };
         let directory = dir(fd_)?;
         let result = directory.stat_at(flags, path).map_err(errno)?;
-        let ino = directory.metadata_hash_at(flags, path).map_or(0, |h| h.lower);
+        let ino = directory
+            .metadata_hash_at(flags, path)
+            .map_or(0, |h| h.lower);
         unsafe { stat.write(filestat(result, ino)) };
         Ok(())
     })
@@ -864,23 +887,37 @@ pub unsafe extern "C" fn path_filestat_set_times(
             PathFlags::empty()
         };
         let (a, m) = timestamps(atim, mtim, flags);
-        dir(fd_)?.set_times_at(path_flags, path, a, m).map_err(errno)
+        dir(fd_)?
+            .set_times_at(path_flags, path, a, m)
+            .map_err(errno)
     })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn path_create_directory(fd_: u32, ptr: *const u8, len: usize) -> Errno {
-    run(|| dir(fd_)?.create_directory_at(unsafe { path(ptr, len)? }).map_err(errno))
+    run(|| {
+        dir(fd_)?
+            .create_directory_at(unsafe { path(ptr, len)? })
+            .map_err(errno)
+    })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn path_remove_directory(fd_: u32, ptr: *const u8, len: usize) -> Errno {
-    run(|| dir(fd_)?.remove_directory_at(unsafe { path(ptr, len)? }).map_err(errno))
+    run(|| {
+        dir(fd_)?
+            .remove_directory_at(unsafe { path(ptr, len)? })
+            .map_err(errno)
+    })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn path_unlink_file(fd_: u32, ptr: *const u8, len: usize) -> Errno {
-    run(|| dir(fd_)?.unlink_file_at(unsafe { path(ptr, len)? }).map_err(errno))
+    run(|| {
+        dir(fd_)?
+            .unlink_file_at(unsafe { path(ptr, len)? })
+            .map_err(errno)
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -894,7 +931,9 @@ pub unsafe extern "C" fn path_rename(
 ) -> Errno {
     run(|| {
         let (old, new) = unsafe { (path(old_ptr, old_len)?, path(new_ptr, new_len)?) };
-        dir(old_fd)?.rename_at(old, dir(new_fd)?, new).map_err(errno)
+        dir(old_fd)?
+            .rename_at(old, dir(new_fd)?, new)
+            .map_err(errno)
     })
 }
 
@@ -915,7 +954,9 @@ pub unsafe extern "C" fn path_link(
         } else {
             PathFlags::empty()
         };
-        dir(old_fd)?.link_at(flags, old, dir(new_fd)?, new).map_err(errno)
+        dir(old_fd)?
+            .link_at(flags, old, dir(new_fd)?, new)
+            .map_err(errno)
     })
 }
 
@@ -943,7 +984,9 @@ pub unsafe extern "C" fn path_readlink(
     used: *mut usize,
 ) -> Errno {
     run(|| {
-        let target = dir(fd_)?.readlink_at(unsafe { path(ptr, len)? }).map_err(errno)?;
+        let target = dir(fd_)?
+            .readlink_at(unsafe { path(ptr, len)? })
+            .map_err(errno)?;
         let n = target.len().min(buf_len);
         unsafe {
             core::ptr::copy_nonoverlapping(target.as_ptr(), buf, n);

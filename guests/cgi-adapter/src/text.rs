@@ -63,7 +63,11 @@ pub fn utf8(bytes: &[u8]) -> Option<&str> {
         } else {
             return None;
         };
-        let mut c = if len == 1 { b as u32 } else { (b & (0x7F >> len)) as u32 };
+        let mut c = if len == 1 {
+            b as u32
+        } else {
+            (b & (0x7F >> len)) as u32
+        };
         for k in 1..len {
             let next = *bytes.get(i + k)?;
             if next & 0xC0 != 0x80 {

@@ -46,7 +46,11 @@ pub struct WrapCommand {
     program: PathBuf,
 
     /// Arguments after the program's name (e.g. the script an interpreter runs).
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     args: Vec<String>,
 }
 
@@ -55,10 +59,9 @@ impl WrapCommand {
         let wasm = std::fs::read(&self.program)
             .with_context(|| format!("cannot read {}", self.program.display()))?;
         let config = WrapConfig {
-            program: self
-                .program
-                .file_name()
-                .map_or("app.wasm".into(), |name| name.to_string_lossy().into_owned()),
+            program: self.program.file_name().map_or("app.wasm".into(), |name| {
+                name.to_string_lossy().into_owned()
+            }),
             cgi: CgiConfig {
                 args: self.args,
                 docroot: self.cgi_docroot,
