@@ -11,11 +11,12 @@ use wasmbridge::wrap::{WrapConfig, wrap};
 
 use crate::serve::parse_env;
 
-/// Wrap a CGI program (a WASI preview-1 command, such as an interpreter) into a
-/// `wasi:http/proxy` component that any wasi:http host serves: `wasmbridge serve`, Apache's
-/// mod_wasm, `wasmtime serve -S cli`. Each request runs the program once, CGI-style. The
-/// directories it reads are granted by the host that serves it (`--dir`), under the guest
-/// paths given here.
+/// Make a CGI program (a WASI preview-1 command) a standalone wasi:http component.
+///
+/// The program — an interpreter and its script, say — becomes a `wasi:http/proxy` component
+/// that any wasi:http host serves: `wasmbridge serve`, Apache's mod_wasm, `wasmtime serve -S
+/// cli`. Each request runs the program once, CGI-style. The directories it reads are granted
+/// by the host that serves it (`--dir`), under the guest paths given here.
 #[derive(Parser)]
 pub struct WrapCommand {
     /// An environment variable every request sees (e.g. PYTHONHOME); with no value, the
