@@ -458,3 +458,43 @@ fn http10_get(port: u16, path: &str) -> Option<String> {
     let status = head.split(' ').nth(1)?;
     (status == "200").then(|| body.to_string())
 }
+
+/// What `guests/fixtures/python/cases.py` answers at `base` (a URL without a trailing slash):
+/// a CGI Status, a client redirect, a cookie both ways and a 5 MiB body streamed without a
+/// length. Shared by the Python tests in CGI mode and wrapped, so that both pass the same.
+pub async fn check_python_cases(base: &str) {
+    let missing = client()
+        .get(format!("{base}/missing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.text().await.unwrap(), "<h1>no such page</h1>\n");
+
+    let moved = no_redirect_client()
+        .get(format!("{base}/moved"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 301);
+    assert_eq!(moved.headers()["location"], "https://example.com/new");
+
+    let cookie = client()
+        .get(format!("{base}/cookie"))
+        .header("cookie", "a=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cookie.headers()["set-cookie"],
+        "session=abc; Path=/; HttpOnly"
+    );
+    assert_eq!(cookie.text().await.unwrap(), "got: a=1\n");
+
+    let big = client().get(format!("{base}/big")).send().await.unwrap();
+    assert!(
+        big.headers().get("content-length").is_none(),
+        "not streamed"
+    );
+    assert_eq!(big.bytes().await.unwrap().len(), 80 * 65536);
+}

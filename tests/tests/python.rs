@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use wasmbridge_tests::{Server, client, no_redirect_client, post_multipart, sha256_hex, temp_dir};
+use wasmbridge_tests::{Server, check_python_cases, client, post_multipart, sha256_hex, temp_dir};
 
 fn dist() -> PathBuf {
     let dist = std::env::var_os("WASMBRIDGE_PYTHON")
@@ -180,33 +180,7 @@ async fn a_multipart_upload_is_parsed_by_the_cgi_module() {
 #[tokio::test]
 async fn status_location_cookies_and_a_streamed_5_mib_response() {
     let server = start("/app/cases.py");
-    let missing = client().get(server.url("/missing")).send().await.unwrap();
-    assert_eq!(missing.status(), 404);
-    assert_eq!(missing.text().await.unwrap(), "<h1>no such page</h1>\n");
-
-    let no_follow = no_redirect_client();
-    let moved = no_follow.get(server.url("/moved")).send().await.unwrap();
-    assert_eq!(moved.status(), 301);
-    assert_eq!(moved.headers()["location"], "https://example.com/new");
-
-    let cookie = client()
-        .get(server.url("/cookie"))
-        .header("cookie", "a=1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        cookie.headers()["set-cookie"],
-        "session=abc; Path=/; HttpOnly"
-    );
-    assert_eq!(cookie.text().await.unwrap(), "got: a=1\n");
-
-    let big = client().get(server.url("/big")).send().await.unwrap();
-    assert!(
-        big.headers().get("content-length").is_none(),
-        "not streamed"
-    );
-    assert_eq!(big.bytes().await.unwrap().len(), 80 * 65536);
+    check_python_cases(&server.url("")).await;
 }
 
 #[tokio::test]
