@@ -9,7 +9,7 @@ use std::time::Duration;
 use wasmbridge_tests::apache::{Apache, fixtures};
 use wasmbridge_tests::{
     Server, binary, check_python_cases, check_under_wasmtime_serve, client, get, interpreter_dist,
-    post_form, post_multipart, readable, sha256_hex, temp_dir,
+    no_redirect_client, post_form, post_multipart, readable, sha256_hex, temp_dir,
 };
 
 /// Runs `wasmbridge wrap ARGS... -o OUT` and returns OUT, or the error it printed.
@@ -442,4 +442,88 @@ fn wrap_says_what_it_cannot_wrap() {
         error.contains("the CGI adapter does not provide: sock_open"),
         "{error}"
     );
+}
+
+/// The Rust CGI fixture (guests/fixtures/cgi-probe) wrapped with arguments and a fixed
+/// environment: the CGI edge cases, as the adapter handles them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adapter_handles_the_cgi_edge_cases() {
+    let probe = wasmbridge_tests::guest_p1("cgi-probe");
+    let wasm = wrap(&[
+        "--env",
+        "APP_MODE=demo",
+        "--env",
+        "QUERY_STRING=fixed",
+        &probe,
+        "one",
+        "two",
+    ]);
+    let server = serve(&wasm, &[], "timeout=2s");
+
+    // argv and the environment: meta-variables, with the fixed ones winning over the request.
+    assert_eq!(
+        get(server.url("/args")).await,
+        (200, "cgi-probe.wasm\none\ntwo\n".into())
+    );
+    let (_, env) = get(server.url("/env?x=1")).await;
+    for line in [
+        "APP_MODE=demo",
+        "QUERY_STRING=fixed",
+        "REQUEST_METHOD=GET",
+        "GATEWAY_INTERFACE=CGI/1.1",
+        "PATH_INFO=/env",
+        "REQUEST_URI=/env?x=1",
+        "SCRIPT_FILENAME=two",
+        &format!("HTTP_HOST={}", server.addr),
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} missing in:\n{env}");
+    }
+
+    // An 8 MiB chunked upload streams through stdin and back out of stdout.
+    let body: Vec<u8> = (0..8 << 20).map(|i| (i % 253) as u8).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
+    let echo = client()
+        .post(server.url("/echo"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo.status(), 200);
+    assert_eq!(echo.bytes().await.unwrap().as_ref(), body.as_slice());
+
+    // A local redirect cannot run a second URL in one instance: the client is sent there.
+    let local = no_redirect_client()
+        .get(server.url("/local"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 302);
+    assert_eq!(local.headers()["location"], "/env?from=local");
+
+    // Broken output is a 502 with the reason on stderr; a trap is a 500; a loop a 504.
+    for (path, status, reason) in [
+        ("/nothing", 502, "the program wrote nothing to stdout"),
+        ("/no-header", 502, "bytes) has no CGI header block"),
+        (
+            "/malformed",
+            502,
+            "malformed CGI header at line 1: this is not a header",
+        ),
+        (
+            "/exit2",
+            502,
+            "the program exited with status 2 before its CGI header block",
+        ),
+        ("/trap", 500, "deliberate trap from cgi-probe"),
+        ("/loop", 504, "deadline exceeded"),
+    ] {
+        assert_eq!(get(server.url(path)).await.0, status, "{path}");
+        assert!(
+            server.wait_for_log(reason, Duration::from_secs(5)),
+            "{path}: {}",
+            server.log()
+        );
+    }
+    assert_eq!(get(server.url("/args")).await.0, 200);
 }
