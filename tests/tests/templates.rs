@@ -180,6 +180,33 @@ async fn rust_cgi_builds_and_answers_as_a_cgi_program() {
         "{}",
         apache.error_log()
     );
+    drop(apache);
+
+    // Wrapped into one wasi:http component, as the README shows, and served as one.
+    let component = project.join("cgi-app-http.wasm");
+    let output = Command::new(binary())
+        .arg("wrap")
+        .arg("-o")
+        .arg(&component)
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let server = Server::start(&[component.to_str().unwrap()]);
+    assert_eq!(
+        post_form(server.url("/some/path?x=1"), "name=you").await,
+        (
+            200,
+            "Hello from cgi-app, a CGI program!\nmethod: POST\npath: /some/path\nquery: x=1\nbody: name=you\n"
+                .into()
+        )
+    );
+    let (_, page) = get(server.url("/some/path?x=1")).await;
+    check_under_wasmtime_serve(&component, &[], "/some/path?x=1", &page);
 }
 
 #[tokio::test]
