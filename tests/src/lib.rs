@@ -29,6 +29,21 @@ pub fn binary() -> PathBuf {
         .join("wasmbridge")
 }
 
+/// Runs `wasmbridge ARGS...` (a command other than `serve`) and panics with its stderr if it
+/// fails.
+pub fn run_wasmbridge<I, S>(args: I)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let output = Command::new(binary()).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A guest `.wasm` built by the guests workspace for wasm32-wasip2, e.g. `guest("echo")`.
 pub fn guest(name: &str) -> String {
     guest_for("wasm32-wasip2", name)

@@ -1,28 +1,20 @@
 //! `wasmbridge new`: every template written into a temp dir, built as its README says, served,
 //! and its pages checked.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wasmbridge_tests::apache::Apache;
 use wasmbridge_tests::{
     Server, binary, check_under_wasmtime_serve, client, get, interpreter_dist, no_redirect_client,
-    post_form, readable, temp_dir,
+    post_form, readable, run_wasmbridge, temp_dir,
 };
 
 /// `wasmbridge new TEMPLATE PARENT/NAME`: the project's directory.
 fn new(template: &str, name: &str) -> PathBuf {
     let dir = temp_dir(template).join(name);
-    let output = Command::new(binary())
-        .args(["new", template])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_wasmbridge([OsStr::new("new"), OsStr::new(template), dir.as_os_str()]);
     assert!(dir.join("README.md").exists());
     dir
 }
@@ -184,18 +176,12 @@ async fn rust_cgi_builds_and_answers_as_a_cgi_program() {
 
     // Wrapped into one wasi:http component, as the README shows, and served as one.
     let component = project.join("cgi-app-http.wasm");
-    let output = Command::new(binary())
-        .arg("wrap")
-        .arg("-o")
-        .arg(&component)
-        .arg(&wasm)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_wasmbridge([
+        OsStr::new("wrap"),
+        OsStr::new("-o"),
+        component.as_os_str(),
+        wasm.as_os_str(),
+    ]);
     let server = Server::start(&[component.to_str().unwrap()]);
     assert_eq!(
         post_form(server.url("/some/path?x=1"), "name=you").await,

@@ -84,20 +84,8 @@ pub struct ServeCommand {
     #[arg(long)]
     cgi: bool,
 
-    /// CGI docroot style: URL paths name scripts inside this guest directory (one of the
-    /// `--dir` grants); the script is appended to the program's arguments.
-    #[arg(long, value_name = "GUEST_DIR")]
-    cgi_docroot: Option<String>,
-
-    /// CGI docroot style: the script a directory's URL runs, first found wins (repeat for
-    /// more; like Apache's DirectoryIndex).
-    #[arg(long, value_name = "FILE", default_values = ["index.php", "index.py", "index.cgi"])]
-    cgi_index: Vec<String>,
-
-    /// CGI docroot style: the script (a URL path in the docroot, e.g. `/index.php`) for URLs
-    /// that name no script, as a front controller wants (like Apache's FallbackResource).
-    #[arg(long, value_name = "URL_PATH", requires = "cgi_docroot")]
-    cgi_fallback: Option<String>,
+    #[command(flatten)]
+    cgi_options: CgiOptions,
 
     /// The program to serve: a wasi:http component, or a CGI program (a WASI preview-1 command
     /// module or a wasi:cli/command component).
@@ -111,6 +99,37 @@ pub struct ServeCommand {
         allow_hyphen_values = true
     )]
     args: Vec<String>,
+}
+
+/// How URL paths find a CGI program's script; `wasmbridge wrap` takes the same options.
+#[derive(clap::Args)]
+pub(crate) struct CgiOptions {
+    /// CGI docroot style: URL paths name scripts inside this guest directory (a granted one,
+    /// `--dir`); the script is appended to the program's arguments.
+    #[arg(long, value_name = "GUEST_DIR")]
+    cgi_docroot: Option<String>,
+
+    /// CGI docroot style: the script a directory's URL runs, first found wins (repeat for
+    /// more; like Apache's DirectoryIndex).
+    #[arg(long, value_name = "FILE", default_values = ["index.php", "index.py", "index.cgi"])]
+    cgi_index: Vec<String>,
+
+    /// CGI docroot style: the script (a URL path in the docroot, e.g. `/index.php`) for URLs
+    /// that name no script, as a front controller wants (like Apache's FallbackResource).
+    #[arg(long, value_name = "URL_PATH", requires = "cgi_docroot")]
+    cgi_fallback: Option<String>,
+}
+
+impl CgiOptions {
+    /// The CGI configuration, with `args` after the program's name.
+    pub(crate) fn config(&self, args: Vec<String>) -> CgiConfig {
+        CgiConfig {
+            args,
+            docroot: self.cgi_docroot.clone(),
+            index: self.cgi_index.clone(),
+            fallback: self.cgi_fallback.clone(),
+        }
+    }
 }
 
 impl ServeCommand {
@@ -137,13 +156,14 @@ impl ServeCommand {
             self.allow_precompiled,
             config,
         )?;
-        if !app.is_cgi() && (!self.args.is_empty() || self.cgi_docroot.is_some()) {
+        if !app.is_cgi() && (!self.args.is_empty() || self.cgi_options.cgi_docroot.is_some()) {
             bail!(
                 "arguments and `--cgi-docroot` are for CGI programs; `{}` is a wasi:http component",
                 self.component.display()
             );
         }
         if let Some(docroot) = self
+            .cgi_options
             .cgi_docroot
             .as_deref()
             .filter(|d| app.config().sandbox.host_path(d).is_none())
@@ -287,12 +307,7 @@ impl ServeCommand {
         Ok(AppConfig {
             name,
             mode: if self.cgi { Mode::Cgi } else { Mode::Auto },
-            cgi: CgiConfig {
-                args: self.args.clone(),
-                docroot: self.cgi_docroot.clone(),
-                index: self.cgi_index.clone(),
-                fallback: self.cgi_fallback.clone(),
-            },
+            cgi: self.cgi_options.config(self.args.clone()),
             sandbox,
             limits,
             link_cli: wasi.cli.or(wasi.common).unwrap_or(true),

@@ -6,10 +6,9 @@ use clap::Parser;
 use wasmtime::Result;
 use wasmtime::error::Context as _;
 
-use wasmbridge::cgi::CgiConfig;
 use wasmbridge::wrap::{WrapConfig, wrap};
 
-use crate::serve::parse_env;
+use crate::serve::{CgiOptions, parse_env};
 
 /// Make a CGI program (a WASI preview-1 command) a standalone wasi:http component.
 ///
@@ -24,19 +23,8 @@ pub struct WrapCommand {
     #[arg(long = "env", number_of_values = 1, value_name = "NAME[=VAL]", value_parser = parse_env)]
     vars: Vec<(String, Option<String>)>,
 
-    /// Docroot style: URL paths name scripts inside this guest directory, which the serving
-    /// host must grant; the script is appended to the program's arguments.
-    #[arg(long, value_name = "GUEST_DIR")]
-    cgi_docroot: Option<String>,
-
-    /// Docroot style: the script a directory's URL runs, first found wins (repeat for more).
-    #[arg(long, value_name = "FILE", default_values = ["index.php", "index.py", "index.cgi"])]
-    cgi_index: Vec<String>,
-
-    /// Docroot style: the script (a URL path in the docroot, e.g. `/index.php`) for URLs that
-    /// name no script, as a front controller wants.
-    #[arg(long, value_name = "URL_PATH", requires = "cgi_docroot")]
-    cgi_fallback: Option<String>,
+    #[command(flatten)]
+    cgi_options: CgiOptions,
 
     /// Where to write the component.
     #[arg(short, long, value_name = "FILE")]
@@ -63,12 +51,7 @@ impl WrapCommand {
             program: self.program.file_name().map_or("app.wasm".into(), |name| {
                 name.to_string_lossy().into_owned()
             }),
-            cgi: CgiConfig {
-                args: self.args,
-                docroot: self.cgi_docroot,
-                index: self.cgi_index,
-                fallback: self.cgi_fallback,
-            },
+            cgi: self.cgi_options.config(self.args),
             env: self
                 .vars
                 .into_iter()
