@@ -207,7 +207,7 @@ pub fn inspect(wasm: &[u8]) -> Result<Kind> {
     }
 }
 
-fn exports_start(wasm: &[u8]) -> Result<bool> {
+pub(crate) fn exports_start(wasm: &[u8]) -> Result<bool> {
     for payload in Parser::new(0).parse_all(wasm) {
         if let Payload::ExportSection(exports) = payload? {
             for export in exports {

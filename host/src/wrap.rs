@@ -56,37 +56,29 @@ pub fn wrap(wasm: &[u8], config: &WrapConfig) -> Result<Vec<u8>> {
 fn check_imports(wasm: &[u8]) -> Result<()> {
     let adapter_exports = exports(ADAPTER)?;
     let mut missing = Vec::new();
-    let mut has_start = false;
     for payload in Parser::new(0).parse_all(wasm) {
-        match payload? {
-            Payload::ImportSection(imports) => {
-                for import in imports.into_imports() {
-                    let import = import?;
-                    if !matches!(import.ty, TypeRef::Func(_)) {
-                        continue;
-                    }
-                    if import.module != "wasi_snapshot_preview1" {
-                        bail!(
-                            "it imports `{}::{}`: a CGI program may import WASI preview-1 \
-                             functions (`wasi_snapshot_preview1`) only",
-                            import.module,
-                            import.name
-                        );
-                    }
-                    if !adapter_exports.iter().any(|name| name == import.name) {
-                        missing.push(import.name.to_string());
-                    }
-                }
+        let Payload::ImportSection(imports) = payload? else {
+            continue;
+        };
+        for import in imports.into_imports() {
+            let import = import?;
+            if !matches!(import.ty, TypeRef::Func(_)) {
+                continue;
             }
-            Payload::ExportSection(section) => {
-                for export in section {
-                    has_start |= export?.name == "_start";
-                }
+            if import.module != "wasi_snapshot_preview1" {
+                bail!(
+                    "it imports `{}::{}`: a CGI program may import WASI preview-1 \
+                     functions (`wasi_snapshot_preview1`) only",
+                    import.module,
+                    import.name
+                );
             }
-            _ => {}
+            if !adapter_exports.iter().any(|name| name == import.name) {
+                missing.push(import.name.to_string());
+            }
         }
     }
-    if !has_start {
+    if !crate::program::exports_start(wasm)? {
         bail!(
             "it has no `_start` export: only WASI preview-1 commands (programs with a main function) can be wrapped"
         );

@@ -248,11 +248,6 @@ impl ServeCommand {
         let wasm = &self.common.wasm;
 
         // `-S inherit-env` first, so that `--env` can override what it brings.
-        let utf8 = |name: &str, value: std::ffi::OsString| {
-            value
-                .into_string()
-                .map_err(|_| format_err!("environment variable `{name}` is not UTF-8"))
-        };
         let mut env = Vec::new();
         if wasi.inherit_env == Some(true) {
             for (name, value) in std::env::vars_os() {
@@ -263,18 +258,7 @@ impl ServeCommand {
                 env.push((name, value));
             }
         }
-        for (name, value) in &self.vars {
-            let value = match value {
-                Some(value) => value.clone(),
-                // `--env NAME` passes the host's value, and nothing when it is unset.
-                None => match std::env::var_os(name) {
-                    Some(value) => utf8(name, value)?,
-                    None => continue,
-                },
-            };
-            env.retain(|(existing, _)| existing != name);
-            env.push((name.clone(), value));
-        }
+        grant_env(&mut env, &self.vars)?;
 
         let sandbox = Sandbox {
             env,
@@ -324,6 +308,32 @@ impl ServeCommand {
 
 pub(crate) fn parse_dir(s: &str) -> Result<Preopen> {
     Ok(Preopen::parse(s))
+}
+
+/// Adds the `--env` grants to `env`: `NAME=VAL`, or `NAME` for the host's value (nothing when
+/// it is unset); a name granted again replaces what `env` had for it.
+pub(crate) fn grant_env(
+    env: &mut Vec<(String, String)>,
+    vars: &[(String, Option<String>)],
+) -> Result<()> {
+    for (name, value) in vars {
+        let value = match value {
+            Some(value) => value.clone(),
+            None => match std::env::var_os(name) {
+                Some(value) => utf8(name, value)?,
+                None => continue,
+            },
+        };
+        env.retain(|(existing, _)| existing != name);
+        env.push((name.clone(), value));
+    }
+    Ok(())
+}
+
+fn utf8(name: &str, value: std::ffi::OsString) -> Result<String> {
+    value
+        .into_string()
+        .map_err(|_| format_err!("environment variable `{name}` is not UTF-8"))
 }
 
 pub(crate) fn parse_env(s: &str) -> Result<(String, Option<String>)> {

@@ -9,7 +9,7 @@ use wasmtime::error::Context as _;
 use wasmbridge::preinit::{DEFAULT_INIT_FUNC, preinitialize};
 use wasmbridge::sandbox::{Preopen, Sandbox};
 
-use crate::serve::{parse_dir, parse_env};
+use crate::serve::{grant_env, parse_dir, parse_env};
 
 /// Run a module's initialization function once and write the module it leaves behind, so that
 /// every later start begins initialized (an interpreter with its runtime loaded, say).
@@ -40,15 +40,10 @@ impl WizerCommand {
     pub fn execute(self) -> Result<()> {
         let wasm = std::fs::read(&self.input)
             .with_context(|| format!("cannot read {}", self.input.display()))?;
+        let mut env = Vec::new();
+        grant_env(&mut env, &self.vars)?;
         let sandbox = Sandbox {
-            env: self
-                .vars
-                .iter()
-                .filter_map(|(name, value)| {
-                    let value = value.clone().or_else(|| std::env::var(name).ok())?;
-                    Some((name.clone(), value))
-                })
-                .collect(),
+            env,
             // Initialization only reads.
             dirs: self
                 .dirs

@@ -8,7 +8,7 @@ use wasmtime::error::Context as _;
 
 use wasmbridge::wrap::{WrapConfig, wrap};
 
-use crate::serve::{CgiOptions, parse_env};
+use crate::serve::{CgiOptions, grant_env, parse_env};
 
 /// Make a CGI program (a WASI preview-1 command) a standalone wasi:http component.
 ///
@@ -47,19 +47,14 @@ impl WrapCommand {
     pub fn execute(self) -> Result<()> {
         let wasm = std::fs::read(&self.program)
             .with_context(|| format!("cannot read {}", self.program.display()))?;
+        let mut env = Vec::new();
+        grant_env(&mut env, &self.vars)?;
         let config = WrapConfig {
             program: self.program.file_name().map_or("app.wasm".into(), |name| {
                 name.to_string_lossy().into_owned()
             }),
             cgi: self.cgi_options.config(self.args),
-            env: self
-                .vars
-                .into_iter()
-                .filter_map(|(name, value)| {
-                    let value = value.or_else(|| std::env::var(&name).ok())?;
-                    Some((name, value))
-                })
-                .collect(),
+            env,
         };
         let component = wrap(&wasm, &config)
             .with_context(|| format!("cannot wrap {}", self.program.display()))?;
