@@ -179,10 +179,13 @@ fn hex(digit: u8) -> Option<u8> {
 /// The request's meta-variables as `NAME=value` NUL-terminated entries, with their count.
 /// Names in `keep` (the wrapped app's fixed environment) are left out, so that a request
 /// cannot override them.
-pub fn meta_variables(request: &IncomingRequest, script: &Script, keep: &[&[u8]]) -> Env {
+pub fn meta_variables(
+    request: &IncomingRequest,
+    path_and_query: &[u8],
+    script: &Script,
+    keep: &[&[u8]],
+) -> Env {
     let mut env = Env::default();
-    let path_and_query = request.path_with_query().unwrap_or_default();
-    let path_and_query = path_and_query.as_bytes();
     let query = match path_and_query.iter().position(|b| *b == b'?') {
         Some(i) => &path_and_query[i + 1..],
         None => &[],

@@ -122,6 +122,15 @@ fn errno(code: ErrorCode) -> Errno {
     }
 }
 
+/// preview-1's lookup flags as wasi:filesystem's path flags.
+fn path_flags(lookup: u32) -> PathFlags {
+    if lookup & LOOKUP_SYMLINK_FOLLOW != 0 {
+        PathFlags::SYMLINK_FOLLOW
+    } else {
+        PathFlags::empty()
+    }
+}
+
 /// Runs `f`, turning its error into the errno it returns.
 fn run(f: impl FnOnce() -> Result<(), Errno>) -> Errno {
     match f() {
@@ -336,9 +345,7 @@ pub unsafe extern "C" fn fd_write(
             }
             Fd::Stderr => {
                 for iov in iovs {
-                    for chunk in unsafe { bytes(iov.buf, iov.len) }.chunks(4096) {
-                        let _ = State::get().stderr.blocking_write_and_flush(chunk);
-                    }
+                    crate::state::write_stderr(unsafe { bytes(iov.buf, iov.len) });
                     total += iov.len;
                 }
             }
@@ -793,10 +800,7 @@ pub unsafe extern "C" fn path_open(
     run(|| {
         let path = unsafe { path(path_ptr, path_len)? };
         let directory = dir(fd_)?;
-        let mut path_flags = PathFlags::empty();
-        if lookup & LOOKUP_SYMLINK_FOLLOW != 0 {
-            path_flags |= PathFlags::SYMLINK_FOLLOW;
-        }
+        let path_flags = path_flags(lookup);
         let mut open_flags = OpenFlags::empty();
         if oflags & OFLAGS_CREAT != 0 {
             open_flags |= OpenFlags::CREATE;
@@ -854,11 +858,7 @@ pub unsafe extern "C" fn path_filestat_get(
 ) -> Errno {
     run(|| {
         let path = unsafe { path(path_ptr, path_len)? };
-        let flags = if lookup & LOOKUP_SYMLINK_FOLLOW != 0 {
-            PathFlags::SYMLINK_FOLLOW
-        } else {
-            PathFlags::empty()
-        };
+        let flags = path_flags(lookup);
         let directory = dir(fd_)?;
         let result = directory.stat_at(flags, path).map_err(errno)?;
         let ino = directory
@@ -881,11 +881,7 @@ pub unsafe extern "C" fn path_filestat_set_times(
 ) -> Errno {
     run(|| {
         let path = unsafe { path(path_ptr, path_len)? };
-        let path_flags = if lookup & LOOKUP_SYMLINK_FOLLOW != 0 {
-            PathFlags::SYMLINK_FOLLOW
-        } else {
-            PathFlags::empty()
-        };
+        let path_flags = path_flags(lookup);
         let (a, m) = timestamps(atim, mtim, flags);
         dir(fd_)?
             .set_times_at(path_flags, path, a, m)
@@ -949,11 +945,7 @@ pub unsafe extern "C" fn path_link(
 ) -> Errno {
     run(|| {
         let (old, new) = unsafe { (path(old_ptr, old_len)?, path(new_ptr, new_len)?) };
-        let flags = if lookup & LOOKUP_SYMLINK_FOLLOW != 0 {
-            PathFlags::SYMLINK_FOLLOW
-        } else {
-            PathFlags::empty()
-        };
+        let flags = path_flags(lookup);
         dir(old_fd)?
             .link_at(flags, old, dir(new_fd)?, new)
             .map_err(errno)

@@ -109,7 +109,7 @@ impl State {
             .iter()
             .map(|entry| entry.split(|b| *b == b'=').next().unwrap_or_default())
             .collect();
-        self.env = cgi::meta_variables(&request, &script, &names);
+        self.env = cgi::meta_variables(&request, path_and_query.as_bytes(), &script, &names);
         for entry in fixed {
             self.env.bytes.extend_from_slice(entry);
             self.env.bytes.push(0);
@@ -150,7 +150,12 @@ pub fn log(parts: &[&[u8]]) {
         line.extend_from_slice(part);
     }
     line.push(b'\n');
-    for chunk in line.chunks(4096) {
+    write_stderr(&line);
+}
+
+/// Writes to the host's stderr, in the pieces a blocking write may take.
+pub fn write_stderr(data: &[u8]) {
+    for chunk in data.chunks(4096) {
         let _ = State::get().stderr.blocking_write_and_flush(chunk);
     }
 }
