@@ -57,6 +57,7 @@ typedef struct {
     int map_cgi_filenames;         /* WasmMapCGIFileNames */
     apr_off_t max_memory;          /* WasmMaxMemory */
     apr_interval_time_t timeout;   /* WasmTimeout */
+    int cgi_workers;               /* WasmCGIWorkers */
 } wasm_dir_conf;
 
 typedef struct {
@@ -81,6 +82,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->map_cgi_filenames = UNSET;
     conf->max_memory = UNSET;
     conf->timeout = UNSET;
+    conf->cgi_workers = UNSET;
     if (all_dir_confs) {
         *(wasm_dir_conf **)apr_array_push(all_dir_confs) = conf;
     }
@@ -104,6 +106,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
         add->map_cgi_filenames != UNSET ? add->map_cgi_filenames : base->map_cgi_filenames;
     conf->max_memory = add->max_memory != UNSET ? add->max_memory : base->max_memory;
     conf->timeout = add->timeout != UNSET ? add->timeout : base->timeout;
+    conf->cgi_workers = add->cgi_workers != UNSET ? add->cgi_workers : base->cgi_workers;
     return conf;
 }
 
@@ -266,6 +269,21 @@ static const char *set_timeout(cmd_parms *cmd, void *conf_, const char *value)
     return NULL;
 }
 
+/* WasmCGIWorkers 4: serve CGI requests with up to this many long-lived instances per child,
+ * which take one request after another over FastCGI on stdin and stdout (as php-cgi from
+ * guests/php does); 0, the default, starts a fresh instance for every request. */
+static const char *set_cgi_workers(cmd_parms *cmd, void *conf_, const char *value)
+{
+    char *end;
+    apr_int64_t n = apr_strtoi64(value, &end, 10);
+    if (*end || end == value || n < 0 || n > 10000) {
+        return apr_psprintf(cmd->pool, "WasmCGIWorkers: `%s` is not a number of workers "
+                            "(0 to 10000)", value);
+    }
+    ((wasm_dir_conf *)conf_)->cgi_workers = (int)n;
+    return NULL;
+}
+
 static const char *set_cache_dir(cmd_parms *cmd, void *dummy, const char *dir)
 {
     wasm_server_conf *conf = ap_get_module_config(cmd->server->module_config, &wasm_module);
@@ -317,6 +335,9 @@ static const command_rec wasm_cmds[] = {
                   "linear memory per request (default 512M)"),
     AP_INIT_TAKE1("WasmTimeout", set_timeout, NULL, OR_OPTIONS,
                   "wall-clock deadline per request (default 60 seconds)"),
+    AP_INIT_TAKE1("WasmCGIWorkers", set_cgi_workers, NULL, OR_OPTIONS,
+                  "long-lived instances per child that serve CGI requests over FastCGI "
+                  "(default 0: a fresh instance per request)"),
     AP_INIT_TAKE1("WasmCacheDir", set_cache_dir, NULL, RSRC_CONF,
                   "where compiled modules are kept (default: wasmbridge-cache in the "
                   "runtime directory); off turns the cache off"),
@@ -344,10 +365,11 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
                            NULL);
     }
     return apr_psprintf(p, "%scgi %s\nmax-memory %" APR_OFF_T_FMT "\ntimeout-ms %" APR_TIME_T_FMT
-                        "\n", text, conf->cgi == 1 ? "on" : "auto",
+                        "\ncgi-workers %d\n", text, conf->cgi == 1 ? "on" : "auto",
                         conf->max_memory != UNSET ? conf->max_memory : WASM_DEFAULT_MAX_MEMORY,
                         apr_time_as_msec(conf->timeout != UNSET ? conf->timeout
-                                                                : WASM_DEFAULT_TIMEOUT));
+                                                                : WASM_DEFAULT_TIMEOUT),
+                        conf->cgi_workers != UNSET ? conf->cgi_workers : 0);
 }
 
 /* ---- start-up --------------------------------------------------------------------------- */

@@ -601,6 +601,7 @@ impl AppDescription {
                 "cgi" => config.mode = if value == "on" { Mode::Cgi } else { Mode::Auto },
                 "max-memory" => limits.max_memory_size = value.parse().ok(),
                 "timeout-ms" => limits.timeout = value.parse().ok().map(Duration::from_millis),
+                "cgi-workers" => cgi.workers = value.parse().unwrap_or(0),
                 _ => return Err(format!("unknown key `{key}` in an app description")),
             }
         }
@@ -618,6 +619,8 @@ impl AppDescription {
 fn load_app(child: &Child, description: &str) -> Result<App, String> {
     let AppDescription { module, mut config } = AppDescription::parse(description)?;
     config.max_concurrent = child.max_concurrent;
+    // A child never needs more workers than requests it serves at once.
+    config.cgi.workers = config.cgi.workers.min(child.max_concurrent);
     config.log = child.log.clone();
     App::load(&child.engine, &module, child.cache.as_ref(), false, config)
         .map_err(|e| format!("{e:#}"))

@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView as _};
 
 use crate::cache::CompileCache;
-use crate::cgi::CgiConfig;
+use crate::cgi::{CgiConfig, GuestRun, Workers};
 use crate::limits::{Limiter, Limits};
 use crate::log::{GuestOutput, GuestStream, Log, StderrLog};
 use crate::sandbox::Sandbox;
@@ -140,6 +140,8 @@ pub struct App {
     /// `argv[0]` of a CGI program: the file name it was loaded from.
     program_name: String,
     slots: Arc<Semaphore>,
+    /// A CGI app's long-lived instances, when it has them.
+    workers: Option<Arc<Workers>>,
 }
 
 impl App {
@@ -234,7 +236,22 @@ impl App {
             Guest::Http(ProxyPre::new(pre)?)
         };
         config.sandbox.validate()?;
+        let workers = match config.cgi.workers {
+            0 => None,
+            _ if !cgi => {
+                bail!("CGI workers are for CGI programs, and this is a wasi:http component")
+            }
+            _ if config.limits.fuel.is_some() => bail!(
+                "a CGI worker serves many requests with one instance, so a fuel budget (`-W fuel`) would be shared by all of them; use a deadline instead"
+            ),
+            n if n > config.max_concurrent => bail!(
+                "{n} CGI workers need as many instances, but at most {} may run at once",
+                config.max_concurrent
+            ),
+            n => Some(Workers::new(n)),
+        };
         Ok(App {
+            workers,
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
             program_name: config.name.clone(),
             config,
@@ -257,6 +274,10 @@ impl App {
 
     pub(crate) fn program_name(&self) -> &str {
         &self.program_name
+    }
+
+    pub(crate) fn workers(&self) -> Option<&Arc<Workers>> {
+        self.workers.as_ref()
     }
 
     /// Serves one request. The response head comes back as soon as the guest sets it; the body
@@ -351,6 +372,22 @@ impl App {
                 log.request_failed(id, &name, failure);
             }
             outcome
+        }))
+    }
+
+    /// Prepares a CGI worker's run: the program runs while the returned future is polled, by
+    /// each request it serves in turn, without a deadline of its own (each request has one).
+    pub(crate) fn start_worker(
+        &self,
+        id: u64,
+        configure: impl FnOnce(&mut WasiCtxBuilder),
+    ) -> Result<GuestRun, Failure> {
+        let mut store = self
+            .new_store(id, configure)
+            .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+        let guest = self.guest.clone();
+        Ok(Box::pin(async move {
+            run_guest(&guest, Entry::Cgi, &mut store, None).await
         }))
     }
 

@@ -95,7 +95,7 @@ impl GuestOutput {
         }))
     }
 
-    fn write(&self, mut bytes: &[u8]) {
+    pub(crate) fn write(&self, mut bytes: &[u8]) {
         let buf = &self.0;
         let mut pending = buf.pending.lock().unwrap();
         while let Some(end) = bytes.iter().position(|b| *b == b'\n') {

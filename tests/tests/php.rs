@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use futures::StreamExt as _;
+
 use wasmbridge_tests::{
     Server, client, get, no_redirect_client, post_form, post_multipart, sha256_hex, temp_dir,
 };
@@ -21,7 +23,7 @@ fn dist() -> PathBuf {
 
 /// Serves the fixture docroot the way guests/php/README.md says: the docroot read-only, /tmp
 /// (uploads, sessions) and /data (SQLite) writable.
-fn start_with(data: &Path, extra: &[&str]) -> Server {
+fn start_with(data: &Path, mode: &[&str], extra: &[&str]) -> Server {
     let dist = dist();
     let docroot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/php");
     let mut args = vec![
@@ -36,315 +38,425 @@ fn start_with(data: &Path, extra: &[&str]) -> Server {
         "--cgi-docroot".into(),
         "/www".into(),
     ];
-    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(mode.iter().chain(extra).map(|s| s.to_string()));
     args.push(dist.join("php-cgi.wasm").display().to_string());
     Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-fn start() -> Server {
-    start_with(&temp_dir("data"), &[])
+fn start(mode: &[&str]) -> Server {
+    start_with(&temp_dir("data"), mode, &[])
 }
+
+/// Every test runs in both of CGI mode's ways: a fresh instance per request, and long-lived
+/// workers that take request after request over FastCGI.
+const MODES: [&[&str]; 2] = [&[], &["--cgi-workers", "2"]];
 
 #[tokio::test]
 async fn phpinfo_lists_the_extensions() {
-    let server = start();
-    let (status, page) = get(server.url("/info.php")).await;
-    assert_eq!(status, 200, "{}", server.log());
-    assert!(page.contains("PHP Version 8.2"), "{page}");
-    for extension in [
-        "ctype",
-        "tokenizer",
-        "filter",
-        "session",
-        "mbstring",
-        "json",
-        "bcmath",
-        "fileinfo",
-        "pdo_sqlite",
-        "sqlite3",
-    ] {
-        assert!(
-            page.contains(&format!("<h2><a name=\"module_{extension}\"")),
-            "{extension} missing"
-        );
+    for mode in MODES {
+        let server = start(mode);
+        let (status, page) = get(server.url("/info.php")).await;
+        assert_eq!(status, 200, "{}", server.log());
+        assert!(page.contains("PHP Version 8.2"), "{page}");
+        for extension in [
+            "ctype",
+            "tokenizer",
+            "filter",
+            "session",
+            "mbstring",
+            "json",
+            "bcmath",
+            "fileinfo",
+            "pdo_sqlite",
+            "sqlite3",
+        ] {
+            assert!(
+                page.contains(&format!("<h2><a name=\"module_{extension}\"")),
+                "{extension} missing"
+            );
+        }
     }
 }
 
 #[tokio::test]
 async fn urls_map_to_scripts_directories_to_their_index_and_the_rest_is_path_info() {
-    let server = start();
-    assert_eq!(
-        get(server.url("/")).await,
-        (200, "index of /index.php\nuri: /\n".into())
-    );
-    assert_eq!(
-        get(server.url("/sub/")).await,
-        (200, "sub index: /sub/index.php\n".into())
-    );
-    let (status, page) = get(server.url("/path.php/extra/x?q=1")).await;
-    assert_eq!(status, 200, "{}", server.log());
-    assert!(
+    for mode in MODES {
+        let server = start(mode);
+        assert_eq!(
+            get(server.url("/")).await,
+            (200, "index of /index.php\nuri: /\n".into())
+        );
+        assert_eq!(
+            get(server.url("/sub/")).await,
+            (200, "sub index: /sub/index.php\n".into())
+        );
+        let (status, page) = get(server.url("/path.php/extra/x?q=1")).await;
+        assert_eq!(status, 200, "{}", server.log());
+        assert!(
         page.contains("SCRIPT_NAME=/path.php\nSCRIPT_FILENAME=/www/path.php\nPATH_INFO=/extra/x\nREQUEST_URI=/path.php/extra/x?q=1\nQUERY_STRING=q=1\nDOCUMENT_ROOT=/www\n"),
         "{page}"
     );
-    assert_eq!(get(server.url("/articles/42")).await.0, 404);
+        assert_eq!(get(server.url("/articles/42")).await.0, 404);
+    }
 }
 
 #[tokio::test]
 async fn a_front_controller_gets_every_url_that_names_no_script() {
-    let server = start_with(&temp_dir("data"), &["--cgi-fallback", "/index.php"]);
-    assert_eq!(
-        get(server.url("/articles/42?x=1")).await,
-        (200, "index of /index.php\nuri: /articles/42?x=1\n".into())
-    );
-    // Scripts that exist are still served themselves.
-    assert!(
-        get(server.url("/path.php"))
-            .await
-            .1
-            .contains("SCRIPT_NAME=/path.php\n")
-    );
+    for mode in MODES {
+        let server = start_with(&temp_dir("data"), mode, &["--cgi-fallback", "/index.php"]);
+        assert_eq!(
+            get(server.url("/articles/42?x=1")).await,
+            (200, "index of /index.php\nuri: /articles/42?x=1\n".into())
+        );
+        // Scripts that exist are still served themselves.
+        assert!(
+            get(server.url("/path.php"))
+                .await
+                .1
+                .contains("SCRIPT_NAME=/path.php\n")
+        );
+    }
 }
 
 #[tokio::test]
 async fn get_and_post_forms_reach_the_extensions() {
-    let server = start();
-    let (status, page) =
-        get(server.url("/form.php?n=123&email=a%40example.org&name=h%C3%A9llo")).await;
-    assert_eq!(status, 200, "{}", server.log());
-    assert_eq!(
-        page,
-        "method: GET\nget n: 123\nget email: a@example.org\nget name: héllo\nctype: digits\n\
+    for mode in MODES {
+        let server = start(mode);
+        let (status, page) =
+            get(server.url("/form.php?n=123&email=a%40example.org&name=h%C3%A9llo")).await;
+        assert_eq!(status, 200, "{}", server.log());
+        assert_eq!(
+            page,
+            "method: GET\nget n: 123\nget email: a@example.org\nget name: héllo\nctype: digits\n\
          filter: 'a@example.org'\nmb: HÉLLO (5)\nbc: 12345678901234567891\n\
          json: {\"ok\":true,\"tokens\":5}\n"
-    );
-    let (status, page) = post_form(server.url("/form.php"), "n=x1&email=nope&name=wasm").await;
-    assert_eq!(status, 200);
-    assert!(
+        );
+        let (status, page) = post_form(server.url("/form.php"), "n=x1&email=nope&name=wasm").await;
+        assert_eq!(status, 200);
+        assert!(
         page.starts_with("method: POST\npost n: x1\npost email: nope\npost name: wasm\nctype: other\nfilter: false\nmb: WASM (4)\n"),
         "{page}"
     );
+    }
 }
 
 #[tokio::test]
 async fn a_multipart_upload_lands_in_the_writable_tmp() {
-    let server = start();
-    // A PDF by its first bytes, for fileinfo to recognize.
-    let mut data = b"%PDF-1.4\n".to_vec();
-    data.extend((0..300_000u32 - 9).map(|i| (i % 251) as u8));
-    let (status, text) = post_multipart(
-        server.url("/upload.php"),
-        ("title", "hi"),
-        ("file", "data.bin", &data),
-    )
-    .await;
-    assert_eq!(status, 200, "{}", server.log());
-    assert_eq!(
-        text,
-        format!(
-            "name: data.bin\nsize: 300000\nsha256: {}\ntype: application/pdf\ntitle: hi\n",
-            sha256_hex(&data)
+    for mode in MODES {
+        let server = start(mode);
+        // A PDF by its first bytes, for fileinfo to recognize.
+        let mut data = b"%PDF-1.4\n".to_vec();
+        data.extend((0..300_000u32 - 9).map(|i| (i % 251) as u8));
+        let (status, text) = post_multipart(
+            server.url("/upload.php"),
+            ("title", "hi"),
+            ("file", "data.bin", &data),
         )
-    );
+        .await;
+        assert_eq!(status, 200, "{}", server.log());
+        assert_eq!(
+            text,
+            format!(
+                "name: data.bin\nsize: 300000\nsha256: {}\ntype: application/pdf\ntitle: hi\n",
+                sha256_hex(&data)
+            )
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_session_survives_across_requests() {
-    let server = start();
-    let first = client()
-        .get(server.url("/session.php"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 200, "{}", server.log());
-    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.starts_with("PHPSESSID="), "{cookie}");
-    assert_eq!(first.text().await.unwrap(), "visits: 1\n");
-    let session = cookie.split(';').next().unwrap().to_string();
-    for visits in 2..=3 {
-        let page = client()
+    for mode in MODES {
+        let server = start(mode);
+        let first = client()
             .get(server.url("/session.php"))
-            .header("cookie", &session)
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
             .unwrap();
-        assert_eq!(page, format!("visits: {visits}\n"));
+        assert_eq!(first.status(), 200, "{}", server.log());
+        let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(cookie.starts_with("PHPSESSID="), "{cookie}");
+        assert_eq!(first.text().await.unwrap(), "visits: 1\n");
+        let session = cookie.split(';').next().unwrap().to_string();
+        for visits in 2..=3 {
+            let page = client()
+                .get(server.url("/session.php"))
+                .header("cookie", &session)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert_eq!(page, format!("visits: {visits}\n"));
+        }
+        // Another client has its own session.
+        assert_eq!(get(server.url("/session.php")).await.1, "visits: 1\n");
     }
-    // Another client has its own session.
-    assert_eq!(get(server.url("/session.php")).await.1, "visits: 1\n");
 }
 
 #[tokio::test]
 async fn a_sqlite_app_creates_reads_updates_and_deletes_rows_that_persist() {
-    let data = temp_dir("data");
-    {
-        let server = start_with(&data, &[]);
-        for (text, id) in [("first", 1), ("second", 2)] {
-            let url = server.url("/notes.php?action=create");
-            let (status, body) = post_form(url, &format!("text={text}")).await;
-            assert_eq!(status, 200, "{}", server.log());
-            assert_eq!(body, format!("{{\"id\":{id}}}"));
+    for mode in MODES {
+        let data = temp_dir("data");
+        {
+            let server = start_with(&data, mode, &[]);
+            for (text, id) in [("first", 1), ("second", 2)] {
+                let url = server.url("/notes.php?action=create");
+                let (status, body) = post_form(url, &format!("text={text}")).await;
+                assert_eq!(status, 200, "{}", server.log());
+                assert_eq!(body, format!("{{\"id\":{id}}}"));
+            }
+            let url = server.url("/notes.php?action=update&id=2");
+            let updated = post_form(url, "text=changed").await;
+            assert_eq!(updated, (200, "{\"updated\":1}".into()));
+            let deleted = get(server.url("/notes.php?action=delete&id=1")).await;
+            assert_eq!(deleted, (200, "{\"deleted\":1}".into()));
         }
-        let url = server.url("/notes.php?action=update&id=2");
-        let updated = post_form(url, "text=changed").await;
-        assert_eq!(updated, (200, "{\"updated\":1}".into()));
-        let deleted = get(server.url("/notes.php?action=delete&id=1")).await;
-        assert_eq!(deleted, (200, "{\"deleted\":1}".into()));
+        // A new server over the same directory finds the rows.
+        let server = start_with(&data, mode, &[]);
+        let (status, page) = get(server.url("/notes.php")).await;
+        assert_eq!(status, 200, "{}", server.log());
+        assert!(
+            page.starts_with(
+                "{\"notes\":[{\"id\":2,\"text\":\"changed\"}],\"count\":1,\"sqlite\":\"3."
+            ),
+            "{page}"
+        );
+        assert!(data.join("notes.db").exists());
     }
-    // A new server over the same directory finds the rows.
-    let server = start_with(&data, &[]);
-    let (status, page) = get(server.url("/notes.php")).await;
-    assert_eq!(status, 200, "{}", server.log());
-    assert!(
-        page.starts_with(
-            "{\"notes\":[{\"id\":2,\"text\":\"changed\"}],\"count\":1,\"sqlite\":\"3."
-        ),
-        "{page}"
-    );
-    assert!(data.join("notes.db").exists());
 }
 
 #[tokio::test]
 async fn header_and_cookies_reach_the_client() {
-    let server = start();
-    let response = client()
-        .get(server.url("/headers.php"))
-        .header("cookie", "flavour=ginger")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", server.log());
-    assert_eq!(response.headers()["x-powered-by-guest"], "php-cgi.wasm");
-    let cookie = response.headers()["set-cookie"].to_str().unwrap();
-    assert!(
-        cookie.starts_with("flavour=oatmeal; path=/; HttpOnly"),
-        "{cookie}"
-    );
-    assert_eq!(response.text().await.unwrap(), "cookie: ginger\n");
+    for mode in MODES {
+        let server = start(mode);
+        let response = client()
+            .get(server.url("/headers.php"))
+            .header("cookie", "flavour=ginger")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", server.log());
+        assert_eq!(response.headers()["x-powered-by-guest"], "php-cgi.wasm");
+        let cookie = response.headers()["set-cookie"].to_str().unwrap();
+        assert!(
+            cookie.starts_with("flavour=oatmeal; path=/; HttpOnly"),
+            "{cookie}"
+        );
+        assert_eq!(response.text().await.unwrap(), "cookie: ginger\n");
 
-    let moved = no_redirect_client()
-        .get(server.url("/redirect.php"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(moved.status(), 302);
-    assert_eq!(moved.headers()["location"], "/index.php");
+        let moved = no_redirect_client()
+            .get(server.url("/redirect.php"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(moved.status(), 302);
+        assert_eq!(moved.headers()["location"], "/index.php");
+    }
 }
 
 #[tokio::test]
 async fn a_fatal_error_is_a_500_with_the_message_in_the_log() {
-    let server = start();
-    let (status, page) = get(server.url("/fatal.php")).await;
-    assert_eq!(status, 500, "{}", server.log());
-    assert!(!page.contains("undefined_function"), "{page}");
-    assert!(
-        server.wait_for_log(
-            "Call to undefined function undefined_function_for_the_test()",
-            std::time::Duration::from_secs(5)
-        ),
-        "{}",
-        server.log()
-    );
-    // Past memory_limit: PHP's own error, not a crash.
-    let (status, _) = get(server.url("/memory.php")).await;
-    assert_eq!(status, 500, "{}", server.log());
-    assert!(
-        server.wait_for_log(
-            "Allowed memory size of 33554432 bytes exhausted",
-            std::time::Duration::from_secs(5)
-        ),
-        "{}",
-        server.log()
-    );
-    assert_eq!(get(server.url("/")).await.0, 200);
+    for mode in MODES {
+        let server = start(mode);
+        let (status, page) = get(server.url("/fatal.php")).await;
+        assert_eq!(status, 500, "{}", server.log());
+        assert!(!page.contains("undefined_function"), "{page}");
+        assert!(
+            server.wait_for_log(
+                "Call to undefined function undefined_function_for_the_test()",
+                std::time::Duration::from_secs(5)
+            ),
+            "{}",
+            server.log()
+        );
+        // Past memory_limit: PHP's own error, not a crash.
+        let (status, _) = get(server.url("/memory.php")).await;
+        assert_eq!(status, 500, "{}", server.log());
+        assert!(
+            server.wait_for_log(
+                "Allowed memory size of 33554432 bytes exhausted",
+                std::time::Duration::from_secs(5)
+            ),
+            "{}",
+            server.log()
+        );
+        assert_eq!(get(server.url("/")).await.0, 200);
+    }
 }
 
 #[tokio::test]
 async fn an_endless_loop_is_stopped_by_the_deadline() {
-    let server = start();
-    let (status, _) = get(server.url("/loop.php")).await;
-    assert_eq!(status, 504, "{}", server.log());
-    // The line is written as the request ends, which may be just after the answer.
+    for mode in MODES {
+        let server = start(mode);
+        let (status, _) = get(server.url("/loop.php")).await;
+        assert_eq!(status, 504, "{}", server.log());
+        // The line is written as the request ends, which may be just after the answer.
+        assert!(
+            server.wait_for_log("(504)", std::time::Duration::from_secs(5)),
+            "{}",
+            server.log()
+        );
+        assert_eq!(get(server.url("/")).await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn files_outside_the_grants_cannot_be_read_or_written() {
+    for mode in MODES {
+        let server = start(mode);
+        for file in [
+            "/etc/passwd",
+            "/etc/apache2/apache2.conf",
+            "../../../../etc/passwd",
+            "/www/../../etc/passwd",
+        ] {
+            let (status, page) = get(server.url(&format!("/read.php?file={file}"))).await;
+            assert_eq!(status, 404, "{file}: {page}");
+            assert!(page.starts_with("cannot read: "), "{page}");
+            assert!(!page.contains("root:"), "{page}");
+        }
+        // Inside the docroot it can.
+        let (status, page) = get(server.url("/read.php?file=/www/index.php")).await;
+        assert_eq!(status, 200);
+        assert!(page.starts_with("<?php"), "{page}");
+        // The read-only docroot cannot be changed by a script; the writable /tmp can.
+        let (status, page) = get(server.url("/write.php?file=/www/index.php")).await;
+        assert_eq!(status, 403, "{page}");
+        assert!(
+            get(server.url("/index.php"))
+                .await
+                .1
+                .starts_with("index of")
+        );
+        assert_eq!(
+            get(server.url("/write.php?file=/tmp/note.txt")).await,
+            (200, "written\n".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_wasi_cannot_do_fails_with_a_message() {
+    for mode in MODES {
+        let server = start(mode);
+        let (status, page) = get(server.url("/unsupported.php")).await;
+        assert_eq!(status, 200, "{}", server.log());
+        assert!(
+            page.contains("fiber: Exception: Fibers are not available in WebAssembly"),
+            "{page}"
+        );
+        assert!(
+            page.contains("warning: exec(): Unable to fork [ls]\nfalse\n"),
+            "{page}"
+        );
+        assert!(page.contains("proc_open: not compiled in\n"), "{page}");
+        assert!(page.contains("fsockopen: false"), "{page}");
+    }
+}
+
+/// One worker serves every request below, or its replacement: nothing of a request reaches
+/// the next, a failed or stopped request takes its worker with it, and a body whose length
+/// PHP cannot know does not put the next request out of step.
+#[tokio::test]
+async fn a_worker_keeps_requests_apart_and_is_replaced_when_one_fails() {
+    let server = start(&["--cgi-workers", "1"]);
+    let (status, page) = get(server.url("/form.php?n=98765&name=first")).await;
+    assert_eq!(status, 200, "{}", server.log());
+    assert!(page.contains("get n: 98765\n"), "{page}");
+    let (_, page) = get(server.url("/form.php?name=second")).await;
+    assert!(!page.contains("98765"), "{page}");
+    let (status, _) = get(server.url("/session.php")).await;
+    assert_eq!(status, 200);
+
+    assert_eq!(get(server.url("/fatal.php")).await.0, 500);
+    assert_eq!(get(server.url("/loop.php")).await.0, 504);
     assert!(
         server.wait_for_log("(504)", std::time::Duration::from_secs(5)),
         "{}",
         server.log()
     );
-    assert_eq!(get(server.url("/")).await.0, 200);
-}
+    assert_eq!(get(server.url("/form.php?n=7")).await.0, 200);
 
-#[tokio::test]
-async fn files_outside_the_grants_cannot_be_read_or_written() {
-    let server = start();
-    for file in [
-        "/etc/passwd",
-        "/etc/apache2/apache2.conf",
-        "../../../../etc/passwd",
-        "/www/../../etc/passwd",
-    ] {
-        let (status, page) = get(server.url(&format!("/read.php?file={file}"))).await;
-        assert_eq!(status, 404, "{file}: {page}");
-        assert!(page.starts_with("cannot read: "), "{page}");
-        assert!(!page.contains("root:"), "{page}");
-    }
-    // Inside the docroot it can.
-    let (status, page) = get(server.url("/read.php?file=/www/index.php")).await;
-    assert_eq!(status, 200);
-    assert!(page.starts_with("<?php"), "{page}");
-    // The read-only docroot cannot be changed by a script; the writable /tmp can.
-    let (status, page) = get(server.url("/write.php?file=/www/index.php")).await;
-    assert_eq!(status, 403, "{page}");
-    assert!(
-        get(server.url("/index.php"))
-            .await
-            .1
-            .starts_with("index of")
-    );
-    assert_eq!(
-        get(server.url("/write.php?file=/tmp/note.txt")).await,
-        (200, "written\n".into())
-    );
-}
-
-#[tokio::test]
-async fn what_wasi_cannot_do_fails_with_a_message() {
-    let server = start();
-    let (status, page) = get(server.url("/unsupported.php")).await;
+    // A chunked body, with no CONTENT_LENGTH for PHP: it reads none of it, and the worker
+    // that may still hold it is not used again.
+    let chunks = futures::stream::iter(0..16)
+        .map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 64 * 1024])));
+    let response = client()
+        .post(server.url("/form.php"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", server.log());
+    assert!(response.text().await.unwrap().starts_with("method: POST\n"));
+    let (status, page) = post_form(server.url("/form.php"), "n=42").await;
     assert_eq!(status, 200, "{}", server.log());
+    assert!(page.contains("post n: 42\n"), "{page}");
+
+    // Forty requests at once wait their turn for the one worker.
+    let pages =
+        futures::future::join_all((0..40).map(|i| get(server.url(&format!("/form.php?n={i}")))))
+            .await;
+    for (i, (status, page)) in pages.into_iter().enumerate() {
+        assert_eq!(status, 200, "{}", server.log());
+        assert!(page.contains(&format!("get n: {i}\n")), "{page}");
+    }
+}
+
+/// A program that does not speak FastCGI cannot be a worker: each request says why, and the
+/// server goes on.
+#[tokio::test]
+async fn a_program_that_is_no_fastcgi_worker_gets_a_502_that_says_so() {
+    let hello = wasmbridge_tests::guest_p1("cgi-hello");
+    let server = Server::start(&["--cgi-workers", "1", &hello]);
+    for _ in 0..2 {
+        let (status, _) = get(server.url("/")).await;
+        assert_eq!(status, 502, "{}", server.log());
+    }
     assert!(
-        page.contains("fiber: Exception: Fibers are not available in WebAssembly"),
-        "{page}"
+        server.wait_for_log(
+            "the worker's output is not FastCGI",
+            std::time::Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
     );
-    assert!(
-        page.contains("warning: exec(): Unable to fork [ls]\nfalse\n"),
-        "{page}"
-    );
-    assert!(page.contains("proc_open: not compiled in\n"), "{page}");
-    assert!(page.contains("fsockopen: false"), "{page}");
+    // Workers are for CGI programs, without a fuel budget shared by their requests.
+    let component = wasmbridge_tests::guest("hello_http");
+    let (_, log) = Server::try_start(&["--cgi-workers", "2", &component], &[])
+        .err()
+        .unwrap();
+    assert!(log.contains("CGI workers are for CGI programs"), "{log}");
+    let (_, log) = Server::try_start(&["--cgi-workers", "2", "-W", "fuel=1000000", &hello], &[])
+        .err()
+        .unwrap();
+    assert!(log.contains("fuel budget"), "{log}");
 }
 
 /// The same docroot through Apache: Apache finds the script (DirectoryIndex, PATH_INFO) and
 /// mod_wasm maps its SCRIPT_FILENAME into the guest.
 #[tokio::test]
 async fn apache_serves_the_php_docroot_through_mod_wasm() {
-    use wasmbridge_tests::apache::{Apache, fixtures};
-    let writable = |name: &str| {
-        let dir = temp_dir(name);
-        std::process::Command::new("chmod")
-            .arg("777")
-            .arg(&dir)
-            .status()
-            .unwrap();
-        dir
-    };
-    let (tmp, data) = (writable("apache-tmp"), writable("apache-data"));
-    let apache = Apache::start(
-        "event",
-        &format!(
-            "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
+    // Fresh instances, then four workers per child (the Apache side of --cgi-workers).
+    for workers in ["", "WasmCGIWorkers 4"] {
+        use wasmbridge_tests::apache::{Apache, fixtures};
+        let writable = |name: &str| {
+            let dir = temp_dir(name);
+            std::process::Command::new("chmod")
+                .arg("777")
+                .arg(&dir)
+                .status()
+                .unwrap();
+            dir
+        };
+        let (tmp, data) = (writable("apache-tmp"), writable("apache-data"));
+        let apache = Apache::start(
+            "event",
+            &format!(
+                "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
              LoadModule dir_module /usr/lib/apache2/modules/mod_dir.so\n\
              Alias /php {{fixtures}}/www/php\n\
              <Directory {{fixtures}}/www/php>\n\
@@ -357,57 +469,59 @@ async fn apache_serves_the_php_docroot_through_mod_wasm() {
              WasmEnableCGI On\n\
              WasmMapCGIFileNames On\n\
              WasmTimeout 3\n\
+             {workers}\n\
              </Directory>",
-            tmp.display(),
-            data.display()
-        ),
-    );
-    let get = |path: &str| get(apache.url(path));
-    assert_eq!(
-        get("/php/").await,
-        (200, "index of /php/index.php\nuri: /php/\n".into()),
-        "{}",
-        apache.error_log()
-    );
-    let (status, page) = get("/php/path.php/extra?q=1").await;
-    assert_eq!(status, 200);
-    assert!(
-        page.contains(
-            "SCRIPT_NAME=/php/path.php\nSCRIPT_FILENAME=/www/path.php\nPATH_INFO=/extra\n"
-        ),
-        "{page}"
-    );
-    let created = post_form(
-        apache.url("/php/notes.php?action=create"),
-        "text=from+apache",
-    )
-    .await;
-    assert_eq!(created, (200, "{\"id\":1}".into()));
-    assert!(
-        get("/php/notes.php")
-            .await
-            .1
-            .contains("\"text\":\"from apache\"")
-    );
-    let (status, page) = get("/php/read.php?file=/etc/apache2/apache2.conf").await;
-    assert_eq!(status, 404, "{page}");
-    let fixtures_conf = format!("{}/../httpd.conf", fixtures().display());
-    assert_eq!(
-        get(&format!("/php/read.php?file={fixtures_conf}")).await.0,
-        404
-    );
-    // The docroot is mapped read-only: a script cannot change it.
-    assert_eq!(get("/php/write.php?file=/www/index.php").await.0, 403);
-    let (status, _) = get("/php/fatal.php").await;
-    assert_eq!(status, 500);
-    assert!(
-        apache.wait_for_log(
-            "Call to undefined function",
-            std::time::Duration::from_secs(5)
-        ),
-        "{}",
-        apache.error_log()
-    );
-    assert_eq!(get("/php/loop.php").await.0, 504);
-    assert_eq!(get("/php/").await.0, 200);
+                tmp.display(),
+                data.display()
+            ),
+        );
+        let get = |path: &str| get(apache.url(path));
+        assert_eq!(
+            get("/php/").await,
+            (200, "index of /php/index.php\nuri: /php/\n".into()),
+            "{}",
+            apache.error_log()
+        );
+        let (status, page) = get("/php/path.php/extra?q=1").await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains(
+                "SCRIPT_NAME=/php/path.php\nSCRIPT_FILENAME=/www/path.php\nPATH_INFO=/extra\n"
+            ),
+            "{page}"
+        );
+        let created = post_form(
+            apache.url("/php/notes.php?action=create"),
+            "text=from+apache",
+        )
+        .await;
+        assert_eq!(created, (200, "{\"id\":1}".into()));
+        assert!(
+            get("/php/notes.php")
+                .await
+                .1
+                .contains("\"text\":\"from apache\"")
+        );
+        let (status, page) = get("/php/read.php?file=/etc/apache2/apache2.conf").await;
+        assert_eq!(status, 404, "{page}");
+        let fixtures_conf = format!("{}/../httpd.conf", fixtures().display());
+        assert_eq!(
+            get(&format!("/php/read.php?file={fixtures_conf}")).await.0,
+            404
+        );
+        // The docroot is mapped read-only: a script cannot change it.
+        assert_eq!(get("/php/write.php?file=/www/index.php").await.0, 403);
+        let (status, _) = get("/php/fatal.php").await;
+        assert_eq!(status, 500);
+        assert!(
+            apache.wait_for_log(
+                "Call to undefined function",
+                std::time::Duration::from_secs(5)
+            ),
+            "{}",
+            apache.error_log()
+        );
+        assert_eq!(get("/php/loop.php").await.0, 504);
+        assert_eq!(get("/php/").await.0, 200);
+    }
 }

@@ -4,7 +4,9 @@
 //! stdin; what it writes to stdout is parsed as a CGI response and streamed to the client.
 
 mod meta;
+mod pipe;
 mod response;
+mod worker;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,8 @@ use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 
 pub use meta::{Script, meta_variables};
 pub use response::{CgiResponse, Malformed};
+pub use worker::WORKER_VARIABLE;
+pub(crate) use worker::{GuestRun, Workers};
 
 use crate::app::{App, Entry, error_response, simple_response};
 use crate::sandbox::Sandbox;
@@ -42,6 +46,9 @@ pub struct CgiConfig {
     /// Docroot style: the script, a URL path in the docroot, for URLs that name no script —
     /// a front controller (Apache's `FallbackResource`).
     pub fallback: Option<String>,
+    /// Long-lived instances that serve one request after another over FastCGI on stdin and
+    /// stdout (see [`WORKER_VARIABLE`]), at most this many; 0: a fresh instance per request.
+    pub workers: usize,
 }
 
 impl CgiConfig {
@@ -195,34 +202,39 @@ pub(crate) async fn handle(
             .any(|(granted, _)| granted == name)
     });
 
-    // The request body flows into stdin through a bounded pipe, so a large upload waits for
-    // the program to read it instead of piling up in memory.
-    // (A duplex pipe, not a simplex one: dropping one end is what tells the other end EOF.)
-    let (stdin, mut body_in) = tokio::io::duplex(PIPE_SIZE);
-    tokio::spawn(async move {
-        let mut body = std::pin::pin!(body);
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data()
-                && body_in.write_all(&data).await.is_err()
-            {
-                break;
-            }
-        }
-    });
-    let (mut stdout, stdout_in) = tokio::io::duplex(PIPE_SIZE);
-
     let id = cx.id;
-    let configure = |wasi: &mut wasmtime_wasi::WasiCtxBuilder| {
-        wasi.args(&args);
-        for (name, value) in &env {
-            wasi.env(name, value);
+    let (mut stdout, stdout_in) = tokio::io::duplex(PIPE_SIZE);
+    let guest = match app.workers() {
+        Some(workers) => workers.serve(app, id, &env, body, stdout_in).await,
+        None => {
+            // The request body flows into stdin through a bounded pipe, so a large upload
+            // waits for the program to read it instead of piling up in memory.
+            // (A duplex pipe, not a simplex one: dropping one end is what tells the other end
+            // EOF.)
+            let (stdin, mut body_in) = tokio::io::duplex(PIPE_SIZE);
+            tokio::spawn(async move {
+                let mut body = std::pin::pin!(body);
+                while let Some(frame) = body.frame().await {
+                    let Ok(frame) = frame else { break };
+                    if let Ok(data) = frame.into_data()
+                        && body_in.write_all(&data).await.is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            let configure = |wasi: &mut wasmtime_wasi::WasiCtxBuilder| {
+                wasi.args(&args);
+                for (name, value) in &env {
+                    wasi.env(name, value);
+                }
+                wasi.stdin(AsyncStdinStream::new(stdin));
+                wasi.stdout(AsyncStdoutStream::new(PIPE_SIZE, stdout_in));
+            };
+            app.spawn_guest(id, configure, |_| Ok(Entry::Cgi)).await
         }
-        wasi.stdin(AsyncStdinStream::new(stdin));
-        wasi.stdout(AsyncStdoutStream::new(PIPE_SIZE, stdout_in));
     };
-    let guest = app.spawn_guest(id, configure, |_| Ok(Entry::Cgi));
-    let guest = match guest.await {
+    let guest = match guest {
         Ok(guest) => guest,
         Err(failure) => return app.fail(id, failure),
     };

@@ -33,6 +33,8 @@ pub enum Malformed {
     },
     BadStatus(String),
     BadLocation(String),
+    /// A CGI worker's output was not FastCGI records.
+    NotFastCgi,
 }
 
 impl std::fmt::Display for Malformed {
@@ -56,6 +58,11 @@ impl std::fmt::Display for Malformed {
             }
             Malformed::BadStatus(value) => write!(f, "malformed CGI Status header: {value:?}"),
             Malformed::BadLocation(value) => write!(f, "malformed CGI Location header: {value:?}"),
+            Malformed::NotFastCgi => write!(
+                f,
+                "the worker's output is not FastCGI (a CGI worker must serve FastCGI on stdin and stdout when {} is set)",
+                super::WORKER_VARIABLE
+            ),
         }
     }
 }

@@ -87,6 +87,12 @@ pub struct ServeCommand {
     #[command(flatten)]
     cgi_options: CgiOptions,
 
+    /// CGI mode with up to N long-lived instances that serve one request after another over
+    /// FastCGI on stdin and stdout (php-cgi from guests/php does), like PHP-FPM's children;
+    /// 0, the default, starts a fresh instance for every request.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    cgi_workers: usize,
+
     /// The program to serve: a wasi:http component, or a CGI program (a WASI preview-1 command
     /// module or a wasi:cli/command component).
     #[arg(value_name = "WASM")]
@@ -128,6 +134,7 @@ impl CgiOptions {
             docroot: self.cgi_docroot.clone(),
             index: self.cgi_index.clone(),
             fallback: self.cgi_fallback.clone(),
+            workers: 0,
         }
     }
 }
@@ -291,7 +298,10 @@ impl ServeCommand {
         Ok(AppConfig {
             name,
             mode: if self.cgi { Mode::Cgi } else { Mode::Auto },
-            cgi: self.cgi_options.config(self.args.clone()),
+            cgi: CgiConfig {
+                workers: self.cgi_workers,
+                ..self.cgi_options.config(self.args.clone())
+            },
             sandbox,
             limits,
             link_cli: wasi.cli.or(wasi.common).unwrap_or(true),
