@@ -3,19 +3,25 @@
 # - hello component: `wasmbridge serve` against `wasmtime serve -S cli` (when a wasmtime 48
 #   binary is at hand), and Apache + mod_wasm against Apache serving the same bytes as a file;
 # - Python hello CGI: the CPython snapshot through `wasmbridge serve` and through Apache +
-#   mod_wasm, against native `python3` run by Apache's mod_cgid.
+#   mod_wasm, against native `python3` run by Apache's mod_cgid;
+# - PHP page: php-cgi.wasm (a fresh instance per request, and CGI workers) through both,
+#   against native php-cgi under mod_cgid and PHP-FPM behind mod_proxy_fcgi;
+# - wrapped CGI apps (`wasmbridge wrap`) against the same programs in CGI mode.
 # Apache is Debian's apache2 with mpm_event, from a generated config on loopback ports.
 # Writes the tables to BENCHMARKS.md. This is a benchmark, not a test: it asserts nothing.
 #
 #   WASMTIME=/path/to/wasmtime        use that wasmtime binary
 #   BENCH_BUILD_WASMTIME=1            build wasmtime-cli 48.0.8 into ~/.cache/wasmbridge-tools (slow, once)
 #   BENCH_SECONDS=10 BENCH_CONNECTIONS=64 BENCH_CGI_CONNECTIONS=16 BENCH_ROUNDS=2
+#   BENCH_PHP_WORKERS=4
 source "$(dirname "$0")/common.sh"
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 CGI_CONNECTIONS=${BENCH_CGI_CONNECTIONS:-16}
 ROUNDS=${BENCH_ROUNDS:-2}
+# CGI workers per app (per Apache child): PHP-FPM's pool below has at most 5 children.
+PHP_WORKERS=${BENCH_PHP_WORKERS:-4}
 WASMTIME_VERSION=48.0.8
 
 setup
@@ -131,6 +137,10 @@ serve 18082 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18082 \
 serve 18083 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18083 \
     --dir "$RESULTS_DIR/php/www::/www::ro" \
     --dir "$RESULTS_DIR/php/tmp::/tmp" --cgi-docroot /www "$RESULTS_DIR/php/php-cgi.wasm"
+# The same with CGI workers: long-lived php-cgi instances taking requests over FastCGI.
+serve 18088 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18088 --cgi-workers "$PHP_WORKERS" \
+    --dir "$RESULTS_DIR/php/www::/www::ro" \
+    --dir "$RESULTS_DIR/php/tmp::/tmp" --cgi-docroot /www "$RESULTS_DIR/php/php-cgi.wasm"
 # The wrapped apps: components for wasmbridge serve, and for wasmtime serve when there is one.
 python_dirs=(--dir "$RESULTS_DIR/python/lib::/usr/local/lib" --dir "$RESULTS_DIR/app::/app")
 php_dirs=(--dir "$RESULTS_DIR/php/www::/www" --dir "$RESULTS_DIR/php/tmp::/tmp")
@@ -195,6 +205,7 @@ ScriptAlias /cgi/ $RESULTS_DIR/cgi-bin/
     SetEnv REDIRECT_STATUS 200
 </Directory>
 Alias /php/ $RESULTS_DIR/php/www/
+Alias /php-workers/ $RESULTS_DIR/php/www/
 Alias /fpm/ $RESULTS_DIR/php/www/
 <Directory $RESULTS_DIR/php/www>
     WasmModule $RESULTS_DIR/php/php-cgi.wasm
@@ -202,13 +213,16 @@ Alias /fpm/ $RESULTS_DIR/php/www/
     WasmMapDir /tmp $RESULTS_DIR/php/tmp
     WasmEnableCGI On
     WasmMapCGIFileNames On
-    <If "%{REQUEST_URI} =~ m#^/php/#">
+    <If "%{REQUEST_URI} =~ m#^/php(-workers)?/#">
         SetHandler wasm-handler
     </If>
     <Else>
         SetHandler "proxy:fcgi://127.0.0.1:19000"
     </Else>
 </Directory>
+<Location /php-workers/>
+    WasmCGIWorkers $PHP_WORKERS
+</Location>
 <Location /hello>
     SetHandler wasm-handler
     WasmModule $HELLO
@@ -237,8 +251,8 @@ Alias /fpm/ $RESULTS_DIR/php/www/
 EOF
 /usr/sbin/apache2 -f "$RESULTS_DIR/httpd.conf" -k start
 APACHE=http://127.0.0.1:18090
-for path in /hello.txt /hello /python /cgi/hello.py /php/hello.php /cgi/hello.php /fpm/hello.php \
-    /python-wrapped /php-wrapped; do
+for path in /hello.txt /hello /python /cgi/hello.py /php/hello.php /php-workers/hello.php \
+    /cgi/hello.php /fpm/hello.php /python-wrapped /php-wrapped; do
     wait_for "$APACHE$path"
 done
 
@@ -253,8 +267,10 @@ args=(python-wasmbridge http://127.0.0.1:18082/ python-apache-wasm "$APACHE/pyth
     python-apache-wrapped "$APACHE/python-wrapped")
 [ -z "$WASMTIME" ] || args+=(python-wrapped-wasmtime http://127.0.0.1:18086/)
 rounds "$CGI_CONNECTIONS" "${args[@]}"
-say "PHP page: wasmbridge serve, Apache + mod_wasm, Apache + mod_cgid + php-cgi, Apache + PHP-FPM, wrapped"
+say "PHP page: wasmbridge serve, Apache + mod_wasm (fresh instances, workers), Apache + mod_cgid + php-cgi, Apache + PHP-FPM, wrapped"
 args=(php-wasmbridge http://127.0.0.1:18083/hello.php php-apache-wasm "$APACHE/php/hello.php"
+    php-wasmbridge-workers http://127.0.0.1:18088/hello.php
+    php-apache-workers "$APACHE/php-workers/hello.php"
     php-native "$APACHE/cgi/hello.php" php-fpm "$APACHE/fpm/hello.php"
     php-wrapped http://127.0.0.1:18085/ php-apache-wrapped "$APACHE/php-wrapped")
 [ -z "$WASMTIME" ] || args+=(php-wrapped-wasmtime http://127.0.0.1:18087/)
@@ -277,6 +293,8 @@ declare -A LABELS=(
     [python-native]="Apache + mod_cgid, native python3 hello.py"
     [php-wasmbridge]="wasmbridge serve php-cgi.wasm hello.php"
     [php-apache-wasm]="Apache + mod_wasm, php-cgi.wasm hello.php"
+    [php-wasmbridge-workers]="wasmbridge serve --cgi-workers $PHP_WORKERS, php-cgi.wasm hello.php"
+    [php-apache-workers]="Apache + mod_wasm, WasmCGIWorkers $PHP_WORKERS, php-cgi.wasm hello.php"
     [php-native]="Apache + mod_cgid, native php-cgi8.2 hello.php"
     [php-fpm]="Apache + mod_proxy_fcgi, php-fpm8.2 hello.php"
     [python-wrapped]="wasmbridge serve, python.wasm hello.py wrapped (wasmbridge wrap)"
@@ -332,11 +350,13 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo
     echo "## PHP page (\`guests/fixtures/php/hello.php\`), $CGI_CONNECTIONS connections"
     echo
-    echo "php-cgi 8.2 for WASI as a wizer snapshot after startup (\`guests/php\`, no OPcache) against Debian's $(php-cgi8.2 -v | head -n 1 | cut -d' ' -f1-2) as a CGI program under mod_cgid and as PHP-FPM (Debian's pool defaults, OPcache on)."
+    echo "php-cgi 8.2 for WASI as a wizer snapshot after startup (\`guests/php\`, no OPcache), a fresh instance per request or $PHP_WORKERS long-lived CGI workers (per Apache child) taking requests over FastCGI, against Debian's $(php-cgi8.2 -v | head -n 1 | cut -d' ' -f1-2) as a CGI program under mod_cgid and as PHP-FPM (Debian's pool defaults, OPcache on)."
     echo
     echo "| server | requests/s | p50 (ms) | p99 (ms) | vs native php-cgi | vs PHP-FPM |"
     echo "|---|---:|---:|---:|---:|---:|"
-    for name in php-wasmbridge php-apache-wasm php-native php-fpm; do row "$name" php-native php-fpm; done
+    for name in php-wasmbridge php-apache-wasm php-wasmbridge-workers php-apache-workers php-native php-fpm; do
+        row "$name" php-native php-fpm
+    done
     echo
     echo "## Wrapped CGI apps (\`wasmbridge wrap\`), the same pages, $CGI_CONNECTIONS connections"
     echo
