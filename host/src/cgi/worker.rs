@@ -57,6 +57,8 @@ struct Worker {
     /// The program's end of its stdin, to see when it waits for the next request.
     stdin: PipeReader,
     run: GuestRun,
+    /// Where records are read, kept from one request to the next.
+    record: Vec<u8>,
 }
 
 impl Workers {
@@ -137,6 +139,7 @@ impl Worker {
             output,
             stdin,
             run,
+            record: Vec::new(),
         })
     }
 }
@@ -168,10 +171,14 @@ async fn exchange(
     let mut ran = None;
     let ended = {
         let Worker {
-            input, output, run, ..
+            input,
+            output,
+            run,
+            record,
+            ..
         } = &mut worker;
         let mut write = pin!(write_request(input, head, body));
-        let mut read = pin!(read_response(output, &mut out, &stderr));
+        let mut read = pin!(read_response(output, record, &mut out, &stderr));
         loop {
             tokio::select! {
                 biased;
@@ -249,11 +256,11 @@ async fn write_request(input: &mut PipeWriter, head: Vec<u8>, body: Body) -> std
 /// `Ok(None)` when the output ends first.
 async fn read_response(
     output: &mut PipeReader,
+    content: &mut Vec<u8>,
     out: &mut DuplexStream,
     stderr: &GuestOutput,
 ) -> Result<Option<i32>, Malformed> {
     let mut header = [0u8; 8];
-    let mut content = vec![0u8; MAX_CONTENT + 255];
     let mut client_gone = false;
     loop {
         if output.read_exact(&mut header).await.is_err() {
@@ -264,6 +271,9 @@ async fn read_response(
             return Err(Malformed::NotFastCgi);
         }
         let length = u16::from_be_bytes([length_high, length_low]) as usize;
+        if content.len() < length + padding as usize {
+            content.resize(length + padding as usize, 0);
+        }
         let record = &mut content[..length + padding as usize];
         if output.read_exact(record).await.is_err() {
             return Ok(None);
