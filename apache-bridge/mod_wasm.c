@@ -136,7 +136,8 @@ static const char *check_module(cmd_parms *cmd, const wasm_dir_conf *conf)
 {
     const char *path = module_path(cmd->temp_pool, conf);
     char error[1024];
-    if (path && wb_inspect(path, conf->cgi == 1, error, sizeof error) != 0) {
+    int cgi = conf->cgi == 1 || conf->cgi_workers > 0;
+    if (path && wb_inspect(path, cgi, error, sizeof error) != 0) {
         return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, error);
     }
     return NULL;
@@ -281,7 +282,7 @@ static const char *set_cgi_workers(cmd_parms *cmd, void *conf_, const char *valu
                             "(0 to 10000)", value);
     }
     ((wasm_dir_conf *)conf_)->cgi_workers = (int)n;
-    return NULL;
+    return check_module(cmd, conf_);
 }
 
 static const char *set_cache_dir(cmd_parms *cmd, void *dummy, const char *dir)

@@ -257,6 +257,11 @@ fn configtest_names_the_file_line_and_reason_of_each_broken_directive() {
         ),
         ("WasmMaxMemory lots", "`lots` is not a size"),
         ("WasmTimeout soon", "`soon` is not a duration"),
+        ("WasmCGIWorkers some", "`some` is not a number of workers"),
+        (
+            "WasmModule {fixtures}/wasm/hello_http.wasm\n WasmCGIWorkers 2",
+            "is a wasi:http component, not a CGI program",
+        ),
         (
             "WasmMapDir /app /no/such/dir",
             "`/no/such/dir` is not a directory",
