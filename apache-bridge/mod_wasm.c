@@ -625,9 +625,14 @@ static int wasm_handler(request_rec *r)
     head.remote_port = r->useragent_addr ? r->useragent_addr->port : 0;
     if (wb_app_is_cgi(app)) {
         pairs vars;
+        /* The server's own PATH is not the guest's: only one set with SetEnv goes in. */
+        int path_granted = apr_table_get(r->subprocess_env, "PATH") != NULL;
         /* Apache's own CGI variables, as mod_cgi passes them. */
         ap_add_common_vars(r);
         ap_add_cgi_vars(r);
+        if (!path_granted) {
+            apr_table_unset(r->subprocess_env, "PATH");
+        }
         if (conf->map_cgi_filenames == 1) {
             map_script_filename(r, conf);
         }

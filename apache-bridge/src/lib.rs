@@ -22,6 +22,9 @@
     reason = "one contract for all, stated above"
 )]
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::PathBuf;

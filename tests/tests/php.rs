@@ -490,6 +490,8 @@ async fn apache_serves_the_php_docroot_through_mod_wasm() {
             ),
             "{page}"
         );
+        // Apache's CGI variables, without the server's own PATH.
+        assert!(page.ends_with("\nPATH=\n"), "{page}");
         let created = post_form(
             apache.url("/php/notes.php?action=create"),
             "text=from+apache",
@@ -523,5 +525,42 @@ async fn apache_serves_the_php_docroot_through_mod_wasm() {
         );
         assert_eq!(get("/php/loop.php").await.0, 504);
         assert_eq!(get("/php/").await.0, 200);
+    }
+}
+
+/// Workers under Apache's MPMs: a burst of requests through a child's workers (mpm_event,
+/// threads sharing them) and through one-thread children (mpm_prefork, one worker each).
+#[tokio::test]
+async fn apache_workers_take_a_burst_under_mpm_event_and_mpm_prefork() {
+    use wasmbridge_tests::apache::Apache;
+    for mpm in ["event", "prefork"] {
+        let apache = Apache::start(
+            mpm,
+            "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
+             Alias /php {fixtures}/www/php\n\
+             <Directory {fixtures}/www/php>\n\
+             SetHandler wasm-handler\n\
+             WasmModule {fixtures}/php/php-cgi.wasm\n\
+             WasmMapDir /www {fixtures}/www/php ro\n\
+             WasmEnableCGI On\n\
+             WasmMapCGIFileNames On\n\
+             WasmCGIWorkers 4\n\
+             </Directory>",
+        );
+        let client = client();
+        let pages = futures::future::join_all((0..200).map(|i| {
+            let request = client.get(apache.url(&format!("/php/form.php?n={i}")));
+            async move {
+                let response = request.send().await?;
+                Ok::<_, reqwest::Error>((response.status(), response.text().await?))
+            }
+        }))
+        .await;
+        for (i, page) in pages.into_iter().enumerate() {
+            let (status, page) =
+                page.unwrap_or_else(|e| panic!("{mpm}: {e:?}\n{}", apache.error_log()));
+            assert_eq!(status, 200, "{mpm}: {page}\n{}", apache.error_log());
+            assert!(page.contains(&format!("get n: {i}\n")), "{mpm}: {page}");
+        }
     }
 }
