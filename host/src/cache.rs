@@ -51,11 +51,17 @@ impl CompileCache {
             return Ok(component);
         }
         let code = engine.precompile_component(&build()?)?;
-        if let Err(e) = self.store(&path, &code) {
-            eprintln!(
+        match self.store(&path, &code) {
+            // From the file, as a later start would load it.
+            Ok(()) => {
+                if let Some(component) = self.load(engine, &path) {
+                    return Ok(component);
+                }
+            }
+            Err(e) => eprintln!(
                 "wasmbridge: cannot write the compile cache at {}: {e:#}",
                 path.display()
-            );
+            ),
         }
         // SAFETY: the bytes were produced by this engine just now.
         unsafe { Component::deserialize(engine, &code) }
@@ -94,9 +100,14 @@ impl CompileCache {
             );
             return None;
         }
+        // Mapped from the file rather than copied: the processes that load it (Apache's
+        // children) share its code and its memory images in the page cache.
         // SAFETY: the checksum shows these are the bytes this cache wrote from
-        // `Engine::precompile_component`; wasmtime still checks that they match this engine.
-        match unsafe { Component::deserialize(engine, code) } {
+        // `Engine::precompile_component` (the checksum after them is ignored: wasmtime reads
+        // the object by its headers); wasmtime still checks that they match this engine. An
+        // entry is never changed in place, only replaced by a rename, so the mapping stays
+        // what was checked.
+        match unsafe { Component::deserialize_file(engine, path) } {
             Ok(component) => Some(component),
             Err(e) => {
                 eprintln!(

@@ -236,7 +236,7 @@ async fn a_wrapped_php_docroot_matches_the_host_cgi_mode() {
     );
     // The Host header reaches a wasi:http guest as the authority; PHP still sees HTTP_HOST.
     assert!(
-        page.ends_with(&format!("HTTP_HOST={}\n", server.addr)),
+        page.ends_with(&format!("HTTP_HOST={}\nPATH=\n", server.addr)),
         "{page}"
     );
     assert_eq!(get(server.url("/articles/42")).await.0, 404);

@@ -184,11 +184,6 @@ pub(crate) async fn handle(
     else {
         return simple_response(http::StatusCode::NOT_FOUND, "Not Found\n".into());
     };
-    let mut args = vec![app.program_name().to_string()];
-    args.extend(config.cgi.args.iter().cloned());
-    if config.cgi.docroot.is_some() {
-        args.push(script.filename.clone());
-    }
     // Granted variables last, so that a request cannot override them.
     let mut env = match &cx.cgi_env {
         Some(env) => env.clone(),
@@ -207,6 +202,11 @@ pub(crate) async fn handle(
     let guest = match app.workers() {
         Some(workers) => workers.serve(app, id, &env, body, stdout_in).await,
         None => {
+            let mut args = vec![app.program_name().to_string()];
+            args.extend(config.cgi.args.iter().cloned());
+            if config.cgi.docroot.is_some() {
+                args.push(script.filename.clone());
+            }
             // The request body flows into stdin through a bounded pipe, so a large upload
             // waits for the program to read it instead of piling up in memory.
             // (A duplex pipe, not a simplex one: dropping one end is what tells the other end

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
@@ -142,6 +143,22 @@ impl Worker {
             record: Vec::new(),
         })
     }
+
+    /// Runs what the program does after its response (PHP frees the request's memory) until
+    /// it reads its stdin again, so that it waits in the pool ready. False if it ended.
+    async fn tidy_up(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            if self.stdin.is_waiting() {
+                return Poll::Ready(true);
+            }
+            match self.run.as_mut().poll(cx) {
+                Poll::Ready(_) => Poll::Ready(false),
+                Poll::Pending if self.stdin.is_waiting() => Poll::Ready(true),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
 }
 
 /// One request as the worker gets it.
@@ -192,26 +209,8 @@ async fn exchange(
     drop(out);
     match ended {
         Ok(Some(status)) => {
-            // The program tidies up after its response (PHP frees the request's memory) until
-            // it reads again: let it get there before it waits in the pool.
-            let stdin = worker.stdin.clone();
-            if ran.is_none() {
-                ran = std::future::poll_fn(|cx| {
-                    if stdin.is_waiting() {
-                        return std::task::Poll::Ready(None);
-                    }
-                    match worker.run.as_mut().poll(cx) {
-                        std::task::Poll::Ready(result) => std::task::Poll::Ready(Some(result)),
-                        std::task::Poll::Pending if stdin.is_waiting() => {
-                            std::task::Poll::Ready(None)
-                        }
-                        std::task::Poll::Pending => std::task::Poll::Pending,
-                    }
-                })
-                .await;
-            }
             let in_step = matches!(sent, Some(Ok(bytes)) if bytes == 0 || has_length);
-            if ran.is_none() && in_step {
+            if in_step && ran.is_none() && worker.tidy_up().await {
                 workers.idle.lock().unwrap().push(worker);
             }
             Ok(status)
