@@ -100,14 +100,17 @@ impl CompileCache {
             );
             return None;
         }
-        // Mapped from the file rather than copied: the processes that load it (Apache's
-        // children) share its code and its memory images in the page cache.
+        // Mapped from the file rather than copied, so that the processes that load it
+        // (Apache's children) share its code and memory images in the page cache; from the
+        // bytes read where the file system refuses executable mappings (`noexec`).
         // SAFETY: the checksum shows these are the bytes this cache wrote from
         // `Engine::precompile_component` (the checksum after them is ignored: wasmtime reads
         // the object by its headers); wasmtime still checks that they match this engine. An
         // entry is never changed in place, only replaced by a rename, so the mapping stays
         // what was checked.
-        match unsafe { Component::deserialize_file(engine, path) } {
+        let component = unsafe { Component::deserialize_file(engine, path) }
+            .or_else(|_| unsafe { Component::deserialize(engine, code) });
+        match component {
             Ok(component) => Some(component),
             Err(e) => {
                 eprintln!(
