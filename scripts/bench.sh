@@ -114,10 +114,11 @@ cp -r "$ROOT/guests/python/dist/python.wasm" "$ROOT/guests/python/dist/lib" "$RE
 cp "$ROOT/guests/fixtures/python/hello.py" "$RESULTS_DIR/app/"
 { echo '#!/usr/bin/python3'; cat "$ROOT/guests/fixtures/python/hello.py"; } >"$RESULTS_DIR/cgi-bin/hello.py"
 chmod 755 "$RESULTS_DIR/cgi-bin/hello.py"
-mkdir -p "$RESULTS_DIR/php/www" "$RESULTS_DIR/php/tmp"
+mkdir -p "$RESULTS_DIR/php/www" "$RESULTS_DIR/php/www-workers" "$RESULTS_DIR/php/tmp"
 cp "$ROOT/guests/php/dist/php-cgi.wasm" "$RESULTS_DIR/php/"
 cp "$ROOT/guests/fixtures/php/hello.php" "$RESULTS_DIR/php/www/"
 cp "$ROOT/guests/fixtures/php/hello.php" "$RESULTS_DIR/php/www/index.php" # what serve() waits for
+cp "$ROOT/guests/fixtures/php/hello.php" "$RESULTS_DIR/php/www-workers/"
 { echo '#!/usr/bin/php-cgi8.2'; cat "$ROOT/guests/fixtures/php/hello.php"; } >"$RESULTS_DIR/cgi-bin/hello.php"
 chmod 755 "$RESULTS_DIR/cgi-bin/hello.php"
 printf 'Hello from WebAssembly!\n' >"$RESULTS_DIR/htdocs/hello.txt"
@@ -205,7 +206,6 @@ ScriptAlias /cgi/ $RESULTS_DIR/cgi-bin/
     SetEnv REDIRECT_STATUS 200
 </Directory>
 Alias /php/ $RESULTS_DIR/php/www/
-Alias /php-workers/ $RESULTS_DIR/php/www/
 Alias /fpm/ $RESULTS_DIR/php/www/
 <Directory $RESULTS_DIR/php/www>
     WasmModule $RESULTS_DIR/php/php-cgi.wasm
@@ -213,16 +213,24 @@ Alias /fpm/ $RESULTS_DIR/php/www/
     WasmMapDir /tmp $RESULTS_DIR/php/tmp
     WasmEnableCGI On
     WasmMapCGIFileNames On
-    <If "%{REQUEST_URI} =~ m#^/php(-workers)?/#">
+    <If "%{REQUEST_URI} =~ m#^/php/#">
         SetHandler wasm-handler
     </If>
     <Else>
         SetHandler "proxy:fcgi://127.0.0.1:19000"
     </Else>
 </Directory>
-<Location /php-workers/>
+# The same page with CGI workers, configured as guests/php/README.md shows.
+Alias /php-workers/ $RESULTS_DIR/php/www-workers/
+<Directory $RESULTS_DIR/php/www-workers>
+    SetHandler wasm-handler
+    WasmModule $RESULTS_DIR/php/php-cgi.wasm
+    WasmMapDir /www $RESULTS_DIR/php/www-workers ro
+    WasmMapDir /tmp $RESULTS_DIR/php/tmp
+    WasmEnableCGI On
+    WasmMapCGIFileNames On
     WasmCGIWorkers $PHP_WORKERS
-</Location>
+</Directory>
 <Location /hello>
     SetHandler wasm-handler
     WasmModule $HELLO
