@@ -59,7 +59,7 @@ struct Worker {
     stdin: PipeReader,
     run: GuestRun,
     /// Where records are read, kept from one request to the next.
-    record: Vec<u8>,
+    read_buf: Vec<u8>,
 }
 
 impl Workers {
@@ -140,7 +140,7 @@ impl Worker {
             output,
             stdin,
             run,
-            record: Vec::new(),
+            read_buf: Vec::new(),
         })
     }
 
@@ -191,11 +191,11 @@ async fn exchange(
             input,
             output,
             run,
-            record,
+            read_buf,
             ..
         } = &mut worker;
         let mut write = pin!(write_request(input, head, body));
-        let mut read = pin!(read_response(output, record, &mut out, &stderr));
+        let mut read = pin!(read_response(output, read_buf, &mut out, &stderr));
         loop {
             tokio::select! {
                 biased;
