@@ -52,19 +52,17 @@ impl CompileCache {
         }
         let code = engine.precompile_component(&build()?)?;
         match self.store(&path, &code) {
-            // From the file, as a later start would load it.
-            Ok(()) => {
-                if let Some(component) = self.load(engine, &path) {
-                    return Ok(component);
-                }
+            // SAFETY: this engine produced the bytes just now, and the file holds them.
+            Ok(()) => unsafe { map_or_copy(engine, &path, &code) },
+            Err(e) => {
+                eprintln!(
+                    "wasmbridge: cannot write the compile cache at {}: {e:#}",
+                    path.display()
+                );
+                // SAFETY: the bytes were produced by this engine just now.
+                unsafe { Component::deserialize(engine, &code) }
             }
-            Err(e) => eprintln!(
-                "wasmbridge: cannot write the compile cache at {}: {e:#}",
-                path.display()
-            ),
         }
-        // SAFETY: the bytes were produced by this engine just now.
-        unsafe { Component::deserialize(engine, &code) }
     }
 
     fn entry_path(&self, engine: &Engine, key: &[&[u8]]) -> PathBuf {
@@ -100,17 +98,9 @@ impl CompileCache {
             );
             return None;
         }
-        // Mapped from the file rather than copied, so that the processes that load it
-        // (Apache's children) share its code and memory images in the page cache; from the
-        // bytes read where the file system refuses executable mappings (`noexec`).
         // SAFETY: the checksum shows these are the bytes this cache wrote from
-        // `Engine::precompile_component` (the checksum after them is ignored: wasmtime reads
-        // the object by its headers); wasmtime still checks that they match this engine. An
-        // entry is never changed in place, only replaced by a rename, so the mapping stays
-        // what was checked.
-        let component = unsafe { Component::deserialize_file(engine, path) }
-            .or_else(|_| unsafe { Component::deserialize(engine, code) });
-        match component {
+        // `Engine::precompile_component`; wasmtime still checks that they match this engine.
+        match unsafe { map_or_copy(engine, path, code) } {
             Ok(component) => Some(component),
             Err(e) => {
                 eprintln!(
@@ -134,6 +124,21 @@ impl CompileCache {
         std::fs::rename(&tmp, path)?;
         Ok(())
     }
+}
+
+/// Loads an entry mapped from its file rather than copied, so that the processes that load it
+/// (Apache's children) share its code and memory images in the page cache; from `code`, the
+/// same bytes in memory, where the file system refuses executable mappings (`noexec`).
+///
+/// # Safety
+///
+/// `code` must be what `Engine::precompile_component` wrote for `engine`, and the file at
+/// `path` must hold `code` (the checksum after it is ignored: wasmtime reads the object by its
+/// headers). Entries are never changed in place, only replaced by a rename, so a mapping stays
+/// what was checked.
+unsafe fn map_or_copy(engine: &Engine, path: &Path, code: &[u8]) -> Result<Component> {
+    unsafe { Component::deserialize_file(engine, path) }
+        .or_else(|_| unsafe { Component::deserialize(engine, code) })
 }
 
 /// Feeds `Hash` output into SHA-256, so the key does not depend on std's unstable hasher.
