@@ -52,6 +52,13 @@ pub struct CgiConfig {
 }
 
 impl CgiConfig {
+    /// The program's argv before any script: its name, then the configured arguments.
+    pub(crate) fn argv(&self, program: &str) -> Vec<String> {
+        let mut argv = vec![program.to_string()];
+        argv.extend(self.args.iter().cloned());
+        argv
+    }
+
     /// Finds the script for a URL path. `None` when the path names no file in the docroot.
     pub fn script(&self, program: &str, path: &str, sandbox: &Sandbox) -> Option<Script> {
         let Some(docroot) = &self.docroot else {
@@ -202,8 +209,7 @@ pub(crate) async fn handle(
     let guest = match app.workers() {
         Some(workers) => workers.serve(app, id, &env, body, stdout_in).await,
         None => {
-            let mut args = vec![app.program_name().to_string()];
-            args.extend(config.cgi.args.iter().cloned());
+            let mut args = config.cgi.argv(app.program_name());
             if config.cgi.docroot.is_some() {
                 args.push(script.filename.clone());
             }

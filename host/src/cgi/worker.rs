@@ -80,6 +80,7 @@ impl Workers {
         body: Body,
         out: DuplexStream,
     ) -> Result<JoinHandle<Result<i32, Failure>>, Failure> {
+        let config = app.config();
         let Ok(permit) = self.free.clone().acquire_owned().await else {
             return Err(Failure::Overloaded("the app is shutting down".into()));
         };
@@ -96,9 +97,8 @@ impl Workers {
             has_length: params.iter().any(|(name, _)| name == "CONTENT_LENGTH"),
             body,
             out,
-            stderr: GuestOutput::new(app.config().log.clone(), id, GuestStream::Stderr),
+            stderr: GuestOutput::new(config.log.clone(), id, GuestStream::Stderr),
         };
-        let config = app.config();
         let (log, name, timeout) = (
             config.log.clone(),
             config.name.clone(),
@@ -126,8 +126,7 @@ impl Worker {
     fn start(app: &App, id: u64) -> Result<Worker, Failure> {
         let (input, stdin) = pipe(PIPE_SIZE);
         let (stdout, output) = pipe(PIPE_SIZE);
-        let mut args = vec![app.program_name().to_string()];
-        args.extend(app.config().cgi.args.iter().cloned());
+        let args = app.config().cgi.argv(app.program_name());
         let program_stdin = stdin.clone();
         let run = app.start_worker(id, move |wasi| {
             wasi.args(&args);
