@@ -474,6 +474,23 @@ fn http10_get(port: u16, path: &str) -> Option<String> {
     (status == "200").then(|| body.to_string())
 }
 
+/// A 300 KB multipart upload to `guests/fixtures/python/cases.py` at `base`, parsed by
+/// Python's `cgi` module; `log` is the server's log, for a failure's message.
+pub async fn check_python_upload(base: &str, log: impl Fn() -> String) {
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let (status, text) = post_multipart(
+        format!("{base}/upload"),
+        ("note", "hi"),
+        ("file", "data.bin", &data),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", log());
+    assert_eq!(
+        text,
+        format!("data.bin 300000 {} note=hi\n", sha256_hex(&data))
+    );
+}
+
 /// What `guests/fixtures/python/cases.py` answers at `base` (a URL without a trailing slash):
 /// a CGI Status, a client redirect, a cookie both ways and a 5 MiB body streamed without a
 /// length. Shared by the Python tests in CGI mode and wrapped, so that both pass the same.

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use wasmbridge_tests::apache::{Apache, fixtures};
 use wasmbridge_tests::{
-    Server, binary, check_python_cases, check_under_wasmtime_serve, client, get, interpreter_dist,
-    no_redirect_client, post_form, post_multipart, readable, sha256_hex, temp_dir,
+    Server, binary, check_python_cases, check_python_upload, check_under_wasmtime_serve, client,
+    get, interpreter_dist, no_redirect_client, post_form, post_multipart, readable, sha256_hex,
+    temp_dir,
 };
 
 /// Runs `wasmbridge wrap ARGS... -o OUT` and returns OUT, or the error it printed.
@@ -105,18 +106,7 @@ async fn wrapped_python_cases_match_the_host_cgi_mode() {
     );
     check_python_cases(&server.url("")).await;
 
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let (status, text) = post_multipart(
-        server.url("/upload"),
-        ("note", "hi"),
-        ("file", "data.bin", &data),
-    )
-    .await;
-    assert_eq!(status, 200, "{}", server.log());
-    assert_eq!(
-        text,
-        format!("data.bin 300000 {} note=hi\n", sha256_hex(&data))
-    );
+    check_python_upload(&server.url(""), || server.log()).await;
 
     let random = get(server.url("/random")).await.1;
     assert!(
@@ -369,18 +359,7 @@ async fn apache_serves_wrapped_python_and_php() {
         apache.error_log()
     );
     check_python_cases(&apache.url("")).await;
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let (status, text) = post_multipart(
-        apache.url("/upload"),
-        ("note", "hi"),
-        ("file", "data.bin", &data),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        text,
-        format!("data.bin 300000 {} note=hi\n", sha256_hex(&data))
-    );
+    check_python_upload(&apache.url(""), || apache.error_log()).await;
     assert_eq!(get(apache.url("/error")).await.0, 502);
     assert!(
         apache.wait_for_log("ValueError: a deliberate exception", Duration::from_secs(5)),
