@@ -701,6 +701,12 @@ static int wasm_handler(request_rec *r)
     }
     APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(out->bucket_alloc));
     ap_pass_brigade(r->output_filters, out);
+    /* The response goes out now, not after the MPM has looked for a pipelined request: a
+     * client that answers it at once is then served by this thread, without a round trip
+     * through the listener (the static file handler's responses go out the same way). */
+    apr_brigade_cleanup(out);
+    APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(out->bucket_alloc));
+    ap_pass_brigade(r->connection->output_filters, out);
     return OK;
 }
 
