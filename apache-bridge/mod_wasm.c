@@ -647,18 +647,17 @@ static int wasm_handler(request_rec *r)
     buffer = apr_palloc(r->pool, BODY_CHUNK);
     req = wb_request_start(app, &head);
     for (;;) {
-        int kind = wb_request_next(req, &ev, 0);
+        /* With nothing written since the last flush, wait for the next event at once. */
+        int kind = wb_request_next(req, &ev, !pending && !unflushed);
         if (kind == WB_EMPTY) {
             /* Nothing ready: what was written so far goes to the client before we wait. */
-            if (pending || unflushed) {
-                APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(out->bucket_alloc));
-                if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS) {
-                    aborted = 1;
-                    break;
-                }
-                apr_brigade_cleanup(out);
-                pending = unflushed = 0;
+            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(out->bucket_alloc));
+            if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS) {
+                aborted = 1;
+                break;
             }
+            apr_brigade_cleanup(out);
+            pending = unflushed = 0;
             kind = wb_request_next(req, &ev, 1);
         }
         if (kind == WB_WANT_BODY) {

@@ -309,7 +309,21 @@ pub struct WbRequest {
     credits: Arc<Semaphore>,
     /// Keeps what the last event points at alive until the next call.
     held: Held,
-    task: tokio::task::JoinHandle<()>,
+    /// Serves the request and turns the response into events; polled in place by
+    /// `wb_request_next` (a spawned task would wake this thread's runtime through its
+    /// eventfd). None once it has finished.
+    serve: Option<Pin<Box<dyn Future<Output = ()>>>>,
+}
+
+impl WbRequest {
+    /// Polls the request's future, if it has not finished.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(serve) = &mut self.serve
+            && serve.as_mut().poll(cx).is_ready()
+        {
+            self.serve = None;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -399,45 +413,43 @@ pub unsafe extern "C" fn wb_request_start(
     let body = (head.has_body != 0).then_some(body_tx);
 
     let task_credits = credits.clone();
-    let task = RUNTIME.with(|runtime| {
-        runtime.spawn(async move {
-            let response = match request {
-                Ok(request) => app.handle(request, cx).await,
-                Err(failure) => wasmbridge::app::error_response(&failure),
-            };
-            let (parts, body) = response.into_parts();
-            if events_tx.send(Event::Head(parts)).is_err() {
-                return;
-            }
-            let mut body = std::pin::pin!(body);
-            while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-                match frame {
-                    Ok(frame) => {
-                        let Ok(data) = frame.into_data() else {
-                            continue;
-                        };
-                        if data.is_empty() {
-                            continue;
-                        }
-                        let Ok(permit) = task_credits.acquire().await else {
-                            return;
-                        };
-                        permit.forget();
-                        if events_tx.send(Event::Data(data)).is_err() {
-                            return;
-                        }
+    let serve = Box::pin(async move {
+        let response = match request {
+            Ok(request) => app.handle(request, cx).await,
+            Err(failure) => wasmbridge::app::error_response(&failure),
+        };
+        let (parts, body) = response.into_parts();
+        if events_tx.send(Event::Head(parts)).is_err() {
+            return;
+        }
+        let mut body = std::pin::pin!(body);
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            match frame {
+                Ok(frame) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
                     }
-                    Err(e) => {
-                        let _ = events_tx.send(Event::Failed(format!(
-                            "error [{id}] :: app `{}`: the response body failed: {e}",
-                            app.name()
-                        )));
+                    let Ok(permit) = task_credits.acquire().await else {
+                        return;
+                    };
+                    permit.forget();
+                    if events_tx.send(Event::Data(data)).is_err() {
                         return;
                     }
                 }
+                Err(e) => {
+                    let _ = events_tx.send(Event::Failed(format!(
+                        "error [{id}] :: app `{}`: the response body failed: {e}",
+                        app.name()
+                    )));
+                    return;
+                }
             }
-            let _ = events_tx.send(Event::End);
-        })
+        }
+        let _ = events_tx.send(Event::End);
     });
 
     Box::into_raw(Box::new(WbRequest {
@@ -446,7 +458,7 @@ pub unsafe extern "C" fn wb_request_start(
         body,
         credits,
         held: Held::default(),
-        task,
+        serve: Some(serve),
     }))
 }
 
@@ -470,13 +482,25 @@ pub unsafe extern "C" fn wb_request_next(
     request.held.values.clear();
 
     let next = if block != 0 {
-        RUNTIME.with(|runtime| runtime.block_on(request.events.recv()))
+        RUNTIME.with(|runtime| {
+            runtime.block_on(std::future::poll_fn(|cx| {
+                request.drive(cx);
+                request.events.poll_recv(cx)
+            }))
+        })
     } else {
         let mut next = request.events.try_recv();
         if matches!(next, Err(mpsc::error::TryRecvError::Empty)) {
             // Let what is ready run first: a guest that has finished its response will have
             // sent the end too, and the Apache side can then send it all in one write.
-            RUNTIME.with(|runtime| runtime.block_on(tokio::task::yield_now()));
+            RUNTIME.with(|runtime| {
+                runtime.block_on(async {
+                    std::future::poll_fn(|cx| Poll::Ready(request.drive(cx))).await;
+                    // Once round the runtime's other tasks (the guest's), then here again.
+                    tokio::task::yield_now().await;
+                    std::future::poll_fn(|cx| Poll::Ready(request.drive(cx))).await;
+                })
+            });
             next = request.events.try_recv();
         }
         match next {
@@ -551,13 +575,12 @@ pub unsafe extern "C" fn wb_request_feed(request: *mut WbRequest, data: *const c
 /// Ends a request, finished or not (a client gone away stops the guest).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wb_request_free(request: *mut WbRequest) {
-    let WbRequest { id, task, .. } = *unsafe { Box::from_raw(request) };
-    task.abort();
+    let WbRequest { id, serve, .. } = *unsafe { Box::from_raw(request) };
     // What the request left running (a guest finishing after its response, a cut-short one
     // unwinding) ends now, before this thread takes another request: nothing else would run it.
     RUNTIME.with(|runtime| {
         runtime.block_on(async {
-            let _ = task.await;
+            drop(serve);
             let metrics = tokio::runtime::Handle::current().metrics();
             // Usually nothing, or a task one poll from its end: yield first, then wait.
             let mut polls = 0;
