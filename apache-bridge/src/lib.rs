@@ -153,7 +153,8 @@ pub unsafe extern "C" fn wb_child_init(
         Ok(Child {
             _ticker: EpochTicker::start(&engine),
             engine,
-            cache: unsafe { opt_str(cache_dir) }.map(CompileCache::new),
+            // wb_precompile checked the entries just before the children started.
+            cache: unsafe { opt_str(cache_dir) }.map(CompileCache::checked),
             max_concurrent: threads,
             apps: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),

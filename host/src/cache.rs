@@ -18,11 +18,27 @@ const CHECKSUM_LEN: usize = 32;
 
 pub struct CompileCache {
     dir: PathBuf,
+    /// Entries are mapped without reading them to check their checksum.
+    trusted: bool,
 }
 
 impl CompileCache {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        CompileCache { dir: dir.into() }
+        CompileCache {
+            dir: dir.into(),
+            trusted: false,
+        }
+    }
+
+    /// A cache whose entries were checked moments ago, by a process that loaded each one that
+    /// will be used (Apache's precompile step, before the children start): an entry is then
+    /// mapped as it is, not read whole and hashed once more by every child. Entries are only
+    /// ever replaced by a rename, so what was checked stays what is mapped.
+    pub fn checked(dir: impl Into<PathBuf>) -> Self {
+        CompileCache {
+            dir: dir.into(),
+            trusted: true,
+        }
     }
 
     /// `$WASMBRIDGE_CACHE_DIR`, else `$XDG_CACHE_HOME/wasmbridge`, else `~/.cache/wasmbridge`.
@@ -82,6 +98,13 @@ impl CompileCache {
     }
 
     fn load(&self, engine: &Engine, path: &Path) -> Option<Component> {
+        if self.trusted {
+            // SAFETY: see `checked`; wasmtime still checks that the entry matches this engine.
+            // On any failure the entry is read and checked below.
+            if let Ok(component) = unsafe { Component::deserialize_file(engine, path) } {
+                return Some(component);
+            }
+        }
         let bytes = std::fs::read(path).ok()?;
         let Some(split) = bytes.len().checked_sub(CHECKSUM_LEN) else {
             eprintln!(

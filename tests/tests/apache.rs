@@ -376,6 +376,46 @@ async fn a_graceful_restart_serves_a_replaced_module() {
 }
 
 #[tokio::test]
+async fn a_corrupt_cache_entry_is_compiled_afresh_at_a_restart() {
+    // A cache of its own: the other tests share one.
+    let cache = wasmbridge_tests::temp_dir("cache");
+    let apache = Apache::start(
+        "event",
+        &format!(
+            "WasmCacheDir {}\n<Location />\n SetHandler wasm-handler\n \
+             WasmModule {{fixtures}}/wasm/hello_http.wasm\n</Location>",
+            cache.display()
+        ),
+    );
+    assert_eq!(get(apache.url("/")).await.1, "Hello from WebAssembly!\n");
+
+    // The children map entries without hashing them again: the check is the parent's, at
+    // every (re)start. A damaged entry is swapped in as a rename, as the cache itself writes.
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        let damaged = path.with_extension("damaged");
+        std::fs::write(&damaged, bytes).unwrap();
+        std::fs::rename(&damaged, &path).unwrap();
+    }
+    apache.graceful();
+    assert!(
+        apache.wait_for_log("is corrupt", Duration::from_secs(30)),
+        "{}",
+        apache.error_log()
+    );
+    let (status, body) = get(apache.url("/")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from WebAssembly!\n"),
+        "{}",
+        apache.error_log()
+    );
+}
+
+#[tokio::test]
 async fn nested_sections_inherit_and_override_and_nothing_else_is_granted() {
     let apache = Apache::start(
         "event",
