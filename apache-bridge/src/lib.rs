@@ -580,9 +580,12 @@ pub unsafe extern "C" fn wb_request_free(request: *mut WbRequest) {
     // What the request left running (a guest finishing after its response, a cut-short one
     // unwinding) ends now, before this thread takes another request: nothing else would run it.
     RUNTIME.with(|runtime| {
+        let metrics = runtime.metrics();
+        if serve.is_none() && metrics.num_alive_tasks() == 0 {
+            return; // the usual case: all done
+        }
         runtime.block_on(async {
             drop(serve);
-            let metrics = tokio::runtime::Handle::current().metrics();
             // Usually nothing, or a task one poll from its end: yield first, then wait.
             let mut polls = 0;
             while metrics.num_alive_tasks() > 0 {
