@@ -174,6 +174,7 @@ pids+=($!)
 # One Apache for them all: a static file, the component, Python through mod_wasm, Python
 # through mod_cgid.
 modules=/usr/lib/apache2/modules
+MPM_CONF=/etc/apache2/mods-available/mpm_event.conf
 cat >"$RESULTS_DIR/httpd.conf" <<EOF
 ServerRoot $RESULTS_DIR
 ServerName 127.0.0.1
@@ -184,6 +185,9 @@ LogLevel warn
 Listen 127.0.0.1:18090
 $([ "$(id -u)" = 0 ] && printf 'User www-data\nGroup www-data\n')
 LoadModule mpm_event_module $modules/mod_mpm_event.so
+# The MPM's settings as Debian ships them (\`a2enmod mpm_event\` enables this file), for every
+# row alike; without it Apache's compiled-in ones apply (MinSpareThreads 75: more children).
+Include $MPM_CONF
 LoadModule authz_core_module $modules/mod_authz_core.so
 LoadModule alias_module $modules/mod_alias.so
 LoadModule cgid_module $modules/mod_cgid.so
@@ -339,7 +343,7 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo
     echo "- Machine: $cpu, $(nproc) cores, $mem, $(uname -sr); wrk runs on the same cores"
     echo "- Every row: \`wrk -t2 -d${SECONDS_PER_RUN}s --latency\`, $ROUNDS rounds, alternating with its peers; averages shown"
-    echo "- Apache: $(/usr/sbin/apache2 -v | awk -F': ' '/version/ { print $2 }') with mpm_event (default settings)"
+    echo "- Apache: $(/usr/sbin/apache2 -v | awk -F': ' '/version/ { print $2 }') with mpm_event as Debian configures it ($(awk '/^[[:space:]]*[A-Z]/ { printf "%s%s %s", sep, $1, $2; sep = ", " }' "$MPM_CONF"))"
     [ -z "$WASMTIME" ] || echo "- wasmtime: $("$WASMTIME" --version)"
     echo
     echo "## Hello component (\`guests/hello-http\`, 24 bytes), $CONNECTIONS connections"
