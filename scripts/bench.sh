@@ -12,14 +12,15 @@
 #
 #   WASMTIME=/path/to/wasmtime        use that wasmtime binary
 #   BENCH_BUILD_WASMTIME=1            build wasmtime-cli 48.0.8 into ~/.cache/wasmbridge-tools (slow, once)
-#   BENCH_SECONDS=10 BENCH_CONNECTIONS=64 BENCH_CGI_CONNECTIONS=16 BENCH_ROUNDS=2
+#   BENCH_SECONDS=10 BENCH_CONNECTIONS=64 BENCH_CGI_CONNECTIONS=16 BENCH_ROUNDS=4
 #   BENCH_PHP_WORKERS=4
 source "$(dirname "$0")/common.sh"
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 CGI_CONNECTIONS=${BENCH_CGI_CONNECTIONS:-16}
-ROUNDS=${BENCH_ROUNDS:-2}
+# A single 10-second run on this kind of machine varies by ±15%: four rounds average that out.
+ROUNDS=${BENCH_ROUNDS:-4}
 # CGI workers per app (per Apache child): PHP-FPM's pool below has at most 5 children.
 PHP_WORKERS=${BENCH_PHP_WORKERS:-4}
 WASMTIME_VERSION=48.0.8
