@@ -325,6 +325,14 @@ impl WbRequest {
             self.serve = None;
         }
     }
+
+    /// Polls the request's future once, without waiting.
+    fn drive_once(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            self.drive(cx);
+            Poll::Ready(())
+        })
+    }
 }
 
 #[derive(Default)]
@@ -496,10 +504,10 @@ pub unsafe extern "C" fn wb_request_next(
             // sent the end too, and the Apache side can then send it all in one write.
             RUNTIME.with(|runtime| {
                 runtime.block_on(async {
-                    std::future::poll_fn(|cx| Poll::Ready(request.drive(cx))).await;
+                    request.drive_once().await;
                     // Once round the runtime's other tasks (the guest's), then here again.
                     tokio::task::yield_now().await;
-                    std::future::poll_fn(|cx| Poll::Ready(request.drive(cx))).await;
+                    request.drive_once().await;
                 })
             });
             next = request.events.try_recv();

@@ -18,15 +18,15 @@ const CHECKSUM_LEN: usize = 32;
 
 pub struct CompileCache {
     dir: PathBuf,
-    /// Entries are mapped without reading them to check their checksum.
-    trusted: bool,
+    /// Whether the entries were checked by the process that filled the cache: see `checked`.
+    checked: bool,
 }
 
 impl CompileCache {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         CompileCache {
             dir: dir.into(),
-            trusted: false,
+            checked: false,
         }
     }
 
@@ -37,7 +37,7 @@ impl CompileCache {
     pub fn checked(dir: impl Into<PathBuf>) -> Self {
         CompileCache {
             dir: dir.into(),
-            trusted: true,
+            checked: true,
         }
     }
 
@@ -98,7 +98,7 @@ impl CompileCache {
     }
 
     fn load(&self, engine: &Engine, path: &Path) -> Option<Component> {
-        if self.trusted {
+        if self.checked {
             // SAFETY: see `checked`; wasmtime still checks that the entry matches this engine.
             // On any failure the entry is read and checked below.
             if let Ok(component) = unsafe { Component::deserialize_file(engine, path) } {
