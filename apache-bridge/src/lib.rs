@@ -417,7 +417,8 @@ pub unsafe extern "C" fn wb_request_start(
     cx.local = unsafe { socket_addr(head.local_ip, head.local_port) };
     cx.remote = unsafe { socket_addr(head.remote_ip, head.remote_port) };
     if !head.cgi_names.is_null() {
-        cx.cgi_env = Some(unsafe { pairs(head.cgi_names, head.cgi_values, head.cgi_count) });
+        let vars = unsafe { pairs(head.cgi_names, head.cgi_values, head.cgi_count) };
+        cx.cgi_env = Some(vars.map(|(n, v)| (n.into(), v.into())).collect());
     }
     let body = (head.has_body != 0).then_some(body_tx);
 
@@ -760,18 +761,17 @@ unsafe fn build_request(
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<http::Request<ApacheBody>, Failure> {
     let bad = |e: &dyn std::fmt::Display| Failure::BadRequest(e.to_string());
-    let host = unsafe { pairs(head.header_names, head.header_values, head.header_count) }
-        .into_iter()
+    // The builder copies what it keeps.
+    let headers = || unsafe { pairs(head.header_names, head.header_values, head.header_count) };
+    let host = headers()
         .find(|(name, _)| name.eq_ignore_ascii_case("host"))
-        .map(|(_, value)| value)
-        .unwrap_or_else(|| "localhost".into());
+        .map_or("localhost", |(_, value)| value);
     let scheme = if head.https == 1 { "https" } else { "http" };
     let uri = format!("{scheme}://{host}{}", unsafe { str_or_empty(head.uri) });
     let mut builder = http::Request::builder()
         .method(unsafe { str_or_empty(head.method) })
         .uri(uri);
-    for (name, value) in unsafe { pairs(head.header_names, head.header_values, head.header_count) }
-    {
+    for (name, value) in headers() {
         builder = builder.header(name, value);
     }
     builder
@@ -783,19 +783,13 @@ unsafe fn build_request(
         .map_err(|e| bad(&e))
 }
 
-unsafe fn pairs(
+/// Name-value pairs borrowed from Apache's strings (valid for the call that passed them).
+unsafe fn pairs<'a>(
     names: *const *const c_char,
     values: *const *const c_char,
     count: usize,
-) -> Vec<(String, String)> {
-    (0..count)
-        .map(|i| unsafe {
-            (
-                str_or_empty(*names.add(i)).to_string(),
-                str_or_empty(*values.add(i)).to_string(),
-            )
-        })
-        .collect()
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    (0..count).map(move |i| unsafe { (str_or_empty(*names.add(i)), str_or_empty(*values.add(i))) })
 }
 
 unsafe fn socket_addr(ip: *const c_char, port: u16) -> Option<std::net::SocketAddr> {
