@@ -26,6 +26,8 @@ PY=$ROOT/guests/python
 DEMO=$(mktemp -d)
 pids=()
 stop() {
+    # A second Ctrl-C (or a TERM beside it) must not cut the clean-up short.
+    trap '' INT TERM
     kill "${pids[@]}" 2>/dev/null || true
     /usr/sbin/apache2 -f "$DEMO/httpd.conf" -k stop 2>/dev/null || true
     sleep 1
