@@ -491,6 +491,53 @@ pub async fn check_python_upload(base: &str, log: impl Fn() -> String) {
     );
 }
 
+/// The multipart upload to the PHP fixtures' `upload.php` at `base` (a URL without a trailing
+/// slash): a 300 KB file that fileinfo knows as a PDF by its first bytes, beside a form field.
+/// Shared by the PHP tests in CGI mode and wrapped.
+pub async fn check_php_upload(base: &str, log: impl Fn() -> String) {
+    let mut data = b"%PDF-1.4\n".to_vec();
+    data.extend((0..300_000u32 - 9).map(|i| (i % 251) as u8));
+    let (status, text) = post_multipart(
+        format!("{base}/upload.php"),
+        ("title", "hi"),
+        ("file", "data.bin", &data),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", log());
+    assert_eq!(
+        text,
+        format!(
+            "name: data.bin\nsize: 300000\nsha256: {}\ntype: application/pdf\ntitle: hi\n",
+            sha256_hex(&data)
+        )
+    );
+}
+
+/// A PHP session at `base/session.php`: its cookie counts three visits, and another client has
+/// a session of its own. Shared by the PHP tests in CGI mode and wrapped.
+pub async fn check_php_session(base: &str, log: impl Fn() -> String) {
+    let url = format!("{base}/session.php");
+    let first = client().get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200, "{}", log());
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("PHPSESSID="), "{cookie}");
+    assert_eq!(first.text().await.unwrap(), "visits: 1\n");
+    let session = cookie.split(';').next().unwrap().to_string();
+    for visits in 2..=3 {
+        let page = client()
+            .get(&url)
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(page, format!("visits: {visits}\n"));
+    }
+    assert_eq!(get(url).await.1, "visits: 1\n");
+}
+
 /// What `guests/fixtures/python/cases.py` answers at `base` (a URL without a trailing slash):
 /// a CGI Status, a client redirect, a cookie both ways and a 5 MiB body streamed without a
 /// length. Shared by the Python tests in CGI mode and wrapped, so that both pass the same.

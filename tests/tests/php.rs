@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt as _;
 
 use wasmbridge_tests::{
-    Server, client, get, no_redirect_client, post_form, post_multipart, sha256_hex, temp_dir,
+    Server, check_php_session, check_php_upload, client, get, no_redirect_client, post_form,
+    temp_dir,
 };
 
 fn dist() -> PathBuf {
@@ -144,23 +145,7 @@ async fn get_and_post_forms_reach_the_extensions() {
 async fn a_multipart_upload_lands_in_the_writable_tmp() {
     for mode in MODES {
         let server = start(mode);
-        // A PDF by its first bytes, for fileinfo to recognize.
-        let mut data = b"%PDF-1.4\n".to_vec();
-        data.extend((0..300_000u32 - 9).map(|i| (i % 251) as u8));
-        let (status, text) = post_multipart(
-            server.url("/upload.php"),
-            ("title", "hi"),
-            ("file", "data.bin", &data),
-        )
-        .await;
-        assert_eq!(status, 200, "{}", server.log());
-        assert_eq!(
-            text,
-            format!(
-                "name: data.bin\nsize: 300000\nsha256: {}\ntype: application/pdf\ntitle: hi\n",
-                sha256_hex(&data)
-            )
-        );
+        check_php_upload(&server.url(""), || server.log()).await;
     }
 }
 
@@ -168,30 +153,7 @@ async fn a_multipart_upload_lands_in_the_writable_tmp() {
 async fn a_session_survives_across_requests() {
     for mode in MODES {
         let server = start(mode);
-        let first = client()
-            .get(server.url("/session.php"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(first.status(), 200, "{}", server.log());
-        let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
-        assert!(cookie.starts_with("PHPSESSID="), "{cookie}");
-        assert_eq!(first.text().await.unwrap(), "visits: 1\n");
-        let session = cookie.split(';').next().unwrap().to_string();
-        for visits in 2..=3 {
-            let page = client()
-                .get(server.url("/session.php"))
-                .header("cookie", &session)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            assert_eq!(page, format!("visits: {visits}\n"));
-        }
-        // Another client has its own session.
-        assert_eq!(get(server.url("/session.php")).await.1, "visits: 1\n");
+        check_php_session(&server.url(""), || server.log()).await;
     }
 }
 

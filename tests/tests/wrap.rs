@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use wasmbridge_tests::apache::{Apache, fixtures};
 use wasmbridge_tests::{
-    Server, binary, check_python_cases, check_python_upload, check_under_wasmtime_serve, client,
-    get, interpreter_dist, no_redirect_client, post_form, post_multipart, readable, sha256_hex,
-    temp_dir,
+    Server, binary, check_php_session, check_php_upload, check_python_cases, check_python_upload,
+    check_under_wasmtime_serve, client, get, interpreter_dist, no_redirect_client, post_form,
+    readable, temp_dir,
 };
 
 /// Runs `wasmbridge wrap ARGS... -o OUT` and returns OUT, or the error it printed.
@@ -237,37 +237,8 @@ async fn a_wrapped_php_docroot_matches_the_host_cgi_mode() {
         "{page}"
     );
 
-    let mut data = b"%PDF-1.4\n".to_vec();
-    data.extend((0..300_000u32 - 9).map(|i| (i % 251) as u8));
-    let (status, text) = post_multipart(
-        server.url("/upload.php"),
-        ("title", "hi"),
-        ("file", "data.bin", &data),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        text,
-        format!(
-            "name: data.bin\nsize: 300000\nsha256: {}\ntype: application/pdf\ntitle: hi\n",
-            sha256_hex(&data)
-        )
-    );
-
-    let first = client()
-        .get(server.url("/session.php"))
-        .send()
-        .await
-        .unwrap();
-    let session = first.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert_eq!(first.text().await.unwrap(), "visits: 1\n");
-    let second = client()
-        .get(server.url("/session.php"))
-        .header("cookie", session.split(';').next().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(second.text().await.unwrap(), "visits: 2\n");
+    check_php_upload(&server.url(""), || server.log()).await;
+    check_php_session(&server.url(""), || server.log()).await;
 
     let created = post_form(server.url("/notes.php?action=create"), "text=wrapped").await;
     assert_eq!(created, (200, "{\"id\":1}".into()), "{}", server.log());
