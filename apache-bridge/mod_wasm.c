@@ -70,6 +70,10 @@ static apr_array_header_t *all_dir_confs;
 
 static server_rec *main_server;
 
+/* The user that fills the compile cache (the parent's, root when Apache starts as root): the
+ * children trust entries of this user only. */
+static uid_t cache_owner;
+
 /* ---- configuration ---------------------------------------------------------------------- */
 
 static void *create_dir_conf(apr_pool_t *p, char *dir)
@@ -444,10 +448,16 @@ static int wasm_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     /* While still root: what lets a child reset a used instance's memory quickly. */
     wb_parent_init();
     if (dir) {
-        apr_dir_make_recursive(dir, APR_FPROT_OS_DEFAULT, ptemp);
-        /* The children, running as User, add to it. */
-        if (geteuid() == 0 && chown(dir, ap_unixd_config.user_id, ap_unixd_config.group_id)) {
-            ap_log_error(APLOG_MARK, APLOG_WARNING, errno, s, "cannot hand %s to User", dir);
+        /* Only this process's user writes the cache; the children, running as User, read
+         * it and never write: code that User could change is never loaded. */
+        char note[2048] = "", error[2048] = "";
+        cache_owner = geteuid();
+        if (wb_cache_prepare(dir, ap_unixd_config.user_id, note, error, sizeof error) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "WasmCacheDir: %s", error);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (*note) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "WasmCacheDir: %s", note);
         }
     }
     return precompile(ptemp, s, dir);
@@ -467,7 +477,8 @@ static void wasm_child_init(apr_pool_t *p, server_rec *s)
         threads = 1;
     }
     main_server = s;
-    if (wb_child_init(threads * 2 + 8, cache_dir(p, s), engine_options(s), log_for_server) != 0) {
+    if (wb_child_init(threads * 2 + 8, cache_dir(p, s), cache_owner, engine_options(s),
+                      log_for_server) != 0) {
         return;
     }
     /* Load the configured apps now, from the cache the parent filled, rather than in the

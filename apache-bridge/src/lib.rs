@@ -138,6 +138,7 @@ pub unsafe extern "C" fn wb_check_engine_options(
 pub unsafe extern "C" fn wb_child_init(
     threads: c_int,
     cache_dir: *const c_char,
+    cache_owner: u32,
     optimize: *const c_char,
     server_log: ServerLogFn,
 ) -> c_int {
@@ -150,11 +151,19 @@ pub unsafe extern "C" fn wb_child_init(
         let mut options =
             engine_options(unsafe { str_or_empty(optimize) }).map_err(wasmtime::Error::msg)?;
         let engine = new_engine(&mut options, threads as u32)?;
+        // wb_precompile wrote and checked the entries, as `cache_owner`, just before the
+        // children started; they only read them.
+        let cache = unsafe { opt_str(cache_dir) }.and_then(|dir| {
+            CompileCache::open_shared(dir, cache_owner)
+                .inspect_err(|e| {
+                    log.server(LEVEL_ERR, &format!("compiling without the cache: {e:#}"))
+                })
+                .ok()
+        });
         Ok(Child {
             _ticker: EpochTicker::start(&engine),
             engine,
-            // wb_precompile checked the entries just before the children started.
-            cache: unsafe { opt_str(cache_dir) }.map(CompileCache::checked),
+            cache,
             max_concurrent: threads,
             apps: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
@@ -204,6 +213,31 @@ pub unsafe extern "C" fn wb_inspect(
     }
 }
 
+/// Makes the compile cache at `cache_dir` ready for the precompile step, in Apache's parent
+/// (as root): creates it, or takes it back from `user` (Apache's `User`) if an earlier
+/// mod_wasm left it to that user. Returns 0, with what was done in `note` (empty if nothing),
+/// or -1 with the reason in `error`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_cache_prepare(
+    cache_dir: *const c_char,
+    user: u32,
+    note: *mut c_char,
+    error: *mut c_char,
+    len: usize,
+) -> c_int {
+    let dir = std::path::Path::new(unsafe { str_or_empty(cache_dir) });
+    match CompileCache::prepare_shared(dir, user) {
+        Ok(done) => {
+            unsafe { write_c(note, len, done.as_deref().unwrap_or_default()) };
+            0
+        }
+        Err(e) => {
+            unsafe { write_c(error, len, &format!("{e:#}")) };
+            -1
+        }
+    }
+}
+
 /// Compiles the apps described by `descriptions` (`count` of them) into the compile cache at
 /// `cache_dir`, with the engine options of `WasmEngineOptions` (`optimize`). Apache runs this
 /// in a short-lived process forked from the parent before the children start, so that they
@@ -221,8 +255,8 @@ pub unsafe extern "C" fn wb_precompile(
     let Some(cache_dir) = (unsafe { opt_str(cache_dir) }) else {
         return 0;
     };
-    let cache = CompileCache::new(cache_dir);
     let result = (|| -> Result<(), String> {
+        let cache = CompileCache::open(cache_dir).map_err(|e| format!("{e:#}"))?;
         // The children's options, so that they find what is compiled here.
         let mut options = engine_options(unsafe { str_or_empty(optimize) })?;
         let engine = new_engine(&mut options, 1).map_err(|e| format!("{e:#}"))?;

@@ -19,11 +19,45 @@ pub(crate) fn compile(
     cache: Option<&CompileCache>,
     mode: Mode,
 ) -> Result<Component> {
-    if Parser::is_component(wasm) {
-        return match cache {
-            Some(cache) => cache.component(engine, &[wasm], || Ok(wasm.to_vec())),
-            None => Component::new(engine, wasm),
+    let wrapped = needs_adapter(wasm, mode)?;
+    let build = || match wrapped {
+        true => wrap_preview1(wasm),
+        false => Ok(wasm.to_vec()),
+    };
+    match cache {
+        Some(cache) => cache.component(engine, &cache_key(wasm, wrapped), build),
+        None => Component::new(engine, build()?),
+    }
+}
+
+/// Compiles the program at `path` into `cache` ahead of serving it, so that the processes that
+/// serve it later load compiled code. Nothing is loaded here: the process that fills a cache
+/// for others never maps code from it.
+pub fn precompile(engine: &Engine, path: &std::path::Path, cache: &CompileCache) -> Result<()> {
+    let wasm = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let compiled = needs_adapter(&wasm, Mode::Auto).and_then(|wrapped| {
+        let build = || match wrapped {
+            true => wrap_preview1(&wasm),
+            false => Ok(wasm.clone()),
         };
+        cache.ensure(engine, &cache_key(&wasm, wrapped), build)
+    });
+    compiled.with_context(|| format!("cannot compile `{}`", path.display()))
+}
+
+/// What a compiled program is made from: the wasm, and the adapter if it wraps one.
+fn cache_key(wasm: &[u8], wrapped: bool) -> Vec<&[u8]> {
+    match wrapped {
+        true => vec![wasm, ADAPTER_ID.as_bytes()],
+        false => vec![wasm],
+    }
+}
+
+/// Whether `wasm` is a preview-1 command that the adapter must wrap (false for a component);
+/// an error for anything that cannot be served in `mode`.
+fn needs_adapter(wasm: &[u8], mode: Mode) -> Result<bool> {
+    if Parser::is_component(wasm) {
+        return Ok(false);
     }
     if !Parser::is_core_wasm(wasm) {
         bail!("it is not a WebAssembly file");
@@ -40,21 +74,7 @@ pub(crate) fn compile(
              (programs with a main function) can be served, in CGI mode"
         );
     }
-    match cache {
-        Some(cache) => cache.component(engine, &[wasm, ADAPTER_ID.as_bytes()], || {
-            wrap_preview1(wasm)
-        }),
-        None => Component::new(engine, wrap_preview1(wasm)?),
-    }
-}
-
-/// Compiles the program at `path` into `cache` ahead of serving it, so that the processes that
-/// serve it later load compiled code.
-pub fn precompile(engine: &Engine, path: &std::path::Path, cache: &CompileCache) -> Result<()> {
-    let wasm = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
-    compile(engine, &wasm, Some(cache), Mode::Auto)
-        .with_context(|| format!("cannot compile `{}`", path.display()))?;
-    Ok(())
+    Ok(true)
 }
 
 /// Wraps a preview-1 command module into a `wasi:cli/command` component.

@@ -151,10 +151,16 @@ impl ServeCommand {
             u32::try_from(max_requests).unwrap_or(u32::MAX),
         )?;
 
-        let cache = use_cache
-            .then(|| self.cache_dir.clone().or_else(CompileCache::default_dir))
-            .flatten()
-            .map(CompileCache::new);
+        let cache = match (use_cache, &self.cache_dir) {
+            (false, _) => None,
+            // One the user named must be usable.
+            (true, Some(dir)) => Some(CompileCache::open(dir)?),
+            (true, None) => CompileCache::default_dir().and_then(|dir| {
+                CompileCache::open(dir)
+                    .inspect_err(|e| eprintln!("wasmbridge: compiling without a cache: {e:#}"))
+                    .ok()
+            }),
+        };
         let config = self.app_config(max_requests)?;
         let app = App::load(
             &engine,
