@@ -253,6 +253,11 @@ pub fn meta_variables(
     // content headers have their own names.
     let mut names: Vec<Vec<u8>> = Vec::new();
     for (name, _) in &headers {
+        // As in Apache, only names of letters, digits and `-`: `X_User` would become the same
+        // variable as `X-User`, and `Content_Type` would set CONTENT_TYPE.
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            continue;
+        }
         let mut variable = Vec::from(&lit!(b"HTTP_")[..]);
         variable.extend(name.bytes().map(|b| match b {
             b'-' => b'_',
@@ -277,7 +282,11 @@ pub fn meta_variables(
         };
         let mut value = Vec::new();
         for (name, v) in &headers {
-            let same = name.len() == header.len()
+            let exported = name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            let same = exported
+                && name.len() == header.len()
                 && name.bytes().zip(header).all(|(a, b)| {
                     (if a == b'-' {
                         b'_'
@@ -503,11 +512,16 @@ fn start_response(head: &[u8], first: &[u8], response_out: ResponseOutparam) -> 
             }
             continue;
         }
+        // Framing is the server's business, not the program's: a Content-Length that
+        // disagrees with the body would split a keep-alive connection, and a CGI response
+        // cannot switch protocols.
         if name.eq_ignore_ascii_case(&lit!(b"connection"))
             || name.eq_ignore_ascii_case(&lit!(b"transfer-encoding"))
             || name.eq_ignore_ascii_case(&lit!(b"keep-alive"))
+            || name.eq_ignore_ascii_case(&lit!(b"content-length"))
+            || name.eq_ignore_ascii_case(&lit!(b"upgrade"))
         {
-            continue; // framing is the server's business, not the program's
+            continue;
         }
         location |= name.eq_ignore_ascii_case(&lit!(b"location"));
         use crate::bindings::wasi::http::types::HeaderError;
@@ -559,7 +573,8 @@ fn parse_status(value: &[u8]) -> Option<u16> {
         return None;
     }
     let code = digits.iter().fold(0u16, |n, d| n * 10 + (d - b'0') as u16);
-    (100..=999).contains(&code).then_some(code)
+    // A final status only: 1xx (101 included) is not a CGI response.
+    (200..=599).contains(&code).then_some(code)
 }
 
 fn trim(value: &[u8]) -> &[u8] {

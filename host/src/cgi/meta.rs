@@ -123,7 +123,7 @@ pub fn meta_variables(
     // Repeated headers are joined with ", " (Cookie with "; "), as one variable.
     let mut http_vars: Vec<(String, String)> = Vec::new();
     for name in parts.headers.keys() {
-        if WITHHELD.contains(&name.as_str()) {
+        if WITHHELD.contains(&name.as_str()) || !exported(name.as_str()) {
             continue;
         }
         let separator = if name == http::header::COOKIE {
@@ -146,8 +146,20 @@ pub fn meta_variables(
             value,
         ));
     }
+    // HTTP/2 carries the host as the authority, without a Host header; scripts build their
+    // URLs from HTTP_HOST.
+    if !parts.headers.contains_key(http::header::HOST) && !host.is_empty() {
+        http_vars.push(("HTTP_HOST".into(), host));
+    }
     vars.extend(http_vars);
     vars
+}
+
+/// Whether a header becomes an `HTTP_*` variable: as in Apache, only names of letters, digits
+/// and `-`. `X_User` would become the same `HTTP_X_USER` as `X-User`, and could stand in for
+/// a header the server sets (`-H`); `Content_Type` for `CONTENT_TYPE`.
+fn exported(name: &str) -> bool {
+    name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// `example.com:8080` → (`example.com`, `8080`); `[::1]:80` → (`[::1]`, `80`).
@@ -178,6 +190,8 @@ mod tests {
             .header("x-forwarded-for", "1.2.3.4")
             .header("cookie", "a=1")
             .header("cookie", "b=2")
+            .header("x_forwarded_for", "6.6.6.6")
+            .header("content_type", "text/evil")
             .body(())
             .unwrap();
         let (parts, ()) = request.into_parts();
@@ -211,6 +225,18 @@ mod tests {
         assert_eq!(get("PATH_INFO"), Some("/extra"));
         assert_eq!(get("PATH_TRANSLATED"), Some("/www/extra"));
         assert_eq!(get("HTTP_X_FORWARDED_FOR"), Some("1.2.3.4"));
+        assert_eq!(
+            meta_variables(&parts, &cx, &script)
+                .iter()
+                .filter(|(name, _)| name == "HTTP_X_FORWARDED_FOR")
+                .count(),
+            1
+        );
+        assert_eq!(get("HTTP_HOST"), Some("example.com:8080"));
+        assert_eq!(
+            get("CONTENT_TYPE"),
+            Some("application/x-www-form-urlencoded")
+        );
         assert_eq!(get("HTTP_COOKIE"), Some("a=1; b=2"));
         assert_eq!(get("REDIRECT_STATUS"), Some("200"));
         assert_eq!(get("HTTPS"), None);

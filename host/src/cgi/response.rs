@@ -32,6 +32,8 @@ pub enum Malformed {
         text: String,
     },
     BadStatus(String),
+    /// A status a CGI response cannot have: 1xx (101 included) or above 599.
+    StatusOutOfRange(u16),
     BadLocation(String),
     /// A CGI worker's output was not FastCGI records.
     NotFastCgi,
@@ -57,6 +59,10 @@ impl std::fmt::Display for Malformed {
                 write!(f, "malformed CGI header at line {line}: {text:?}")
             }
             Malformed::BadStatus(value) => write!(f, "malformed CGI Status header: {value:?}"),
+            Malformed::StatusOutOfRange(code) => write!(
+                f,
+                "CGI Status {code} is not a final response status (200 to 599)"
+            ),
             Malformed::BadLocation(value) => write!(f, "malformed CGI Location header: {value:?}"),
             Malformed::NotFastCgi => write!(
                 f,
@@ -125,8 +131,10 @@ fn parse_head(head: &[u8]) -> Result<CgiResponse, Malformed> {
         match name.as_str() {
             "status" => status = Some(parse_status(&value)?),
             "location" => location = Some(value),
-            // Framing is the server's business, not the program's.
-            "connection" | "transfer-encoding" | "keep-alive" => {}
+            // Framing is the server's business, not the program's: a Content-Length that
+            // disagrees with the body would split a keep-alive connection (the server counts or
+            // chunks, as mod_cgi does), and a CGI response cannot switch protocols.
+            "connection" | "transfer-encoding" | "keep-alive" | "content-length" | "upgrade" => {}
             _ => headers.push((name, value)),
         }
     }
@@ -157,7 +165,8 @@ fn parse_status(value: &HeaderValue) -> Result<StatusCode, Malformed> {
     let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
     let code = text.split_whitespace().next().unwrap_or_default();
     match StatusCode::from_bytes(code.as_bytes()) {
-        Ok(status) if code.len() == 3 => Ok(status),
+        Ok(status) if code.len() == 3 && (200..=599).contains(&status.as_u16()) => Ok(status),
+        Ok(status) if code.len() == 3 => Err(Malformed::StatusOutOfRange(status.as_u16())),
         _ => Err(Malformed::BadStatus(text)),
     }
 }
@@ -217,6 +226,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn framing_headers_are_the_servers() {
+        let (_, headers, _) = document(
+            read("Content-Length: 5\nUpgrade: h2c\nConnection: upgrade\nX-A: 1\n\nbody").await,
+        );
+        assert_eq!(headers, [("x-a".to_string(), "1".to_string())]);
+    }
+
+    #[tokio::test]
     async fn status_and_redirects() {
         assert_eq!(
             document(read("Status: 404 Not Found\nContent-Type: text/html\n\n").await).0,
@@ -256,6 +273,12 @@ mod tests {
             read("Status: abc\n\n").await.unwrap_err(),
             Malformed::BadStatus(_)
         ));
+        for status in ["101 Switching Protocols", "100", "199", "600", "999"] {
+            assert!(matches!(
+                read(&format!("Status: {status}\n\n")).await.unwrap_err(),
+                Malformed::StatusOutOfRange(_)
+            ));
+        }
         let huge = format!("X: {}\n", "a".repeat(MAX_HEADER_BLOCK + 10));
         assert_eq!(read(&huge).await.unwrap_err(), Malformed::TooLarge);
     }
