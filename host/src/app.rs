@@ -272,6 +272,13 @@ impl App {
         matches!(self.guest, Guest::Cgi(_))
     }
 
+    /// Whether the URL-chosen script at `path` (below the directory URLs map into) may run:
+    /// it has one of the app's script extensions and no part of it is a dot-file or
+    /// dot-directory. For front ends that find the script themselves (Apache).
+    pub fn runs_script(&self, path: &str) -> bool {
+        self.config.cgi.runs_script(&self.program_name, path)
+    }
+
     pub(crate) fn program_name(&self) -> &str {
         &self.program_name
     }

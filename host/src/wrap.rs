@@ -137,6 +137,13 @@ fn encode_config(config: &WrapConfig) -> Result<Vec<u8>> {
         if let Some(fallback) = &config.cgi.fallback {
             put("fallback", fallback)?;
         }
+        let extensions = match config.cgi.extensions.is_empty() {
+            true => crate::cgi::default_extensions(&config.program),
+            false => config.cgi.extensions.clone(),
+        };
+        for ext in &extensions {
+            put("ext", ext)?;
+        }
     }
     Ok(out)
 }

@@ -56,70 +56,88 @@ pub fn script(config: &Config, path: &[u8], preopens: &[(&Descriptor, &[u8])]) -
             _ => None,
         }
     })?;
+    let extensions: Vec<&[u8]> = config.values(&lit!(b"ext")).collect();
     let root = DocRoot {
         dir,
         relative,
         guest: docroot,
+        extensions: &extensions,
     };
     let index: Vec<&[u8]> = config.values(&lit!(b"index")).collect();
-    root.find(path, &index).or_else(|| {
-        let fallback = config.value(&lit!(b"fallback"))?;
-        root.find(fallback, &[])
-            .filter(|script| script.path_info.is_empty())
-    })
+    match root.find(path, &index) {
+        Lookup::Script(script) => Some(script),
+        Lookup::Refused => None,
+        Lookup::NoScript => match root.find(config.value(&lit!(b"fallback"))?, &[]) {
+            Lookup::Script(script) if script.path_info.is_empty() => Some(script),
+            _ => None,
+        },
+    }
+}
+
+/// What a URL path names in the docroot.
+enum Lookup {
+    Script(Script),
+    /// Nothing the program may run; a front controller may take the URL.
+    NoScript,
+    /// A path through a dot-file or dot-directory (`/.env`): never served.
+    Refused,
 }
 
 struct DocRoot<'a> {
     dir: &'a Descriptor,
     relative: Vec<u8>,
     guest: &'a [u8],
+    /// What a script's name ends with: only such files run.
+    extensions: &'a [&'a [u8]],
 }
 
 impl DocRoot<'_> {
     /// The file the URL path names — the first segments that make a file, the rest being
-    /// PATH_INFO — or a directory's index file.
-    fn find(&self, path: &[u8], index: &[&[u8]]) -> Option<Script> {
+    /// PATH_INFO — or a directory's index file. Only scripts count: any other file is never
+    /// handed to the program, and a path through a dot-file or dot-directory is refused.
+    fn find(&self, path: &[u8], index: &[&[u8]]) -> Lookup {
         let mut relative = self.relative.clone();
         let mut name = Vec::new();
         let mut segments = path.split(|b| *b == b'/').filter(|s| !s.is_empty());
         while let Some(segment) = segments.next() {
-            let decoded = percent_decode(segment)?;
-            if decoded == [b'.']
-                || decoded == [b'.', b'.']
-                || decoded.contains(&b'/')
-                || decoded.contains(&0)
-            {
-                return None;
+            let Some(decoded) = percent_decode(segment) else {
+                return Lookup::NoScript;
+            };
+            if decoded.first() == Some(&b'.') || decoded.contains(&b'/') || decoded.contains(&0) {
+                return Lookup::Refused;
             }
             relative.push(b'/');
             relative.extend_from_slice(&decoded);
             name.push(b'/');
             name.extend_from_slice(segment);
-            match self.kind(&relative)? {
-                DescriptorType::Directory => {}
-                DescriptorType::RegularFile => {
+            match self.kind(&relative) {
+                Some(DescriptorType::Directory) => {}
+                Some(DescriptorType::RegularFile) => {
                     let mut path_info = Vec::new();
                     for rest in segments {
                         path_info.push(b'/');
                         path_info.extend_from_slice(rest);
                     }
-                    return Some(self.script(&relative, name, path_info));
+                    return self.script(&relative, name, path_info);
                 }
-                _ => return None,
+                _ => return Lookup::NoScript,
             }
         }
-        index.iter().find_map(|file| {
+        for file in index {
             let mut relative = relative.clone();
             relative.push(b'/');
             relative.extend_from_slice(file);
-            if self.kind(&relative)? != DescriptorType::RegularFile {
-                return None;
+            if self.kind(&relative) != Some(DescriptorType::RegularFile) {
+                continue;
             }
             let mut name = name.clone();
             name.push(b'/');
             name.extend_from_slice(file);
-            Some(self.script(&relative, name, Vec::new()))
-        })
+            if let script @ Lookup::Script(_) = self.script(&relative, name, Vec::new()) {
+                return script;
+            }
+        }
+        Lookup::NoScript
     }
 
     /// The type of a file, symlinks followed; wasi:filesystem keeps them inside the grant.
@@ -129,17 +147,28 @@ impl DocRoot<'_> {
         Some(stat.type_)
     }
 
-    fn script(&self, relative: &[u8], name: Vec<u8>, path_info: Vec<u8>) -> Script {
+    fn script(&self, relative: &[u8], name: Vec<u8>, path_info: Vec<u8>) -> Lookup {
+        let base = match relative.iter().rposition(|b| *b == b'/') {
+            Some(i) => &relative[i + 1..],
+            None => relative,
+        };
+        let runs = match base.iter().rposition(|b| *b == b'.') {
+            Some(dot) => self.extensions.contains(&&base[dot + 1..]),
+            None => false,
+        };
+        if !runs {
+            return Lookup::NoScript;
+        }
         // `relative` starts with the docroot's own part, then the URL's segments.
         let own = self.relative.len();
         let mut filename = self.guest.to_vec();
         filename.extend_from_slice(&relative[own..]);
-        Script {
+        Lookup::Script(Script {
             filename,
             name,
             path_info,
             document_root: self.guest.to_vec(),
-        }
+        })
     }
 }
 

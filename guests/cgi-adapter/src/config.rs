@@ -1,8 +1,8 @@
 //! What the wrapped app needs fixed, written into the adapter by `wasmbridge wrap`: a list of
 //! `key NUL value NUL` pairs. Keys: `arg` (after the program name, in order), `env`
 //! (`NAME=value`), `docroot` (the guest directory URL paths map into), `index` (a directory's
-//! script, first found wins), `fallback` (the script for URLs that name none), `program`
-//! (argv[0]).
+//! script, first found wins), `fallback` (the script for URLs that name none), `ext` (the
+//! extension of the files that run as scripts), `program` (argv[0]).
 
 use alloc::vec::Vec;
 

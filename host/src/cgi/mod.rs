@@ -46,9 +46,45 @@ pub struct CgiConfig {
     /// Docroot style: the script, a URL path in the docroot, for URLs that name no script —
     /// a front controller (Apache's `FallbackResource`).
     pub fallback: Option<String>,
+    /// Docroot style: the extensions of the files that run (without the dot); any other file
+    /// is not handed to the program. Empty: [`default_extensions`] of the program.
+    pub extensions: Vec<String>,
     /// Long-lived instances that serve one request after another over FastCGI on stdin and
     /// stdout (see [`WORKER_VARIABLE`]), at most this many; 0: a fresh instance per request.
     pub workers: usize,
+    /// How long a request waits for a free worker before it is answered 503.
+    pub worker_wait: Duration,
+}
+
+/// Default for [`CgiConfig::worker_wait`].
+pub const WORKER_WAIT: Duration = Duration::from_secs(10);
+
+impl Default for CgiConfig {
+    fn default() -> Self {
+        CgiConfig {
+            args: Vec::new(),
+            docroot: None,
+            index: Vec::new(),
+            fallback: None,
+            extensions: Vec::new(),
+            workers: 0,
+            worker_wait: WORKER_WAIT,
+        }
+    }
+}
+
+/// The scripts an interpreter runs when the configuration does not say: `.php` for PHP,
+/// `.py` for Python, `.cgi` for anything else, by the program's file name.
+pub fn default_extensions(program: &str) -> Vec<String> {
+    let name = program.to_ascii_lowercase();
+    let ext = if name.contains("php") {
+        "php"
+    } else if name.starts_with("py") || name.contains("python") {
+        "py"
+    } else {
+        "cgi"
+    };
+    vec![ext.to_string()]
 }
 
 impl CgiConfig {
@@ -57,6 +93,32 @@ impl CgiConfig {
         let mut argv = vec![program.to_string()];
         argv.extend(self.args.iter().cloned());
         argv
+    }
+
+    /// The extensions of the scripts the program runs: as configured, else by its name.
+    fn script_extensions(&self, program: &str) -> Vec<String> {
+        match self.extensions.is_empty() {
+            true => default_extensions(program),
+            false => self.extensions.clone(),
+        }
+    }
+
+    /// Whether a script the URL chose, at `path`, may run: no dot-file or dot-directory on
+    /// the way, and a script extension.
+    pub(crate) fn runs_script(&self, program: &str, path: &str) -> bool {
+        let extensions = self.script_extensions(program);
+        let mut segments = path.split('/').filter(|s| !s.is_empty()).peekable();
+        while let Some(segment) = segments.next() {
+            if segment.starts_with('.') {
+                return false;
+            }
+            if segments.peek().is_none() {
+                return segment
+                    .rsplit_once('.')
+                    .is_some_and(|(_, ext)| extensions.iter().any(|e| e == ext));
+            }
+        }
+        false
     }
 
     /// Finds the script for a URL path. `None` when the path names no file in the docroot.
@@ -78,42 +140,65 @@ impl CgiConfig {
                 document_root,
             });
         };
+        let extensions = self.script_extensions(program);
         let root = DocRoot {
             host: sandbox.host_path(docroot)?,
             guest: docroot,
+            extensions: &extensions,
         };
-        root.find(path, &self.index).or_else(|| {
-            let fallback = self.fallback.as_deref()?;
-            root.find(fallback, &[])
-                .filter(|script| script.path_info.is_empty())
-        })
+        match root.find(path, &self.index) {
+            Lookup::Script(script) => Some(script),
+            Lookup::Refused => None,
+            Lookup::NoScript => match root.find(self.fallback.as_deref()?, &[]) {
+                Lookup::Script(script) if script.path_info.is_empty() => Some(script),
+                _ => None,
+            },
+        }
     }
+}
+
+/// What a URL path names in a docroot.
+enum Lookup {
+    Script(Script),
+    /// Nothing the program may run: no file, a directory without an index, a file of another
+    /// kind. A front controller may take the URL.
+    NoScript,
+    /// A path through a dot-file or dot-directory (`/.env`, `/.git/config`): never served.
+    Refused,
 }
 
 /// A docroot, in the host's file system and as the guest sees it (`DOCUMENT_ROOT`).
 struct DocRoot<'a> {
     host: PathBuf,
     guest: &'a str,
+    /// What a script's name ends with: only such files run.
+    extensions: &'a [String],
 }
 
 impl DocRoot<'_> {
     /// The file the URL path names — the first segments that make a file, the rest being
-    /// PATH_INFO — or a directory's index file.
-    fn find(&self, path: &str, index: &[String]) -> Option<Script> {
+    /// PATH_INFO — or a directory's index file. Only scripts count: a file of any other kind
+    /// (`notes.txt`, `index.py` under PHP) is never handed to the program, and a path through
+    /// a dot-file or dot-directory is refused outright.
+    fn find(&self, path: &str, index: &[String]) -> Lookup {
         let mut host = self.host.clone();
         let mut guest = self.guest.trim_end_matches('/').to_string();
         let mut name = String::new();
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         while let Some(segment) = segments.next() {
-            let decoded = percent_decode(segment)?;
-            if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\0')
-            {
-                return None;
+            let Some(decoded) = percent_decode(segment) else {
+                return Lookup::NoScript;
+            };
+            if decoded.starts_with('.') || decoded.contains('/') || decoded.contains('\0') {
+                return Lookup::Refused;
             }
             host.push(&decoded);
             guest = format!("{guest}/{decoded}");
             name = format!("{name}/{segment}");
-            if std::fs::metadata(&host).ok()?.is_file() {
+            let Ok(metadata) = std::fs::metadata(&host) else {
+                return Lookup::NoScript;
+            };
+            if metadata.is_file() {
                 let rest: Vec<&str> = segments.collect();
                 let path_info = if rest.is_empty() {
                     String::new()
@@ -123,35 +208,37 @@ impl DocRoot<'_> {
                 return self.script(&host, guest, name, path_info);
             }
         }
-        index.iter().find_map(|file| {
-            let host = host.join(file);
-            if !std::fs::metadata(&host).ok()?.is_file() {
-                return None;
-            }
-            self.script(
-                &host,
-                format!("{guest}/{file}"),
-                format!("{name}/{file}"),
-                String::new(),
-            )
-        })
+        index
+            .iter()
+            .filter(|file| std::fs::metadata(host.join(file)).is_ok_and(|m| m.is_file()))
+            .map(|file| {
+                self.script(
+                    &host.join(file),
+                    format!("{guest}/{file}"),
+                    format!("{name}/{file}"),
+                    String::new(),
+                )
+            })
+            .find(|lookup| matches!(lookup, Lookup::Script(_)))
+            .unwrap_or(Lookup::NoScript)
     }
 
-    fn script(
-        &self,
-        host: &Path,
-        filename: String,
-        name: String,
-        path_info: String,
-    ) -> Option<Script> {
+    fn script(&self, host: &Path, filename: String, name: String, path_info: String) -> Lookup {
+        let runs = filename
+            .rsplit_once('.')
+            .is_some_and(|(_, ext)| self.extensions.iter().any(|e| e == ext));
         // A symlink out of the docroot does not count as a script in it.
-        if !std::fs::canonicalize(host)
-            .ok()?
-            .starts_with(std::fs::canonicalize(&self.host).ok()?)
-        {
-            return None;
+        let inside = match (
+            std::fs::canonicalize(host),
+            std::fs::canonicalize(&self.host),
+        ) {
+            (Ok(file), Ok(root)) => file.starts_with(root),
+            _ => false,
+        };
+        if !runs || !inside {
+            return Lookup::NoScript;
         }
-        Some(Script {
+        Lookup::Script(Script {
             filename,
             name,
             path_info,

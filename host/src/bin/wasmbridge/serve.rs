@@ -124,6 +124,25 @@ pub(crate) struct CgiOptions {
     /// that name no script, as a front controller wants (like Apache's FallbackResource).
     #[arg(long, value_name = "URL_PATH", requires = "cgi_docroot")]
     cgi_fallback: Option<String>,
+
+    /// CGI docroot style: the extension of the scripts the program runs (repeat for more;
+    /// default by the program's name: `php` for PHP, `py` for Python, else `cgi`). Other files
+    /// are never handed to it, and dot-files and dot-directories are refused.
+    #[arg(long, value_name = "EXT", requires = "cgi_docroot", value_parser = parse_extension)]
+    cgi_ext: Vec<String>,
+}
+
+/// `php` or `.php`; a name, not a path or a pattern.
+fn parse_extension(s: &str) -> Result<String> {
+    let ext = s.strip_prefix('.').unwrap_or(s);
+    if ext.is_empty()
+        || !ext
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        bail!("`{s}` is not a file extension");
+    }
+    Ok(ext.to_string())
 }
 
 impl CgiOptions {
@@ -134,7 +153,8 @@ impl CgiOptions {
             docroot: self.cgi_docroot.clone(),
             index: self.cgi_index.clone(),
             fallback: self.cgi_fallback.clone(),
-            workers: 0,
+            extensions: self.cgi_ext.clone(),
+            ..CgiConfig::default()
         }
     }
 }
