@@ -6,7 +6,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Precompiled, Result, Store, bail};
@@ -14,11 +13,14 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HostOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView as _};
 
+use crate::body::{BodyWatch, RequestBody};
 use crate::cache::CompileCache;
 use crate::cgi::{CgiConfig, GuestRun, Workers};
+use crate::guest::{ClientWatch, End, Ending, GuardedBody, GuestTask};
 use crate::limits::{Limiter, Limits};
 use crate::log::{GuestOutput, GuestStream, Log, StderrLog};
 use crate::sandbox::Sandbox;
@@ -288,7 +290,9 @@ impl App {
     }
 
     /// Serves one request. The response head comes back as soon as the guest sets it; the body
-    /// streams while the guest writes it. Failures become an error response and one log line.
+    /// streams while the guest writes it. Failures become an error response and one log line;
+    /// a failure after the head makes the body end with an error. Dropping the response (or
+    /// this future) before its end stops the guest: the client is gone.
     ///
     /// Deadlines rely on the engine's epoch advancing: keep an
     /// [`EpochTicker`](crate::engine::EpochTicker) running for the engine.
@@ -301,17 +305,51 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
-        match self.guest {
-            Guest::Http(_) => self.handle_http(request, cx).await,
-            Guest::Cgi(_) => crate::cgi::handle(self, request, cx).await,
+        let id = cx.id;
+        let watch = BodyWatch::default();
+        let limits = self.config.limits.body;
+        // A body that says it is too large is refused before anything runs.
+        let length = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(limit) = limits
+            .max_size
+            .filter(|max| length.is_some_and(|l| l > *max))
+        {
+            return self.fail(id, Failure::BodyTooLarge(limit));
         }
+        let request = request.map(|body| {
+            RequestBody::new(
+                body.map_err(Into::into).boxed_unsync(),
+                limits,
+                watch.clone(),
+            )
+            .boxed_unsync()
+        });
+        let respond = async {
+            match self.guest {
+                Guest::Http(_) => self.handle_http(request, cx, watch.clone()).await,
+                Guest::Cgi(_) => crate::cgi::handle(self, request, cx, watch.clone()).await,
+            }
+        };
+        // Dropped before it has a response, this future stops the guest and says so.
+        let client = ClientWatch::new(&*self.config.log, id, &self.config.name);
+        // A body that fails before the response starts is the answer: 408, 413 or 400.
+        let response = tokio::select! {
+            biased;
+            response = respond => response,
+            failure = watch.failed() => self.fail(id, failure),
+        };
+        client.disarm();
+        response
     }
 
     async fn handle_http(
         &self,
         request: http::Request<Body>,
         cx: RequestContext,
+        watch: BodyWatch,
     ) -> http::Response<Body> {
         let id = cx.id;
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -334,13 +372,14 @@ impl App {
             Err(failure) => return self.fail(id, failure),
         };
         match receiver.await {
-            Ok(Ok(response)) => response,
+            Ok(Ok(response)) => {
+                response.map(|body| GuardedBody::new(body, guest, watch, false).boxed())
+            }
             Ok(Err(code)) => self.fail(id, Failure::GuestError(code)),
             // The guest ended without setting a response; its task says why.
-            Err(_) => match guest.await {
-                Ok(Err(failure)) => error_response(&failure),
-                Ok(Ok(_)) => self.fail(id, Failure::NoResponse),
-                Err(e) => self.fail(id, Failure::Trap(format!("host task failed: {e}"))),
+            Err(_) => match guest.join().await {
+                Err(failure) => error_response(&failure),
+                Ok(_) => self.fail(id, Failure::NoResponse),
             },
         }
     }
@@ -361,7 +400,7 @@ impl App {
         id: u64,
         configure: impl FnOnce(&mut WasiCtxBuilder),
         entry: impl FnOnce(&mut Store<RequestState>) -> Result<Entry, Failure>,
-    ) -> Result<JoinHandle<Result<i32, Failure>>, Failure> {
+    ) -> Result<GuestTask, Failure> {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return Err(Failure::Overloaded("the app is shutting down".into()));
         };
@@ -372,14 +411,27 @@ impl App {
         let guest = self.guest.clone();
         let timeout = self.config.limits.timeout;
         let (log, name) = (self.config.log.clone(), self.config.name.clone());
-        Ok(tokio::spawn(async move {
-            let _slot = slot;
-            let outcome = run_guest(&guest, entry, &mut store, timeout).await;
-            if let Err(failure) = &outcome {
-                log.request_failed(id, &name, failure);
+        let ending = Arc::new(Ending::default());
+        let task = tokio::spawn({
+            let (ending, log, name) = (ending.clone(), log.clone(), name.clone());
+            async move {
+                let _slot = slot;
+                let outcome = run_guest(&guest, entry, &mut store, timeout).await;
+                // Said before the store goes, and with it what the guest was still writing.
+                ending.set(match &outcome {
+                    Ok(code) => End::Exited(*code),
+                    Err(_) => End::Failed {
+                        response_cut: matches!(guest, Guest::Cgi(_)) || unfinished_body(&mut store),
+                    },
+                });
+                if let Err(failure) = &outcome {
+                    log.request_failed(id, &name, failure);
+                }
+                drop(store);
+                outcome
             }
-            outcome
-        }))
+        });
+        Ok(GuestTask::new(task, ending, log, id, name))
     }
 
     /// Prepares a CGI worker's run: the program runs while the returned future is polled, by
@@ -525,6 +577,15 @@ async fn run_guest(
     result.map_err(|(error, instantiating)| {
         Failure::from_error(&error, store.data().limiter.hit, instantiating)
     })
+}
+
+/// Whether the guest still held an outgoing body it had not finished: a response cut short.
+fn unfinished_body(store: &mut Store<RequestState>) -> bool {
+    store
+        .data_mut()
+        .table
+        .iter_mut()
+        .any(|entry| entry.is::<HostOutgoingBody>())
 }
 
 /// The response a client gets for a failed request.

@@ -12,6 +12,10 @@
 //! | the fuel budget ran out (`-W fuel`)                | 503    |
 //! | the server is at its instance limit                | 503    |
 //! | the deadline passed (`-W timeout`)                 | 504    |
+//! | the request body came too slowly                   | 408    |
+//! | the request body is larger than allowed            | 413    |
+//! | the request's CGI variables are larger than a program takes | 431 |
+//! | the request body broke off (the client went away, bad framing) | 400 |
 
 use std::fmt;
 use std::time::Duration;
@@ -55,6 +59,16 @@ pub enum Failure {
     Overloaded(String),
     /// The request's deadline passed.
     Deadline(Duration),
+    /// No byte of the request body came for this long (or for the front end's own timeout).
+    BodyTimeout(Option<Duration>),
+    /// The request body is larger than this many bytes.
+    BodyTooLarge(u64),
+    /// The request body could not be read to its end.
+    BodyBroken(String),
+    /// The request's CGI variables take this many bytes, more than the program can take.
+    HeadersTooLarge(usize),
+    /// The client went away before the response was complete; the guest was stopped.
+    ClientGone,
 }
 
 impl Failure {
@@ -73,6 +87,12 @@ impl Failure {
             | Failure::OutOfFuel
             | Failure::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+            Failure::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Failure::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Failure::BodyBroken(_) => StatusCode::BAD_REQUEST,
+            Failure::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            // Nobody reads it; what the access log of a proxy would say (nginx's 499).
+            Failure::ClientGone => StatusCode::from_u16(499).expect("a valid status"),
         }
     }
 
@@ -150,6 +170,11 @@ impl Failure {
             }
             Failure::Overloaded(_) => "The server is busy. Try again later.",
             Failure::Deadline(_) => "The application did not finish in time.",
+            Failure::BodyTimeout(_) => "The request body did not arrive in time.",
+            Failure::BodyTooLarge(_) => "The request body is too large.",
+            Failure::BodyBroken(_) => "The request body could not be read.",
+            Failure::HeadersTooLarge(_) => "The request's headers are too large.",
+            Failure::ClientGone => "The client went away.",
         }
     }
 }
@@ -199,6 +224,20 @@ impl fmt::Display for Failure {
             Failure::Overloaded(m) => write!(f, "no instance slot free: {m}"),
             Failure::Deadline(t) if t.is_zero() => write!(f, "deadline exceeded"),
             Failure::Deadline(t) => write!(f, "deadline exceeded: still running after {t:?}"),
+            Failure::BodyTimeout(Some(t)) => {
+                write!(f, "request body timed out: no data for {t:?}")
+            }
+            Failure::BodyTimeout(None) => write!(f, "request body timed out"),
+            Failure::BodyTooLarge(limit) => {
+                write!(f, "request body too large: the limit is {limit} bytes")
+            }
+            Failure::BodyBroken(m) => write!(f, "request body broke off: {m}"),
+            Failure::HeadersTooLarge(size) => write!(
+                f,
+                "request headers too large: the CGI variables take {size} bytes, more than a CGI program can take ({} at most)",
+                crate::cgi::MAX_ENVIRONMENT
+            ),
+            Failure::ClientGone => write!(f, "the client went away; the guest was stopped"),
         }
     }
 }

@@ -13,10 +13,12 @@
 //! the request it was serving.
 
 pub mod app;
+pub mod body;
 pub mod cache;
 pub mod cgi;
 pub mod engine;
 pub mod failure;
+mod guest;
 pub mod limits;
 pub mod log;
 pub mod preinit;

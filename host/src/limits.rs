@@ -28,6 +28,8 @@ pub struct Limits {
     pub hostcall_fuel: Option<usize>,
     /// Component handles per request (`-S max-component-handles`).
     pub max_component_handles: Option<usize>,
+    /// How much of a request body is taken, and how long the next piece may take.
+    pub body: crate::body::BodyLimits,
 }
 
 /// Which limit a request ran into.

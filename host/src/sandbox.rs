@@ -15,19 +15,29 @@ pub struct Preopen {
 }
 
 impl Preopen {
-    /// `HOST[::GUEST][::ro]`, as `--dir` takes it: the guest path defaults to the host's, and
-    /// `::ro` at the end grants the directory read-only (the syntax proposed in wasmtime#9608).
-    pub fn parse(spec: &str) -> Preopen {
-        let (spec, writable) = match spec.strip_suffix("::ro") {
-            Some(spec) => (spec, false),
-            None => (spec, true),
+    /// `HOST[::GUEST][::ro|::rw]`, as `--dir` takes it: the guest path defaults to the host's,
+    /// and `::ro` at the end grants the directory read-only (the syntax proposed in
+    /// wasmtime#9608). Anything else after a second `::` is refused, not taken for read-write.
+    pub fn parse(spec: &str) -> Result<Preopen> {
+        let parts: Vec<&str> = spec.split("::").collect();
+        let (host, guest, writable) = match parts[..] {
+            [host] => (host, host, true),
+            [host, guest] => (host, guest, true),
+            [host, guest, "ro"] => (host, guest, false),
+            [host, guest, "rw"] => (host, guest, true),
+            [_, _, mode] => bail!(
+                "`{spec}`: `{mode}` is not an access mode; `ro` grants the directory read-only, `rw` read-write"
+            ),
+            _ => bail!("`{spec}` is not HOST[::GUEST][::ro]"),
         };
-        let (host, guest) = spec.split_once("::").unwrap_or((spec, spec));
-        Preopen {
+        if host.is_empty() || guest.is_empty() {
+            bail!("`{spec}` is not HOST[::GUEST][::ro]");
+        }
+        Ok(Preopen {
             host: host.into(),
             guest: guest.into(),
             writable,
-        }
+        })
     }
 }
 

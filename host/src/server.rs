@@ -1,20 +1,33 @@
 //! The HTTP front end of `wasmbridge serve`: hyper, HTTP/1.1 and HTTP/2 (h2c with prior
-//! knowledge) on one port, graceful shutdown.
+//! knowledge) on one port, connection timeouts, graceful shutdown.
 
 use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body::Frame;
+use http_body_util::BodyExt as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::task::TaskTracker;
 use wasmtime::Result;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::{App, Body, RequestContext};
+
+/// Default for [`ServerOptions::header_read_timeout`] (mod_reqtimeout's first limit).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default for [`ServerOptions::keep_alive_timeout`] (Apache's `KeepAliveTimeout`).
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -22,19 +35,40 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// Headers set on every request before the app sees it (`-H`), replacing the client's.
     pub request_headers: Vec<(HeaderName, HeaderValue)>,
+    /// How long a client may take to send a request's headers (HTTP/1.1).
+    pub header_read_timeout: Option<Duration>,
+    /// How long a connection with no request in flight is kept open without traffic.
+    pub keep_alive_timeout: Option<Duration>,
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and waits for
-/// the requests in flight to finish.
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_connections: 1000,
+            request_headers: Vec::new(),
+            header_read_timeout: Some(HEADER_READ_TIMEOUT),
+            keep_alive_timeout: Some(KEEP_ALIVE_TIMEOUT),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting, closes the
+/// connections that have no request in flight and waits for the requests in flight to finish.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
     let connections = Arc::new(Semaphore::new(options.max_connections));
+    let tracker = TaskTracker::new();
+    let (stop, stopping) = watch::channel(false);
     let options = Arc::new(options);
     let next_id = Arc::new(AtomicU64::new(0));
     tokio::pin!(shutdown);
@@ -50,7 +84,7 @@ pub async fn serve(
                 // Out of file descriptors and the like: the listener itself is fine.
                 Err(e) => {
                     eprintln!("wasmbridge: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
@@ -58,34 +92,70 @@ pub async fn serve(
         // Small body chunks should leave at once, not after Nagle's delay.
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
-        let (app, options, next_id) = (app.clone(), options.clone(), next_id.clone());
-        let service =
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let (app, options, next_id, activity) = (
+                app.clone(),
+                options.clone(),
+                next_id.clone(),
+                activity.clone(),
+            );
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                let (app, options) = (app.clone(), options.clone());
+                let (app, options, activity) = (app.clone(), options.clone(), activity.clone());
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let in_flight = InFlight::start(activity);
                 async move {
                     prepare(&mut request, &options, local);
+                    let head_only = request.method() == http::Method::HEAD;
                     let cx = RequestContext {
                         local,
                         remote: Some(remote),
                         ..RequestContext::new(id, Scheme::Http)
                     };
-                    Ok::<http::Response<Body>, Infallible>(app.handle(request, cx).await)
+                    let response = app.handle(request, cx).await;
+                    let response = without_unread_body(response, head_only);
+                    Ok::<http::Response<Body>, Infallible>(response.map(|body| {
+                        Counted {
+                            inner: body,
+                            _in_flight: in_flight,
+                        }
+                        .boxed_unsync()
+                    }))
                 }
-            });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            // Errors here are the client's doing (reset, bad framing): nothing to report.
-            let _ = connection.await;
-            drop(permit);
+            })
+        };
+        let io = TokioIo::new(Tracked {
+            stream,
+            activity: activity.clone(),
+        });
+        let connection = builder.serve_connection(io, service).into_owned();
+        let (mut stopping, idle_after) = (stopping.clone(), options.keep_alive_timeout);
+        tracker.spawn(async move {
+            let _permit = permit;
+            tokio::pin!(connection);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    // Errors here are the client's doing (reset, bad framing, a header
+                    // timeout): nothing to report.
+                    _ = connection.as_mut() => break,
+                    _ = stopping.wait_for(|stop| *stop), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    _ = activity.idle(idle_after), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
         });
     }
 
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop.send(true);
+    tracker.close();
+    tracker.wait().await;
     Ok(())
 }
 
@@ -107,5 +177,170 @@ fn prepare(
     if let Some(addr) = local.filter(|_| !has_authority) {
         let value = HeaderValue::from_str(&addr.to_string()).expect("an address is a valid header");
         request.headers_mut().insert(http::header::HOST, value);
+    }
+}
+
+/// hyper never reads the body of a response to HEAD, or of a 204 or 304: the guest writes it
+/// all the same and finishes in its own time, rather than being taken for a client that left.
+fn without_unread_body(response: http::Response<Body>, head_only: bool) -> http::Response<Body> {
+    let status = response.status();
+    if !head_only
+        && status != http::StatusCode::NO_CONTENT
+        && status != http::StatusCode::NOT_MODIFIED
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    tokio::spawn(async move {
+        let _ = body.collect().await;
+    });
+    let empty = http_body_util::Empty::new()
+        .map_err(|e| match e {})
+        .boxed_unsync();
+    http::Response::from_parts(parts, empty)
+}
+
+/// When a connection last moved a byte, and how many of its requests are in flight.
+struct Activity {
+    since: Instant,
+    /// Milliseconds after `since`.
+    last: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            since: Instant::now(),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last
+            .store(self.since.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has had no request in flight and no traffic for `limit`;
+    /// never without a limit.
+    async fn idle(&self, limit: Option<Duration>) {
+        let Some(limit) = limit else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = self.since + Duration::from_millis(self.last.load(Ordering::Relaxed));
+            if self.in_flight.load(Ordering::Relaxed) == 0 && last.elapsed() >= limit {
+                return;
+            }
+            let from = if self.in_flight.load(Ordering::Relaxed) == 0 {
+                last
+            } else {
+                Instant::now()
+            };
+            tokio::time::sleep_until((from + limit).into()).await;
+        }
+    }
+}
+
+/// A request in flight, until its response body is dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that counts as a request in flight while it lives.
+struct Counted {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A client's connection that notes when bytes move.
+struct Tracked {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -9,11 +9,13 @@ mod response;
 mod worker;
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, StreamBody};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncRead, AsyncWriteExt as _};
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 
 pub use meta::{Script, meta_variables};
@@ -22,6 +24,8 @@ pub use worker::WORKER_VARIABLE;
 pub(crate) use worker::{GuestRun, Workers};
 
 use crate::app::{App, Entry, error_response, simple_response};
+use crate::body::BodyWatch;
+use crate::guest::{GuardedBody, GuestTask};
 use crate::sandbox::Sandbox;
 use crate::{Body, Failure, RequestContext};
 
@@ -32,7 +36,7 @@ const PIPE_SIZE: usize = 64 * 1024;
 const MAX_LOCAL_REDIRECTS: u8 = 10;
 
 /// How a CGI app finds its script.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CgiConfig {
     /// Arguments after the program name (mod_wasm's `WasmArg`), e.g. the script of an
     /// interpreter: `["/app/prettyfy.py"]`.
@@ -264,11 +268,18 @@ fn percent_decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Largest environment a CGI program is started with, in bytes (`NAME=value` and a NUL for
+/// each variable): the WASI preview-1 adapter takes a program's environment into a buffer of
+/// its own, and a larger one would trap the program. A request whose variables do not fit is
+/// answered 431.
+pub const MAX_ENVIRONMENT: usize = 48 * 1024;
+
 /// Serves one request with a CGI program.
 pub(crate) async fn handle(
     app: &App,
     request: http::Request<Body>,
     cx: RequestContext,
+    watch: BodyWatch,
 ) -> http::Response<Body> {
     let config = app.config();
     let (parts, body) = request.into_parts();
@@ -292,57 +303,17 @@ pub(crate) async fn handle(
     });
 
     let id = cx.id;
-    let (mut stdout, stdout_in) = tokio::io::duplex(PIPE_SIZE);
     let guest = match app.workers() {
-        Some(workers) => workers.serve(app, id, &env, body, stdout_in).await,
-        None => {
-            let mut args = config.cgi.argv(app.program_name());
-            if config.cgi.docroot.is_some() {
-                args.push(script.filename.clone());
-            }
-            // The request body flows into stdin through a bounded pipe, so a large upload
-            // waits for the program to read it instead of piling up in memory.
-            // (A duplex pipe, not a simplex one: dropping one end is what tells the other end
-            // EOF.)
-            let (stdin, mut body_in) = tokio::io::duplex(PIPE_SIZE);
-            tokio::spawn(async move {
-                let mut body = std::pin::pin!(body);
-                while let Some(frame) = body.frame().await {
-                    let Ok(frame) = frame else { break };
-                    if let Ok(data) = frame.into_data()
-                        && body_in.write_all(&data).await.is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-            let configure = |wasi: &mut wasmtime_wasi::WasiCtxBuilder| {
-                wasi.args(&args);
-                for (name, value) in &env {
-                    wasi.env(name, value);
-                }
-                wasi.stdin(AsyncStdinStream::new(stdin));
-                wasi.stdout(AsyncStdoutStream::new(PIPE_SIZE, stdout_in));
-            };
-            app.spawn_guest(id, configure, |_| Ok(Entry::Cgi)).await
-        }
+        Some(workers) => workers.serve(app, id, &env, body).await,
+        None => start(app, id, &env, &script, body).await,
     };
-    let guest = match guest {
+    let (guest, mut stdout) = match guest {
         Ok(guest) => guest,
         Err(failure) => return app.fail(id, failure),
     };
 
     match response::read_head(&mut stdout).await {
         Ok((CgiResponse::Document { status, headers }, first)) => {
-            let log = config.log.clone();
-            let name = config.name.clone();
-            tokio::spawn(async move {
-                if let Ok(Ok(code)) = guest.await
-                    && code != 0
-                {
-                    log.request_failed(id, &name, &Failure::ExitAfterResponse(code));
-                }
-            });
             let body = futures::stream::once(async move { Ok(Bytes::from(first)) })
                 .chain(tokio_util::io::ReaderStream::new(stdout))
                 .filter(|chunk| std::future::ready(!matches!(chunk, Ok(c) if c.is_empty())))
@@ -351,7 +322,9 @@ pub(crate) async fn handle(
                         .map(http_body::Frame::data)
                         .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
                 });
-            let mut response = http::Response::new(StreamBody::new(body).boxed_unsync());
+            // The body ends when the program's output does, and says how the program ended.
+            let body = GuardedBody::new(StreamBody::new(body).boxed_unsync(), guest, watch, true);
+            let mut response = http::Response::new(body.boxed());
             *response.status_mut() = status;
             let response_headers = response.headers_mut();
             for (name, value) in headers {
@@ -360,7 +333,7 @@ pub(crate) async fn handle(
             response
         }
         Ok((CgiResponse::LocalRedirect(location), _)) => {
-            guest.abort();
+            guest.stop();
             if cx.redirects >= MAX_LOCAL_REDIRECTS {
                 return app.fail(id, Failure::RedirectLoop(location));
             }
@@ -389,14 +362,14 @@ pub(crate) async fn handle(
                 cgi_env: None,
                 ..cx
             };
-            Box::pin(handle(app, redirected, cx)).await
+            Box::pin(handle(app, redirected, cx, watch)).await
         }
         Err(malformed) => {
             // A program that wrote nonsense may still be running: stop it. One that ended
             // before its headers has its own story (a trap, a deadline, an exit status).
             let ended = matches!(malformed, Malformed::NoHeaderBlock { .. });
             if !ended {
-                guest.abort();
+                guest.stop();
                 return app.fail(
                     id,
                     Failure::BadCgiOutput {
@@ -405,17 +378,75 @@ pub(crate) async fn handle(
                     },
                 );
             }
-            match guest.await {
-                Ok(Err(failure)) => error_response(&failure),
-                Ok(Ok(code)) => app.fail(
+            match guest.join().await {
+                Err(failure) => error_response(&failure),
+                Ok(code) => app.fail(
                     id,
                     Failure::BadCgiOutput {
                         malformed,
                         exit: Some(code),
                     },
                 ),
-                Err(e) => app.fail(id, Failure::Trap(format!("host task failed: {e}"))),
             }
         }
+    }
+}
+
+/// The program's output, as the request reads it.
+pub(crate) type Output = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Starts a fresh instance of the program for one request: the body flows into its stdin,
+/// its stdout comes back.
+fn start(
+    app: &App,
+    id: u64,
+    env: &[(String, String)],
+    script: &Script,
+    body: Body,
+) -> impl Future<Output = Result<(GuestTask, Output), Failure>> {
+    let config = app.config();
+    let size: usize = env.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
+    let mut args = config.cgi.argv(app.program_name());
+    if config.cgi.docroot.is_some() {
+        args.push(script.filename.clone());
+    }
+    let env = env.to_vec();
+    async move {
+        if size > MAX_ENVIRONMENT {
+            return Err(Failure::HeadersTooLarge(size));
+        }
+        let (stdout, stdout_in) = tokio::io::duplex(PIPE_SIZE);
+        // The request body flows into stdin through a bounded pipe, so a large upload
+        // waits for the program to read it instead of piling up in memory.
+        // (A duplex pipe, not a simplex one: dropping one end is what tells the other end
+        // EOF.)
+        let (stdin, mut body_in) = tokio::io::duplex(PIPE_SIZE);
+        let configure = |wasi: &mut wasmtime_wasi::WasiCtxBuilder| {
+            wasi.args(&args);
+            for (name, value) in &env {
+                wasi.env(name, value);
+            }
+            wasi.stdin(AsyncStdinStream::new(stdin));
+            wasi.stdout(AsyncStdoutStream::new(PIPE_SIZE, stdout_in));
+        };
+        let guest = app.spawn_guest(id, configure, |_| Ok(Entry::Cgi)).await?;
+        // A body that breaks off never reaches its end here: the program sees no EOF (it
+        // would take what came for the whole body) and is stopped, as the request fails.
+        let ending = guest.ending.clone();
+        tokio::spawn(async move {
+            let mut body = std::pin::pin!(body);
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    ending.wait().await;
+                    return;
+                };
+                if let Ok(data) = frame.into_data()
+                    && body_in.write_all(&data).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok((guest, Box::pin(stdout) as Output))
     }
 }

@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use http_body_util::BodyExt as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 
 use super::pipe::{PipeReader, PipeWriter, pipe};
-use super::{Malformed, PIPE_SIZE};
+use super::{Malformed, Output, PIPE_SIZE};
 use crate::app::App;
+use crate::body::Spool;
+use crate::guest::{End, Ending, GuestTask};
 use crate::log::{GuestOutput, GuestStream};
 use crate::{Body, Failure};
 
@@ -70,19 +71,28 @@ impl Workers {
         })
     }
 
-    /// Hands a request to a worker, in a task of its own. The CGI response is written to
-    /// `out`; the task ends with the app's status, or with the failure it has logged.
+    /// Hands a request to a worker, in a task of its own. The request body is read whole
+    /// first, so that a slow client never holds a worker; the response is kept for the client
+    /// as fast as the worker writes it, for the same reason. Returns the task (it ends with the
+    /// app's status, or with the failure it has logged) and the CGI response as it comes.
     pub(crate) async fn serve(
         self: &Arc<Self>,
         app: &App,
         id: u64,
         params: &[(String, String)],
         body: Body,
-        out: DuplexStream,
-    ) -> Result<JoinHandle<Result<i32, Failure>>, Failure> {
+    ) -> Result<(GuestTask, Output), Failure> {
         let config = app.config();
-        let Ok(permit) = self.free.clone().acquire_owned().await else {
-            return Err(Failure::Overloaded("the app is shutting down".into()));
+        let (input, length) = spool_body(body).await?;
+        let wait = config.cgi.worker_wait;
+        let permit = match tokio::time::timeout(wait, self.free.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(Failure::Overloaded("the app is shutting down".into())),
+            Err(_) => {
+                return Err(Failure::Overloaded(format!(
+                    "every CGI worker was busy for {wait:?}"
+                )));
+            }
         };
         // The most recently used worker first: its memory is the warmest.
         let idle = self.idle.lock().unwrap().pop();
@@ -90,13 +100,16 @@ impl Workers {
             Some(worker) => worker,
             None => Worker::start(app, id)?,
         };
+        // The body's length is known now, chunked or not: the program reads exactly that.
+        let mut params = params.to_vec();
+        if !params.iter().any(|(name, _)| name == "CONTENT_LENGTH") && length > 0 {
+            params.push(("CONTENT_LENGTH".into(), length.to_string()));
+        }
+        let output = Spool::new();
         let request = Request {
-            head: request_head(params),
-            // Without a length the program cannot know where the body ends, and what it
-            // leaves unread would be taken for the next request.
-            has_length: params.iter().any(|(name, _)| name == "CONTENT_LENGTH"),
-            body,
-            out,
+            head: request_head(&params),
+            body: input,
+            out: output.clone(),
             stderr: GuestOutput::new(config.log.clone(), id, GuestStream::Stderr),
         };
         let (log, name, timeout) = (
@@ -104,22 +117,53 @@ impl Workers {
             config.name.clone(),
             config.limits.timeout,
         );
+        let ending = Arc::new(Ending::default());
         let workers = self.clone();
-        Ok(tokio::spawn(async move {
-            let _permit = permit;
-            let exchange = exchange(workers, worker, request);
-            let outcome = match timeout {
-                Some(limit) => tokio::time::timeout(limit, exchange)
-                    .await
-                    .unwrap_or(Err(Failure::Deadline(limit))),
-                None => exchange.await,
-            };
-            if let Err(failure) = &outcome {
-                log.request_failed(id, &name, failure);
+        let response = output.reader();
+        let task = tokio::spawn({
+            let (ending, log, name) = (ending.clone(), log.clone(), name.clone());
+            async move {
+                let _permit = permit;
+                let exchange = exchange(workers, worker, request, &ending);
+                let outcome = match timeout {
+                    Some(limit) => tokio::time::timeout(limit, exchange)
+                        .await
+                        .unwrap_or(Err(Failure::Deadline(limit))),
+                    None => exchange.await,
+                };
+                if let Err(failure) = &outcome {
+                    ending.set(End::Failed { response_cut: true });
+                    output.end(Err(failure.to_string()));
+                    log.request_failed(id, &name, failure);
+                }
+                outcome
             }
-            outcome
-        }))
+        });
+        Ok((
+            GuestTask::new(task, ending, log, id, name),
+            Box::pin(response) as Output,
+        ))
     }
+}
+
+/// Reads a request body whole, into memory or, past a point, a temporary file. Returns it with
+/// its length; a body that fails (too large, too slow, broken off) fails the request.
+async fn spool_body(body: Body) -> Result<(Arc<Spool>, u64), Failure> {
+    let spool = Spool::new();
+    let mut length = 0;
+    let mut body = pin!(body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Failure::BodyBroken(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            length += data.len() as u64;
+            spool
+                .push(&data)
+                .await
+                .map_err(|e| Failure::BodyBroken(format!("cannot keep the body: {e}")))?;
+        }
+    }
+    spool.end(Ok(()));
+    Ok((spool, length))
 }
 
 impl Worker {
@@ -163,9 +207,8 @@ impl Worker {
 /// One request as the worker gets it.
 struct Request {
     head: Vec<u8>,
-    has_length: bool,
-    body: Body,
-    out: DuplexStream,
+    body: Arc<Spool>,
+    out: Arc<Spool>,
     stderr: GuestOutput,
 }
 
@@ -175,12 +218,12 @@ async fn exchange(
     workers: Arc<Workers>,
     mut worker: Worker,
     request: Request,
+    ending: &Ending,
 ) -> Result<i32, Failure> {
     let Request {
         head,
-        has_length,
         body,
-        mut out,
+        out,
         stderr,
     } = request;
     let mut sent = None;
@@ -194,7 +237,7 @@ async fn exchange(
             ..
         } = &mut worker;
         let mut write = pin!(write_request(input, head, body));
-        let mut read = pin!(read_response(output, read_buf, &mut out, &stderr));
+        let mut read = pin!(read_response(output, read_buf, &out, &stderr));
         loop {
             tokio::select! {
                 biased;
@@ -204,11 +247,13 @@ async fn exchange(
             }
         }
     };
-    // The response is complete.
-    drop(out);
     match ended {
         Ok(Some(status)) => {
-            let in_step = matches!(sent, Some(Ok(bytes)) if bytes == 0 || has_length);
+            // The response is complete: the client has it, whatever the worker does next.
+            ending.set(End::Exited(status));
+            out.end(Ok(()));
+            // The program has read the whole body (it had its length) when it answered.
+            let in_step = matches!(sent, Some(Ok(())));
             if in_step && ran.is_none() && worker.tidy_up().await {
                 workers.idle.lock().unwrap().push(worker);
             }
@@ -218,7 +263,13 @@ async fn exchange(
         Ok(None) => match ran {
             Some(result) => result,
             None => worker.run.await,
-        },
+        }
+        .and_then(|status| {
+            Err(Failure::BadCgiOutput {
+                malformed: Malformed::NoHeaderBlock { bytes: 0 },
+                exit: Some(status),
+            })
+        }),
         Err(malformed) => Err(Failure::BadCgiOutput {
             malformed,
             exit: None,
@@ -227,27 +278,25 @@ async fn exchange(
 }
 
 /// Writes the request: its head, then the body as stdin records, then the empty one that
-/// ends it. Returns the body's length.
-async fn write_request(input: &mut PipeWriter, head: Vec<u8>, body: Body) -> std::io::Result<u64> {
+/// ends it.
+async fn write_request(
+    input: &mut PipeWriter,
+    head: Vec<u8>,
+    body: Arc<Spool>,
+) -> std::io::Result<()> {
     input.write_all(&head).await?;
-    let mut body = pin!(body);
-    let mut length = 0;
+    let mut body = body.reader();
+    let mut chunk = vec![0; MAX_CONTENT];
     let mut buf = Vec::new();
-    // A client that goes away mid-body ends the body there.
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(data) = frame.into_data() {
-            for chunk in data.chunks(MAX_CONTENT) {
-                buf.clear();
-                record(&mut buf, STDIN, chunk);
-                input.write_all(&buf).await?;
-                length += chunk.len() as u64;
-            }
+    loop {
+        let n = body.read(&mut chunk).await?;
+        buf.clear();
+        record(&mut buf, STDIN, &chunk[..n]);
+        input.write_all(&buf).await?;
+        if n == 0 {
+            return Ok(());
         }
     }
-    buf.clear();
-    record(&mut buf, STDIN, &[]);
-    input.write_all(&buf).await?;
-    Ok(length)
 }
 
 /// Reads records until the end of the request: stdout goes to `out`, stderr to the log.
@@ -255,11 +304,10 @@ async fn write_request(input: &mut PipeWriter, head: Vec<u8>, body: Body) -> std
 async fn read_response(
     output: &mut PipeReader,
     content: &mut Vec<u8>,
-    out: &mut DuplexStream,
+    out: &Spool,
     stderr: &GuestOutput,
 ) -> Result<Option<i32>, Malformed> {
     let mut header = [0u8; 8];
-    let mut client_gone = false;
     loop {
         if output.read_exact(&mut header).await.is_err() {
             return Ok(None);
@@ -278,8 +326,10 @@ async fn read_response(
         }
         let data = &record[..length];
         match kind {
-            // A client that went away takes no more, but the program still finishes.
-            STDOUT if !client_gone => client_gone = out.write_all(data).await.is_err(),
+            // What cannot be kept for the client is dropped; the program still finishes.
+            STDOUT if !data.is_empty() => {
+                let _ = out.push(data).await;
+            }
             STDERR => stderr.write(data),
             END_REQUEST if length >= 4 => {
                 return Ok(Some(i32::from_be_bytes([

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use http::{HeaderName, HeaderValue};
@@ -10,6 +11,7 @@ use wasmtime::error::Context as _;
 use wasmtime::{Result, bail, format_err};
 use wasmtime_cli_flags::CommonOptions;
 
+use wasmbridge::body::BodyLimits;
 use wasmbridge::cache::CompileCache;
 use wasmbridge::cgi::CgiConfig;
 use wasmbridge::engine::{EpochTicker, new_engine};
@@ -75,6 +77,25 @@ pub struct ServeCommand {
     #[arg(long)]
     max_concurrent_connections: Option<usize>,
 
+    /// How long a client may take to send a request's headers (HTTP/1.1); 0 for no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    header_read_timeout: Option<Duration>,
+
+    /// How long an idle connection (no request in flight, no traffic) stays open; 0 for no
+    /// limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    keep_alive_timeout: Option<Duration>,
+
+    /// How long a request body may pause between two pieces before the request is answered
+    /// 408; 0 for no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    body_read_timeout: Option<Duration>,
+
+    /// Largest request body, in bytes (K, M or G may follow); a larger one is answered 413.
+    /// 0 for no limit.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    max_request_body_size: Option<u64>,
+
     /// Where compiled code is cached (default: $XDG_CACHE_HOME/wasmbridge). `-C cache=n` turns
     /// the cache off.
     #[arg(long, value_name = "DIR")]
@@ -92,6 +113,10 @@ pub struct ServeCommand {
     /// 0, the default, starts a fresh instance for every request.
     #[arg(long, value_name = "N", default_value_t = 0)]
     cgi_workers: usize,
+
+    /// How long a request waits for a free CGI worker before it is answered 503.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    cgi_worker_wait: Option<Duration>,
 
     /// The program to serve: a wasi:http component, or a CGI program (a WASI preview-1 command
     /// module or a wasi:cli/command component).
@@ -203,10 +228,14 @@ impl ServeCommand {
         {
             bail!("`--cgi-docroot {docroot}` is not inside any `--dir` grant");
         }
+        let defaults = ServerOptions::default();
         let options = ServerOptions {
             max_connections: self.max_concurrent_connections.unwrap_or(1000),
             request_headers: parse_headers(&self.headers)?,
+            header_read_timeout: limit(self.header_read_timeout, defaults.header_read_timeout),
+            keep_alive_timeout: limit(self.keep_alive_timeout, defaults.keep_alive_timeout),
         };
+        print_limits(app.config(), &options);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -303,9 +332,10 @@ impl ServeCommand {
             udp: wasi.udp,
             max_random_size: wasi.max_random_size,
         };
+        // What a server can survive unless told otherwise; 0 turns the deadline off.
         let limits = Limits {
-            max_memory_size: wasm.max_memory_size,
-            timeout: wasm.timeout,
+            max_memory_size: Some(wasm.max_memory_size.unwrap_or(MAX_MEMORY_SIZE)),
+            timeout: limit(wasm.timeout, Some(TIMEOUT)),
             fuel: wasm.fuel,
             max_resources: wasi.max_resources,
             max_table_elements: wasm.max_table_elements,
@@ -315,6 +345,14 @@ impl ServeCommand {
             trap_on_grow_failure: wasm.trap_on_grow_failure == Some(true),
             hostcall_fuel: wasi.hostcall_fuel,
             max_component_handles: wasi.max_component_handles,
+            body: BodyLimits {
+                max_size: match self.max_request_body_size {
+                    Some(0) => None,
+                    Some(max) => Some(max),
+                    None => Some(MAX_REQUEST_BODY_SIZE),
+                },
+                read_timeout: limit(self.body_read_timeout, Some(BODY_READ_TIMEOUT)),
+            },
         };
         let name = self
             .component
@@ -326,6 +364,7 @@ impl ServeCommand {
             mode: if self.cgi { Mode::Cgi } else { Mode::Auto },
             cgi: CgiConfig {
                 workers: self.cgi_workers,
+                worker_wait: self.cgi_worker_wait.unwrap_or(wasmbridge::cgi::WORKER_WAIT),
                 ..self.cgi_options.config(self.args.clone())
             },
             sandbox,
@@ -342,8 +381,79 @@ impl ServeCommand {
     }
 }
 
+/// Default for `-W max-memory-size`: linear memory per request (as mod_wasm's `WasmMaxMemory`).
+const MAX_MEMORY_SIZE: usize = 512 << 20;
+/// Default for `-W timeout`: the deadline of a request (as mod_wasm's `WasmTimeout`).
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for `--max-request-body-size` (as Apache's `LimitRequestBody`).
+const MAX_REQUEST_BODY_SIZE: u64 = 1 << 30;
+/// Default for `--body-read-timeout` (mod_reqtimeout's body limit).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A limit given on the command line, else its default; 0 means none.
+fn limit(given: Option<Duration>, default: Option<Duration>) -> Option<Duration> {
+    match given {
+        Some(zero) if zero.is_zero() => None,
+        Some(given) => Some(given),
+        None => default,
+    }
+}
+
+/// One line at start-up with the limits every request is held to.
+fn print_limits(config: &AppConfig, options: &ServerOptions) {
+    let duration = |d: Option<Duration>| d.map_or("none".to_string(), |d| format!("{d:?}"));
+    let limits = &config.limits;
+    eprintln!(
+        "Limits per request: memory {} (-W max-memory-size), deadline {} (-W timeout), body {} \
+         (--max-request-body-size), body pauses {} (--body-read-timeout); connections: headers {} \
+         (--header-read-timeout), idle {} (--keep-alive-timeout)",
+        limits
+            .max_memory_size
+            .map_or("none".to_string(), |m| format!("{} MiB", m >> 20)),
+        duration(limits.timeout),
+        limits
+            .body
+            .max_size
+            .map_or("none".to_string(), |m| format!("{} MiB", m >> 20)),
+        duration(limits.body.read_timeout),
+        duration(options.header_read_timeout),
+        duration(options.keep_alive_timeout),
+    );
+}
+
+/// `500ms`, `30s`, `2m`, `1h`, or a number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format_err!("`{s}` is not a duration (500ms, 30s, 2m, 1h)"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => bail!("`{s}` is not a duration (500ms, 30s, 2m, 1h)"),
+    })
+}
+
+/// A number of bytes, with an optional K, M or G (powers of 1024).
+fn parse_size(s: &str) -> Result<u64> {
+    let (number, shift) = match s.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&s[..s.len() - 1], 10),
+        Some(b'M') => (&s[..s.len() - 1], 20),
+        Some(b'G') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format_err!("`{s}` is not a size (bytes, or with K, M or G)"))
+}
+
 pub(crate) fn parse_dir(s: &str) -> Result<Preopen> {
-    Ok(Preopen::parse(s))
+    Preopen::parse(s)
 }
 
 /// Adds the `--env` grants to `env`: `NAME=VAL`, or `NAME` for the host's value (nothing when
