@@ -32,6 +32,8 @@
 #include "apr_strings.h"
 #include "apr_lib.h"
 
+#include <errno.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,6 +47,8 @@ APLOG_USE_MODULE(wasm);
 #define WASM_DEFAULT_MAX_MEMORY ((apr_off_t)512 * 1024 * 1024)
 #define WASM_DEFAULT_TIMEOUT apr_time_from_sec(60)
 #define BODY_CHUNK 65536
+/* How often a request whose guest has nothing to say checks that its client is still there. */
+#define CLIENT_CHECK_MS 200
 
 typedef struct {
     const char *root;              /* WasmRoot */
@@ -58,6 +62,7 @@ typedef struct {
     apr_off_t max_memory;          /* WasmMaxMemory */
     apr_interval_time_t timeout;   /* WasmTimeout */
     int cgi_workers;               /* WasmCGIWorkers */
+    apr_array_header_t *exts;      /* WasmCGIExt: script extensions, without the dot */
 } wasm_dir_conf;
 
 typedef struct {
@@ -65,8 +70,10 @@ typedef struct {
     const char *engine_options;    /* WasmEngineOptions, comma-separated; NULL: none */
 } wasm_server_conf;
 
-/* Every section's configuration as parsed, for the precompile step. */
-static apr_array_header_t *all_dir_confs;
+/* The app of every configured section, as a request there sees it (merged with what
+ * encloses it), found by check_config: the precompile step compiles them, and each child loads
+ * them as it starts. Set at configuration time only. */
+static apr_array_header_t *configured_apps;
 
 static server_rec *main_server;
 
@@ -87,9 +94,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->max_memory = UNSET;
     conf->timeout = UNSET;
     conf->cgi_workers = UNSET;
-    if (all_dir_confs) {
-        *(wasm_dir_conf **)apr_array_push(all_dir_confs) = conf;
-    }
+    conf->exts = apr_array_make(p, 1, sizeof(const char *));
     return conf;
 }
 
@@ -111,6 +116,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     conf->max_memory = add->max_memory != UNSET ? add->max_memory : base->max_memory;
     conf->timeout = add->timeout != UNSET ? add->timeout : base->timeout;
     conf->cgi_workers = add->cgi_workers != UNSET ? add->cgi_workers : base->cgi_workers;
+    conf->exts = add->exts->nelts ? add->exts : base->exts;
     return conf;
 }
 
@@ -242,22 +248,26 @@ static const char *set_map_cgi_filenames(cmd_parms *cmd, void *conf_, int on)
     return NULL;
 }
 
-/* WasmMaxMemory 256M: linear memory per request, in bytes with an optional K, M or G. */
+/* WasmMaxMemory 256M: linear memory per request, in bytes with an optional K, M or G, up to
+ * what a 32-bit memory can hold (4G). */
 static const char *set_max_memory(cmd_parms *cmd, void *conf_, const char *value)
 {
     char *end;
-    apr_int64_t n = apr_strtoi64(value, &end, 10);
+    int shift = 0;
+    apr_int64_t n;
+    errno = 0;
+    n = apr_strtoi64(value, &end, 10);
     switch (apr_tolower(*end)) {
-    case 'g': n *= 1024; /* fall through */
-    case 'm': n *= 1024; /* fall through */
-    case 'k': n *= 1024; end++; break;
+    case 'g': shift = 30; end++; break;
+    case 'm': shift = 20; end++; break;
+    case 'k': shift = 10; end++; break;
     }
-    if (n <= 0 || *end) {
+    if (errno || end == value || *end || n <= 0 || n > ((apr_int64_t)4 << 30) >> shift) {
         return apr_psprintf(cmd->pool,
-                            "WasmMaxMemory: `%s` is not a size (a number of bytes, or with K, M "
-                            "or G)", value);
+                            "WasmMaxMemory: `%s` is not a size from 1 byte to 4G (a number of "
+                            "bytes, or with K, M or G)", value);
     }
-    ((wasm_dir_conf *)conf_)->max_memory = n;
+    ((wasm_dir_conf *)conf_)->max_memory = n << shift;
     return NULL;
 }
 
@@ -287,6 +297,28 @@ static const char *set_cgi_workers(cmd_parms *cmd, void *conf_, const char *valu
     }
     ((wasm_dir_conf *)conf_)->cgi_workers = (int)n;
     return check_module(cmd, conf_);
+}
+
+/* WasmCGIExt php phtml: with WasmMapCGIFileNames, only scripts with these extensions run (by
+ * default .php for PHP, .py for Python, else .cgi, by the module's name); other files, and
+ * anything through a dot-file or dot-directory, are answered 404. */
+static const char *add_cgi_ext(cmd_parms *cmd, void *conf_, const char *ext)
+{
+    wasm_dir_conf *conf = conf_;
+    const char *c;
+    if (*ext == '.') {
+        ext++;
+    }
+    for (c = ext; *c; c++) {
+        if (!apr_isalnum(*c) && *c != '_' && *c != '-') {
+            break;
+        }
+    }
+    if (!*ext || *c) {
+        return apr_psprintf(cmd->pool, "WasmCGIExt: `%s` is not a file extension", ext);
+    }
+    *(const char **)apr_array_push(conf->exts) = ext;
+    return NULL;
 }
 
 static const char *set_cache_dir(cmd_parms *cmd, void *dummy, const char *dir)
@@ -319,28 +351,35 @@ static const char *add_engine_option(cmd_parms *cmd, void *dummy, const char *op
     return NULL;
 }
 
+/* Every directive that says what a module is or what it may reach is for the server's own
+ * configuration only (RSRC_CONF|ACCESS_CONF, as mod_alias and mod_cgi scope theirs), never for
+ * .htaccess: a file that a site's author can write must not widen the sandbox. */
+#define WASM_CONF (RSRC_CONF | ACCESS_CONF)
+
 static const command_rec wasm_cmds[] = {
-    AP_INIT_TAKE1("WasmRoot", set_root, NULL, OR_OPTIONS,
+    AP_INIT_TAKE1("WasmRoot", set_root, NULL, WASM_CONF,
                   "the directory that relative WasmModule paths start from"),
-    AP_INIT_TAKE1("WasmModule", set_module, NULL, OR_OPTIONS,
+    AP_INIT_TAKE1("WasmModule", set_module, NULL, WASM_CONF,
                   "the .wasm file to serve: a wasi:http component or a CGI program"),
-    AP_INIT_ITERATE("WasmDir", add_dir, NULL, OR_OPTIONS,
+    AP_INIT_ITERATE("WasmDir", add_dir, NULL, WASM_CONF,
                     "a host directory the module may use, under the same path"),
-    AP_INIT_TAKE23("WasmMapDir", map_dir, NULL, OR_OPTIONS,
+    AP_INIT_TAKE23("WasmMapDir", map_dir, NULL, WASM_CONF,
                   "a host directory the module may use, as GUEST_PATH HOST_PATH"),
-    AP_INIT_TAKE2("WasmEnv", add_env, NULL, OR_OPTIONS,
+    AP_INIT_TAKE2("WasmEnv", add_env, NULL, WASM_CONF,
                   "an environment variable for the module: NAME VALUE"),
-    AP_INIT_ITERATE("WasmArg", add_arg, NULL, OR_OPTIONS,
+    AP_INIT_ITERATE("WasmArg", add_arg, NULL, WASM_CONF,
                     "an argument for the module (argv[1], ...)"),
-    AP_INIT_FLAG("WasmEnableCGI", set_cgi, NULL, OR_OPTIONS,
+    AP_INIT_FLAG("WasmEnableCGI", set_cgi, NULL, WASM_CONF,
                  "run the module as a CGI program"),
-    AP_INIT_FLAG("WasmMapCGIFileNames", set_map_cgi_filenames, NULL, OR_OPTIONS,
+    AP_INIT_FLAG("WasmMapCGIFileNames", set_map_cgi_filenames, NULL, WASM_CONF,
                  "give SCRIPT_FILENAME as the module sees it, through WasmMapDir"),
-    AP_INIT_TAKE1("WasmMaxMemory", set_max_memory, NULL, OR_OPTIONS,
+    AP_INIT_ITERATE("WasmCGIExt", add_cgi_ext, NULL, WASM_CONF,
+                    "with WasmMapCGIFileNames, the extensions of the scripts that run"),
+    AP_INIT_TAKE1("WasmMaxMemory", set_max_memory, NULL, WASM_CONF,
                   "linear memory per request (default 512M)"),
-    AP_INIT_TAKE1("WasmTimeout", set_timeout, NULL, OR_OPTIONS,
+    AP_INIT_TAKE1("WasmTimeout", set_timeout, NULL, WASM_CONF,
                   "wall-clock deadline per request (default 60 seconds)"),
-    AP_INIT_TAKE1("WasmCGIWorkers", set_cgi_workers, NULL, OR_OPTIONS,
+    AP_INIT_TAKE1("WasmCGIWorkers", set_cgi_workers, NULL, WASM_CONF,
                   "long-lived instances per child that serve CGI requests over FastCGI "
                   "(default 0: a fresh instance per request)"),
     AP_INIT_TAKE1("WasmCacheDir", set_cache_dir, NULL, RSRC_CONF,
@@ -369,6 +408,10 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
         text = apr_pstrcat(p, text, "arg ", APR_ARRAY_IDX(conf->args, i, const char *), "\n",
                            NULL);
     }
+    for (i = 0; i < conf->exts->nelts; i++) {
+        text = apr_pstrcat(p, text, "ext ", APR_ARRAY_IDX(conf->exts, i, const char *), "\n",
+                           NULL);
+    }
     return apr_psprintf(p, "%scgi %s\nmax-memory %" APR_OFF_T_FMT "\ntimeout-ms %" APR_TIME_T_FMT
                         "\ncgi-workers %d\n", text, conf->cgi == 1 ? "on" : "auto",
                         conf->max_memory != UNSET ? conf->max_memory : WASM_DEFAULT_MAX_MEMORY,
@@ -381,8 +424,143 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
 
 static int wasm_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
-    all_dir_confs = apr_array_make(pconf, 8, sizeof(wasm_dir_conf *));
+    configured_apps = apr_array_make(pconf, 8, sizeof(const char *));
     return OK;
+}
+
+/* Whether `prefix` is `path` or a parent of it, segment-wise. */
+static int encloses(const char *prefix, const char *path)
+{
+    size_t len = strlen(prefix);
+    while (len > 1 && prefix[len - 1] == '/') {
+        len--;
+    }
+    return !strncmp(prefix, path, len) && (path[len] == '/' || !path[len] || len == 1);
+}
+
+/* A section's configuration as a request there sees it: the server's, then every section of
+ * the same kind that encloses it (in configuration order, as Apache's walks merge them), then
+ * its own. */
+static wasm_dir_conf *merged_conf(apr_pool_t *p, server_rec *s, apr_array_header_t *sections,
+                                  int index)
+{
+    ap_conf_vector_t *own = APR_ARRAY_IDX(sections, index, ap_conf_vector_t *);
+    core_dir_config *own_core = ap_get_core_module_config(own);
+    wasm_dir_conf *conf = ap_get_module_config(s->lookup_defaults, &wasm_module);
+    int i;
+    for (i = 0; i < sections->nelts; i++) {
+        ap_conf_vector_t *other = APR_ARRAY_IDX(sections, i, ap_conf_vector_t *);
+        core_dir_config *other_core = ap_get_core_module_config(other);
+        wasm_dir_conf *other_conf = ap_get_module_config(other, &wasm_module);
+        if (!other_conf || !other_core->d) {
+            continue;
+        }
+        if (i == index || (!other_core->r && !own_core->r && own_core->d &&
+                           encloses(other_core->d, own_core->d))) {
+            conf = merge_dir_conf(p, conf, other_conf);
+        }
+    }
+    return conf;
+}
+
+/* Every WasmRoot of a server, for a relative WasmModule whose root comes from a section of
+ * another kind (a <Directory> around the files a <Location> maps to). */
+static void find_roots(apr_array_header_t *roots, apr_array_header_t *sections)
+{
+    int i;
+    for (i = 0; sections && i < sections->nelts; i++) {
+        wasm_dir_conf *conf =
+            ap_get_module_config(APR_ARRAY_IDX(sections, i, ap_conf_vector_t *), &wasm_module);
+        if (conf && conf->root) {
+            *(const char **)apr_array_push(roots) = conf->root;
+        }
+    }
+}
+
+/* Checks a section's app as merged, and records it for the precompile step. */
+static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
+                     apr_array_header_t *roots)
+{
+    char error[1024];
+    int i, found = 0;
+    if (!conf->module) {
+        return OK;
+    }
+    if (!module_path(p, conf)) {
+        /* Relative with no WasmRoot around it: fine if some WasmRoot of this server holds it,
+         * as it will at request time. */
+        for (i = 0; i < roots->nelts; i++) {
+            wasm_dir_conf *rooted = apr_pmemdup(p, conf, sizeof *conf);
+            rooted->root = APR_ARRAY_IDX(roots, i, const char *);
+            if (wb_inspect(module_path(p, rooted), conf->cgi == 1 || conf->cgi_workers > 0,
+                           error, sizeof error) == 0) {
+                *(const char **)apr_array_push(configured_apps) = describe(p, rooted);
+                found = 1;
+            }
+        }
+        if (!found) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
+                         "WasmModule %s (%s): a relative path, but no WasmRoot of this server "
+                         "holds it", conf->module, conf->module_at);
+            return !OK;
+        }
+        return OK;
+    }
+    if (wb_inspect(module_path(p, conf), conf->cgi == 1 || conf->cgi_workers > 0, error,
+                   sizeof error) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s, "WasmModule (%s): %s",
+                     conf->module_at, error);
+        return !OK;
+    }
+    *(const char **)apr_array_push(configured_apps) = describe(p, conf);
+    return OK;
+}
+
+/* Checks every section's app as requests will see it, merged with the sections around it:
+ * a WasmModule whose WasmRoot comes from another section is checked too (configtest as well
+ * as start-up). */
+static int wasm_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                             server_rec *main)
+{
+    server_rec *s;
+    int failed = 0;
+    for (s = main; s; s = s->next) {
+        core_server_config *core = ap_get_core_module_config(s->module_config);
+        apr_array_header_t *kinds[] = {core->sec_dir, core->sec_url};
+        apr_array_header_t *roots = apr_array_make(ptemp, 4, sizeof(const char *));
+        wasm_dir_conf *server = ap_get_module_config(s->lookup_defaults, &wasm_module);
+        int k, i, f;
+        if (server->root) {
+            *(const char **)apr_array_push(roots) = server->root;
+        }
+        for (k = 0; k < 2; k++) {
+            find_roots(roots, kinds[k]);
+        }
+        failed |= check_app(pconf, s, server, roots) != OK;
+        for (k = 0; k < 2; k++) {
+            for (i = 0; kinds[k] && i < kinds[k]->nelts; i++) {
+                ap_conf_vector_t *section = APR_ARRAY_IDX(kinds[k], i, ap_conf_vector_t *);
+                core_dir_config *section_core = ap_get_core_module_config(section);
+                wasm_dir_conf *conf;
+                if (!ap_get_module_config(section, &wasm_module)) {
+                    continue;
+                }
+                conf = merged_conf(pconf, s, kinds[k], i);
+                failed |= check_app(pconf, s, conf, roots) != OK;
+                /* <Files> inside a <Directory>. */
+                for (f = 0; section_core->sec_file && f < section_core->sec_file->nelts; f++) {
+                    wasm_dir_conf *files = ap_get_module_config(
+                        APR_ARRAY_IDX(section_core->sec_file, f, ap_conf_vector_t *),
+                        &wasm_module);
+                    if (files) {
+                        failed |= check_app(pconf, s, merge_dir_conf(pconf, conf, files),
+                                            roots) != OK;
+                    }
+                }
+            }
+        }
+    }
+    return failed ? !OK : OK;
 }
 
 static const char *cache_dir(apr_pool_t *p, server_rec *s)
@@ -404,16 +582,10 @@ static const char *engine_options(server_rec *s)
  * threads, and the parent must have none when it forks the children. */
 static int precompile(apr_pool_t *p, server_rec *s, const char *dir)
 {
-    apr_array_header_t *descriptions = apr_array_make(p, 8, sizeof(const char *));
+    apr_array_header_t *descriptions = configured_apps;
     char error[2048] = "";
-    int i, status;
+    int status;
     pid_t pid;
-    for (i = 0; i < all_dir_confs->nelts; i++) {
-        wasm_dir_conf *conf = APR_ARRAY_IDX(all_dir_confs, i, wasm_dir_conf *);
-        if (module_path(p, conf)) {
-            *(const char **)apr_array_push(descriptions) = describe(p, conf);
-        }
-    }
     if (!descriptions->nelts) {
         return OK;
     }
@@ -483,10 +655,9 @@ static void wasm_child_init(apr_pool_t *p, server_rec *s)
     }
     /* Load the configured apps now, from the cache the parent filled, rather than in the
      * first requests. One that fails is reported again by the requests for it. */
-    for (i = 0; i < all_dir_confs->nelts; i++) {
-        wasm_dir_conf *conf = APR_ARRAY_IDX(all_dir_confs, i, wasm_dir_conf *);
+    for (i = 0; i < configured_apps->nelts; i++) {
         char error[2048];
-        if (module_path(p, conf) && !wb_app_get(describe(p, conf), error, sizeof error)) {
+        if (!wb_app_get(APR_ARRAY_IDX(configured_apps, i, const char *), error, sizeof error)) {
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "%s", error);
         }
     }
@@ -516,13 +687,14 @@ static pairs table_pairs(apr_pool_t *p, const apr_table_t *table)
 }
 
 /* SCRIPT_FILENAME as the module sees it: the host path through the first WasmMapDir that
- * holds it (WasmMapCGIFileNames). */
-static void map_script_filename(request_rec *r, const wasm_dir_conf *conf)
+ * holds it (WasmMapCGIFileNames). Returns the part below that directory, which the URL chose,
+ * or NULL if no WasmMapDir holds it. */
+static const char *map_script_filename(request_rec *r, const wasm_dir_conf *conf)
 {
     const char *filename = apr_table_get(r->subprocess_env, "SCRIPT_FILENAME");
     int i;
     if (!filename) {
-        return;
+        return NULL;
     }
     for (i = 0; i < conf->dirs->nelts; i++) {
         const char *dir = APR_ARRAY_IDX(conf->dirs, i, const char *);
@@ -535,22 +707,43 @@ static void map_script_filename(request_rec *r, const wasm_dir_conf *conf)
             }
             apr_table_set(r->subprocess_env, "SCRIPT_FILENAME",
                           apr_pstrcat(r->pool, guest, filename + len, NULL));
-            return;
+            return filename + len;
         }
     }
+    return NULL;
 }
 
-/* Answers the host's request for more body: one brigade, at most BODY_CHUNK bytes. */
+/* Hands the host the next piece of the request body: one brigade, at most BODY_CHUNK bytes.
+ * Apache's waits for the client count against the request's deadline (WasmTimeout): the
+ * socket's timeout is cut to what is left of it while Apache reads. A body that cannot be
+ * read to its end fails the request, with the status Apache gives the reason (413 for
+ * LimitRequestBody, 408, 400), never as a shorter body. */
 static void feed_body(request_rec *r, wb_request *req, apr_bucket_brigade *bb, char *buffer,
                       int *eos)
 {
+    apr_socket_t *socket = r->connection->master ? NULL : ap_get_conn_socket(r->connection);
+    apr_interval_time_t saved = -1;
+    int64_t left = wb_request_time_left(req);
+    if (socket && left >= 0 && apr_socket_timeout_get(socket, &saved) == APR_SUCCESS) {
+        apr_interval_time_t deadline = apr_time_from_msec(left > 0 ? left : 1);
+        if (saved < 0 || deadline < saved) {
+            apr_socket_timeout_set(socket, deadline);
+        }
+    }
     while (!*eos) {
         apr_size_t len = BODY_CHUNK;
         apr_bucket *b;
         apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
                                          APR_BLOCK_READ, BODY_CHUNK);
         if (rv != APR_SUCCESS) {
-            ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r, "reading the request body failed");
+            int status = ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
+            if (APR_STATUS_IS_TIMEUP(rv) && wb_request_time_left(req) == 0) {
+                status = HTTP_GATEWAY_TIME_OUT;
+            }
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r, "reading the request body failed (%d)",
+                          status);
+            apr_brigade_cleanup(bb);
+            wb_request_fail_body(req, status, (uint64_t)ap_get_limit_req_body(r));
             *eos = 1;
             break;
         }
@@ -563,12 +756,39 @@ static void feed_body(request_rec *r, wb_request *req, apr_bucket_brigade *bb, c
         apr_brigade_cleanup(bb);
         if (len) {
             wb_request_feed(req, buffer, len);
+            if (*eos) {
+                wb_request_feed(req, NULL, 0);
+            }
             break;
         }
+        if (*eos) {
+            wb_request_feed(req, NULL, 0);
+        }
     }
-    if (*eos) {
-        wb_request_feed(req, NULL, 0);
+    if (socket && saved >= 0) {
+        apr_socket_timeout_set(socket, saved);
     }
+}
+
+/* Whether the client has gone away: the connection is aborted, or (HTTP/1.x, where the
+ * socket is the client's own) it has closed or reset its end. Data waiting to be read (a
+ * pipelined request) means it is still there. */
+static int client_gone(request_rec *r)
+{
+    conn_rec *c = r->connection;
+    apr_socket_t *socket;
+    apr_os_sock_t fd;
+    char byte;
+    ssize_t n;
+    if (c->aborted) {
+        return 1;
+    }
+    socket = c->master ? NULL : ap_get_conn_socket(c);
+    if (!socket || apr_os_sock_get(&fd, socket) != APR_SUCCESS) {
+        return 0;
+    }
+    n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 static void set_head(request_rec *r, const wb_event *ev)
@@ -600,7 +820,7 @@ static int wasm_handler(request_rec *r)
     pairs headers;
     apr_bucket_brigade *in, *out;
     char error[2048], *buffer;
-    int eos = 0, unflushed = 0, aborted = 0;
+    int eos = 0, unflushed = 0, aborted = 0, broke = 0;
     apr_size_t pending = 0;
 
     if (!r->handler || strcmp(r->handler, "wasm-handler")) {
@@ -645,7 +865,14 @@ static int wasm_handler(request_rec *r)
             apr_table_unset(r->subprocess_env, "PATH");
         }
         if (conf->map_cgi_filenames == 1) {
-            map_script_filename(r, conf);
+            /* The URL chose the script: only a script of the app's kind runs, never a file of
+             * another kind or one under a dot-file or dot-directory (.env, .git). */
+            const char *chosen = map_script_filename(r, conf);
+            if (chosen && !wb_app_runs_script(app, chosen)) {
+                ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                              "not a script %s runs (WasmCGIExt): %s", path, r->filename);
+                return HTTP_NOT_FOUND;
+            }
         }
         vars = table_pairs(r->pool, r->subprocess_env);
         head.cgi_names = (const char *const *)vars.names->elts;
@@ -659,8 +886,8 @@ static int wasm_handler(request_rec *r)
     req = wb_request_start(app, &head);
     for (;;) {
         /* With nothing written since the last flush, wait for the next event at once. */
-        int kind = wb_request_next(req, &ev, !pending && !unflushed);
-        if (kind == WB_EMPTY) {
+        int kind = wb_request_next(req, &ev, !pending && !unflushed ? CLIENT_CHECK_MS : 0);
+        if (kind == WB_EMPTY && (pending || unflushed)) {
             /* Nothing ready: what was written so far goes to the client before we wait. */
             APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(out->bucket_alloc));
             if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS) {
@@ -669,7 +896,16 @@ static int wasm_handler(request_rec *r)
             }
             apr_brigade_cleanup(out);
             pending = unflushed = 0;
-            kind = wb_request_next(req, &ev, 1);
+            kind = wb_request_next(req, &ev, CLIENT_CHECK_MS);
+        }
+        if (kind == WB_EMPTY) {
+            /* A while with nothing to do: a guest that computes, or waits. If its client has
+             * gone, it is stopped rather than left to run to its deadline. */
+            if (client_gone(r)) {
+                aborted = 1;
+                break;
+            }
+            continue;
         }
         if (kind == WB_WANT_BODY) {
             feed_body(r, req, in, buffer, &eos);
@@ -692,21 +928,33 @@ static int wasm_handler(request_rec *r)
         } else if (kind == WB_LOG) {
             ap_log_rerror(APLOG_MARK, ev.level, 0, r, "%s", ev.data);
         } else if (kind == WB_FAILED) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s", ev.data);
-            /* What came before the failure still goes out, cut short below. */
-            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(out->bucket_alloc));
+            if (ev.len) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s", ev.data);
+            }
+            /* The response broke off after its head: as mod_proxy does for a backend that
+             * broke, an error bucket keeps the last chunk from being written (HTTP/1.1) or
+             * resets the stream (HTTP/2), so the client does not take what it got for all. */
+            r->no_cache = 1;
+            if (r->main) {
+                r->main->no_cache = 1;
+            }
+            APR_BRIGADE_INSERT_TAIL(out, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool,
+                                                                out->bucket_alloc));
+            APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(out->bucket_alloc));
             ap_pass_brigade(r->output_filters, out);
-            aborted = 1;
+            broke = 1;
             break;
         } else {
             break;
         }
     }
     wb_request_free(req);
+    if (broke) {
+        return OK;
+    }
     if (aborted) {
-        /* The response is cut short: the client must not take it for a whole one. */
+        /* The client went away; the guest is stopped. */
         r->connection->keepalive = AP_CONN_CLOSE;
-        r->connection->aborted = 1;
         return OK;
     }
     APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(out->bucket_alloc));
@@ -723,6 +971,7 @@ static int wasm_handler(request_rec *r)
 static void wasm_register_hooks(apr_pool_t *p)
 {
     ap_hook_pre_config(wasm_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(wasm_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(wasm_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(wasm_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(wasm_handler, NULL, NULL, APR_HOOK_MIDDLE);

@@ -52,8 +52,11 @@ int wb_precompile(const char *const *descriptions, size_t count, const char *cac
 const wb_app *wb_app_get(const char *description, char *error, size_t error_len);
 int wb_app_is_cgi(const wb_app *app);
 wb_request *wb_request_start(const wb_app *app, const wb_request_head *head);
-int wb_request_next(wb_request *request, wb_event *event, int block);
+int wb_request_next(wb_request *request, wb_event *event, int wait_ms);
 void wb_request_feed(wb_request *request, const char *data, size_t len);
+void wb_request_fail_body(wb_request *request, int status, uint64_t limit);
+int64_t wb_request_time_left(const wb_request *request);
+int wb_app_runs_script(const wb_app *app, const char *path);
 void wb_request_free(wb_request *request);
 
 #endif

@@ -339,7 +339,9 @@ pub struct WbRequest {
     id: u64,
     events: mpsc::UnboundedReceiver<Event>,
     /// The request body's way in; dropped at the end of the body.
-    body: Option<mpsc::Sender<Bytes>>,
+    body: Option<mpsc::Sender<Result<Bytes, wasmtime_wasi_http::Error>>>,
+    /// When the request's deadline passes, if it has one.
+    deadline: Option<std::time::Instant>,
     /// Returned one per DATA event handled: the guest may have DATA_WINDOW chunks in flight.
     credits: Arc<Semaphore>,
     /// Keeps what the last event points at alive until the next call.
@@ -433,6 +435,11 @@ pub unsafe extern "C" fn wb_request_start(
     let app: &'static App = unsafe { &*app };
     let head = unsafe { &*head };
     let id = child.next_id.fetch_add(1, Ordering::Relaxed);
+    let deadline = app
+        .config()
+        .limits
+        .timeout
+        .map(|timeout| std::time::Instant::now() + timeout);
 
     let (events_tx, events) = mpsc::unbounded_channel();
     let (body_tx, body_rx) = mpsc::channel(1);
@@ -451,8 +458,10 @@ pub unsafe extern "C" fn wb_request_start(
     cx.local = unsafe { socket_addr(head.local_ip, head.local_port) };
     cx.remote = unsafe { socket_addr(head.remote_ip, head.remote_port) };
     if !head.cgi_names.is_null() {
+        // WASI's environment is UTF-8: other bytes become U+FFFD rather than nothing.
         let vars = unsafe { pairs(head.cgi_names, head.cgi_values, head.cgi_count) };
-        cx.cgi_env = Some(vars.map(|(n, v)| (n.into(), v.into())).collect());
+        let text = |bytes| String::from_utf8_lossy(bytes).into_owned();
+        cx.cgi_env = Some(vars.map(|(n, v)| (text(n), text(v))).collect());
     }
     let body = (head.has_body != 0).then_some(body_tx);
 
@@ -485,10 +494,15 @@ pub unsafe extern "C" fn wb_request_start(
                     }
                 }
                 Err(e) => {
-                    let _ = events_tx.send(Event::Failed(format!(
-                        "error [{id}] :: app `{}`: the response body failed: {e}",
-                        app.name()
-                    )));
+                    // A guest that failed mid-response has said so in the log already.
+                    let line = match e {
+                        wasmtime_wasi_http::Error::HttpResponseIncomplete => String::new(),
+                        e => format!(
+                            "error [{id}] :: app `{}`: the response body failed: {e}",
+                            app.name()
+                        ),
+                    };
+                    let _ = events_tx.send(Event::Failed(line));
                     return;
                 }
             }
@@ -500,19 +514,22 @@ pub unsafe extern "C" fn wb_request_start(
         id,
         events,
         body,
+        deadline,
         credits,
         held: Held::default(),
         serve: Some(serve),
     }))
 }
 
-/// The next thing to do for `request`. With `block` 0 it returns `WB_EMPTY` instead of
-/// waiting, so that the caller can flush what it has passed down so far first.
+/// The next thing to do for `request`. With `wait_ms` 0 it returns `WB_EMPTY` instead of
+/// waiting, so that the caller can flush what it has passed down so far first; otherwise it
+/// waits up to `wait_ms` milliseconds (-1: for as long as it takes) and returns `WB_EMPTY`
+/// if nothing happened, so that the caller can see whether its client is still there.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wb_request_next(
     request: *mut WbRequest,
     event: *mut WbEvent,
-    block: c_int,
+    wait_ms: c_int,
 ) -> c_int {
     let request = unsafe { &mut *request };
     let event = unsafe { &mut *event };
@@ -525,13 +542,26 @@ pub unsafe extern "C" fn wb_request_next(
     request.held.names.clear();
     request.held.values.clear();
 
-    let next = if block != 0 {
-        RUNTIME.with(|runtime| {
-            runtime.block_on(std::future::poll_fn(|cx| {
-                request.drive(cx);
-                request.events.poll_recv(cx)
-            }))
-        })
+    let next = if wait_ms != 0 {
+        let next = RUNTIME.with(|runtime| {
+            runtime.block_on(async {
+                let next = std::future::poll_fn(|cx| {
+                    request.drive(cx);
+                    request.events.poll_recv(cx)
+                });
+                match u64::try_from(wait_ms) {
+                    Ok(ms) => tokio::time::timeout(Duration::from_millis(ms), next)
+                        .await
+                        .ok(),
+                    Err(_) => Some(next.await),
+                }
+            })
+        });
+        let Some(next) = next else {
+            event.kind = WB_EMPTY;
+            return WB_EMPTY;
+        };
+        next
     } else {
         let mut next = request.events.try_recv();
         if matches!(next, Err(mpsc::error::TryRecvError::Empty)) {
@@ -612,8 +642,42 @@ pub unsafe extern "C" fn wb_request_feed(request: *mut WbRequest, data: *const c
     let chunk = Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(data.cast(), len) });
     if let Some(body) = &request.body {
         // Room is certain: the body asks for a chunk only once it has taken the last one.
-        let _ = body.try_send(chunk);
+        let _ = body.try_send(Ok(chunk));
     }
+}
+
+/// Tells the host that the request body cannot be read to its end (after `WB_WANT_BODY`):
+/// `status` is what Apache makes of it (413 with Apache's `limit`, 408, 400), or 504 when the
+/// request's deadline passed while Apache waited. The request fails with that status.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_request_fail_body(request: *mut WbRequest, status: c_int, limit: u64) {
+    let request = unsafe { &mut *request };
+    if let Some(body) = request.body.take() {
+        let _ = body.try_send(Err(wasmbridge::body::body_error(status as u16, limit)));
+    }
+}
+
+/// Milliseconds left until the request's deadline (`WasmTimeout`), for Apache's own waits on
+/// the client; -1 without a deadline.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_request_time_left(request: *const WbRequest) -> i64 {
+    let request = unsafe { &*request };
+    match request.deadline {
+        Some(deadline) => deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .as_millis() as i64,
+        None => -1,
+    }
+}
+
+/// 1 when the app runs the script at `path` (a path below a mapped directory, as the URL
+/// chose it): not through a dot-file or dot-directory, and with one of the app's script
+/// extensions (`WasmCGIExt`; by default `.php` for PHP, `.py` for Python, else `.cgi`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_app_runs_script(app: *const App, path: *const c_char) -> c_int {
+    let app = unsafe { &*app };
+    let path = String::from_utf8_lossy(unsafe { c_bytes(path) });
+    app.runs_script(&path) as c_int
 }
 
 /// Ends a request, finished or not (a client gone away stops the guest).
@@ -662,19 +726,34 @@ impl AppDescription {
         let mut cgi = CgiConfig::default();
         for line in text.lines() {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            let number = |what: &str| {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("`{value}` is not {what} (`{key}` in an app description)"))
+            };
             match key {
                 "module" => module = Some(PathBuf::from(value)),
-                "dir" => sandbox.dirs.push(Preopen::parse(value)),
+                "dir" => sandbox
+                    .dirs
+                    .push(Preopen::parse(value).map_err(|e| format!("{e:#}"))?),
                 "env" => {
                     let (name, value) = value.split_once('=').unwrap_or((value, ""));
                     sandbox.env.retain(|(existing, _)| existing != name);
                     sandbox.env.push((name.into(), value.into()));
                 }
                 "arg" => cgi.args.push(value.into()),
+                "ext" => cgi.extensions.push(value.into()),
                 "cgi" => config.mode = if value == "on" { Mode::Cgi } else { Mode::Auto },
-                "max-memory" => limits.max_memory_size = value.parse().ok(),
-                "timeout-ms" => limits.timeout = value.parse().ok().map(Duration::from_millis),
-                "cgi-workers" => cgi.workers = value.parse().unwrap_or(0),
+                "max-memory" => {
+                    let bytes = number("a number of bytes")?;
+                    limits.max_memory_size =
+                        Some(usize::try_from(bytes).map_err(|e| e.to_string())?);
+                }
+                "timeout-ms" => {
+                    limits.timeout =
+                        Some(Duration::from_millis(number("a number of milliseconds")?))
+                }
+                "cgi-workers" => cgi.workers = number("a number of workers")? as usize,
                 _ => return Err(format!("unknown key `{key}` in an app description")),
             }
         }
@@ -755,7 +834,7 @@ impl Log for ApacheLog {
 
 /// The request body, pulled from Apache's input filters one brigade at a time.
 struct ApacheBody {
-    chunks: mpsc::Receiver<Bytes>,
+    chunks: mpsc::Receiver<Result<Bytes, wasmtime_wasi_http::Error>>,
     events: mpsc::UnboundedSender<Event>,
     asked: bool,
 }
@@ -769,10 +848,11 @@ impl http_body::Body for ApacheBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.chunks.poll_recv(cx) {
-            Poll::Ready(Some(chunk)) => {
+            Poll::Ready(Some(Ok(chunk))) => {
                 self.asked = false;
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if !self.asked {
@@ -791,21 +871,26 @@ impl http_body::Body for ApacheBody {
 
 unsafe fn build_request(
     head: &WbRequestHead,
-    chunks: mpsc::Receiver<Bytes>,
+    chunks: mpsc::Receiver<Result<Bytes, wasmtime_wasi_http::Error>>,
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<http::Request<ApacheBody>, Failure> {
     let bad = |e: &dyn std::fmt::Display| Failure::BadRequest(e.to_string());
     // The builder copies what it keeps.
     let headers = || unsafe { pairs(head.header_names, head.header_values, head.header_count) };
     let host = headers()
-        .find(|(name, _)| name.eq_ignore_ascii_case("host"))
-        .map_or("localhost", |(_, value)| value);
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
+        .map_or(&b"localhost"[..], |(_, value)| value);
+    let host = std::str::from_utf8(host).map_err(|_| bad(&"the Host header is not UTF-8"))?;
+    // A path that is not UTF-8 names nothing a guest could serve: refused, never emptied.
+    let path = std::str::from_utf8(unsafe { c_bytes(head.uri) })
+        .map_err(|_| bad(&"the request's path is not UTF-8"))?;
+    let method = std::str::from_utf8(unsafe { c_bytes(head.method) })
+        .map_err(|_| bad(&"the request's method is not UTF-8"))?;
     let scheme = if head.https == 1 { "https" } else { "http" };
-    let uri = format!("{scheme}://{host}{}", unsafe { str_or_empty(head.uri) });
-    let mut builder = http::Request::builder()
-        .method(unsafe { str_or_empty(head.method) })
-        .uri(uri);
+    let uri = format!("{scheme}://{host}{}", percent_encode_non_ascii(path));
+    let mut builder = http::Request::builder().method(method).uri(uri);
     for (name, value) in headers() {
+        // Values pass as the client sent them, whatever their bytes.
         builder = builder.header(name, value);
     }
     builder
@@ -817,13 +902,37 @@ unsafe fn build_request(
         .map_err(|e| bad(&e))
 }
 
+/// Raw non-ASCII characters in a path, which Apache lets through, as a client should have
+/// sent them: percent-encoded UTF-8.
+fn percent_encode_non_ascii(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.is_ascii() {
+        return path.into();
+    }
+    let mut out = String::with_capacity(path.len() * 2);
+    for byte in path.bytes() {
+        if byte.is_ascii() {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out.into()
+}
+
 /// Name-value pairs borrowed from Apache's strings (valid for the call that passed them).
 unsafe fn pairs<'a>(
     names: *const *const c_char,
     values: *const *const c_char,
     count: usize,
-) -> impl Iterator<Item = (&'a str, &'a str)> {
-    (0..count).map(move |i| unsafe { (str_or_empty(*names.add(i)), str_or_empty(*values.add(i))) })
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    (0..count).map(move |i| unsafe { (c_bytes(*names.add(i)), c_bytes(*values.add(i))) })
+}
+
+unsafe fn c_bytes<'a>(s: *const c_char) -> &'a [u8] {
+    if s.is_null() {
+        return b"";
+    }
+    unsafe { CStr::from_ptr(s) }.to_bytes()
 }
 
 unsafe fn socket_addr(ip: *const c_char, port: u16) -> Option<std::net::SocketAddr> {
