@@ -140,14 +140,20 @@ static const char *module_path(apr_pool_t *p, const wasm_dir_conf *conf)
     return apr_pstrcat(p, conf->root, "/", conf->module, NULL);
 }
 
+/* How wb_inspect is to check a section's module: 2 as a CGI worker, 1 as a CGI program, 0 by
+ * what it exports. */
+static int inspect_as(const wasm_dir_conf *conf)
+{
+    return conf->cgi_workers > 0 ? 2 : conf->cgi == 1;
+}
+
 /* Checks the module as far as the section says yet; called by every directive it depends on,
  * so that the error names the line that made it wrong. */
 static const char *check_module(cmd_parms *cmd, const wasm_dir_conf *conf)
 {
     const char *path = module_path(cmd->temp_pool, conf);
     char error[1024];
-    int cgi = conf->cgi == 1 || conf->cgi_workers > 0;
-    if (path && wb_inspect(path, cgi, error, sizeof error) != 0) {
+    if (path && wb_inspect(path, inspect_as(conf), error, sizeof error) != 0) {
         return apr_psprintf(cmd->pool, "%s: %s", cmd->cmd->name, error);
     }
     return NULL;
@@ -492,8 +498,7 @@ static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
         for (i = 0; i < roots->nelts; i++) {
             wasm_dir_conf *rooted = apr_pmemdup(p, conf, sizeof *conf);
             rooted->root = APR_ARRAY_IDX(roots, i, const char *);
-            if (wb_inspect(module_path(p, rooted), conf->cgi == 1 || conf->cgi_workers > 0,
-                           error, sizeof error) == 0) {
+            if (wb_inspect(module_path(p, rooted), inspect_as(conf), error, sizeof error) == 0) {
                 *(const char **)apr_array_push(configured_apps) = describe(p, rooted);
                 found = 1;
             }
@@ -506,8 +511,7 @@ static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
         }
         return OK;
     }
-    if (wb_inspect(module_path(p, conf), conf->cgi == 1 || conf->cgi_workers > 0, error,
-                   sizeof error) != 0) {
+    if (wb_inspect(module_path(p, conf), inspect_as(conf), error, sizeof error) != 0) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s, "WasmModule (%s): %s",
                      conf->module_at, error);
         return !OK;

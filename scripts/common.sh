@@ -103,5 +103,5 @@ install_template_tools() {
 build_guests() {
     say "building the guests (wasm32-wasip2, and the CGI programs for wasm32-wasip1)"
     (cd "$ROOT/guests" && cargo build --release --locked --target wasm32-wasip2)
-    (cd "$ROOT/guests" && cargo build --release --locked --target wasm32-wasip1 -p cgi-hello -p cgi-probe)
+    (cd "$ROOT/guests" && cargo build --release --locked --target wasm32-wasip1 -p cgi-hello -p cgi-probe -p cgi-worker)
 }

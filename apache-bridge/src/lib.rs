@@ -194,15 +194,23 @@ pub unsafe extern "C" fn wb_inspect(
     error: *mut c_char,
     error_len: usize,
 ) -> c_int {
+    use wasmbridge::program::{Kind, inspect, serves_workers};
     let path = unsafe { str_or_empty(path) };
     let checked = std::fs::read(path)
         .map_err(|e| format!("cannot read {path}: {e}"))
-        .and_then(|wasm| wasmbridge::program::inspect(&wasm).map_err(|e| format!("{path}: {e}")))
-        .and_then(|kind| match kind {
-            wasmbridge::program::Kind::HttpComponent if cgi == 1 => Err(format!(
-                "{path} is a wasi:http component, not a CGI program: remove `WasmEnableCGI On`"
-            )),
-            _ => Ok(()),
+        .and_then(|wasm| {
+            let kind = inspect(&wasm).map_err(|e| format!("{path}: {e}"))?;
+            match kind {
+                Kind::HttpComponent if cgi != 0 => Err(format!(
+                    "{path} is a wasi:http component, not a CGI program: remove `WasmEnableCGI On`"
+                )),
+                _ if cgi == 2 && !serves_workers(&wasm).unwrap_or(false) => Err(format!(
+                    "{path} cannot serve as a CGI worker: it does not import `{}` (php-cgi from \
+                     guests/php does); remove `WasmCGIWorkers`",
+                    wasmbridge::cgi::WORKER_CHANNEL
+                )),
+                _ => Ok(()),
+            }
         });
     match checked {
         Ok(()) => 0,

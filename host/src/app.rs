@@ -19,12 +19,13 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView as _};
 
 use crate::body::{BodyWatch, RequestBody};
 use crate::cache::CompileCache;
+use crate::cgi::channel::Channel;
 use crate::cgi::{CgiConfig, GuestRun, Workers};
 use crate::guest::{ClientWatch, End, Ending, GuardedBody, GuestTask};
 use crate::limits::{Limiter, Limits};
 use crate::log::{GuestOutput, GuestStream, Log, StderrLog};
 use crate::sandbox::Sandbox;
-use crate::state::{HttpHooks, RequestState};
+use crate::state::{HttpHooks, RequestState, Scratch};
 use crate::{Body, Failure};
 
 /// The export that makes a component a `wasi:http` app.
@@ -227,6 +228,13 @@ impl App {
         } else {
             wasmtime_wasi_http::p2::add_to_linker_async(&mut linker)?;
         }
+        let serves_workers = component
+            .component_type()
+            .imports(engine)
+            .any(|(name, _)| name == crate::cgi::channel::INTERFACE);
+        if cgi && serves_workers {
+            crate::cgi::channel::add_to_linker(&mut linker)?;
+        }
         let pre = linker.instantiate_pre(component).context(if config.link_cli {
             "it imports an interface this host does not provide"
         } else {
@@ -243,6 +251,11 @@ impl App {
             _ if !cgi => {
                 bail!("CGI workers are for CGI programs, and this is a wasi:http component")
             }
+            _ if !serves_workers => bail!(
+                "CGI workers take their requests over `{}`, which the program does not import \
+                 (php-cgi from guests/php does)",
+                crate::cgi::channel::INTERFACE
+            ),
             _ if config.limits.fuel.is_some() => bail!(
                 "a CGI worker serves many requests with one instance, so a fuel budget (`-W fuel`) would be shared by all of them; use a deadline instead"
             ),
@@ -440,10 +453,12 @@ impl App {
         &self,
         id: u64,
         configure: impl FnOnce(&mut WasiCtxBuilder),
+        channel: Channel,
     ) -> Result<GuestRun, Failure> {
         let mut store = self
             .new_store(id, configure)
             .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+        store.data_mut().channel = Some(channel);
         let guest = self.guest.clone();
         Ok(Box::pin(async move {
             run_guest(&guest, Entry::Cgi, &mut store, None).await
@@ -474,6 +489,13 @@ impl App {
             GuestStream::Stderr,
         ));
         configure(&mut wasi);
+        // A CGI program's temporary files (PHP's uploads among them) go to a directory of the
+        // instance's own, gone with it: nothing an instance cut short leaves behind reaches the
+        // app's writable grants, or the next request.
+        let scratch = match self.is_cgi() {
+            true => Some(Scratch::new(&mut wasi, &config.sandbox)?),
+            false => None,
+        };
 
         let mut table = ResourceTable::new();
         if let Some(max) = limits.max_resources {
@@ -498,6 +520,8 @@ impl App {
             http,
             hooks,
             limiter: Limiter::new(limits),
+            channel: None,
+            _scratch: scratch,
         };
 
         let mut store = Store::new(self.engine(), state);

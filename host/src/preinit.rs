@@ -32,6 +32,8 @@ pub fn preinitialize(wasm: &[u8], sandbox: &Sandbox, init_func: &str) -> Result<
     let mut store = Store::new(&engine, wasi.build_p1());
     let mut linker = Linker::<WasiP1Ctx>::new(&engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |wasi| wasi)?;
+    // What the server provides later (a CGI worker's channel) is not called while it starts.
+    linker.define_unknown_imports_as_traps(&module)?;
     let instance = linker
         .instantiate(&mut store, &module)
         .context("failed to instantiate the module")?;

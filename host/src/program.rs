@@ -11,7 +11,8 @@ use crate::Mode;
 use crate::cache::CompileCache;
 
 /// Names the adapter in cache keys: a new adapter means a new wrapped component.
-const ADAPTER_ID: &str = concat!("wasi-preview1-command-adapter-", "48.0.8");
+/// (and how the wrapping describes other imports: the worker channel since 2).
+const ADAPTER_ID: &str = concat!("wasi-preview1-command-adapter-", "48.0.8", "/2");
 
 pub(crate) fn compile(
     engine: &Engine,
@@ -77,11 +78,15 @@ fn needs_adapter(wasm: &[u8], mode: Mode) -> Result<bool> {
     Ok(true)
 }
 
-/// Wraps a preview-1 command module into a `wasi:cli/command` component.
+/// Wraps a preview-1 command module into a `wasi:cli/command` component. A module that
+/// imports the worker channel (`wasmbridge:worker/channel`) gets it as a component import.
 pub fn wrap_preview1(module: &[u8]) -> Result<Vec<u8>> {
     let adapter = wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER;
     let fail = |e: anyhow::Error| wasmtime::format_err!("{e:#}");
-    let module = route_proc_exit(module).map_err(fail)?;
+    let mut module = route_proc_exit(module).map_err(fail)?;
+    if crate::cgi::channel::imported_by(&module)? {
+        crate::cgi::channel::describe(&mut module)?;
+    }
     let encoded = wit_component::ComponentEncoder::default()
         .module(&module)
         .map_err(fail)?
@@ -178,6 +183,30 @@ pub enum Kind {
 
 /// Tells what `wasm` is by reading its exports, without compiling it: cheap enough to check a
 /// configuration with.
+/// Whether a CGI program can serve as a CGI worker: it imports the worker channel
+/// (`wasmbridge:worker/channel`), as a core module or as a component.
+pub fn serves_workers(wasm: &[u8]) -> Result<bool> {
+    if Parser::is_core_wasm(wasm) {
+        return crate::cgi::channel::imported_by(wasm);
+    }
+    let mut depth = 0;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload? {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentImportSection(section) if depth == 1 => {
+                for import in section {
+                    if import?.name.name == crate::cgi::channel::INTERFACE {
+                        return Ok(true);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
 pub fn inspect(wasm: &[u8]) -> Result<Kind> {
     if Engine::detect_precompiled(wasm).is_some() {
         bail!("it is precompiled code (`wasmtime compile`), not a WebAssembly file");

@@ -1,12 +1,19 @@
 //! The data of one request's store: WASI context, HTTP context, resource table and limiter.
 
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::error::Context as _;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
+use crate::cgi::channel::Channel;
 use crate::limits::Limiter;
+use crate::sandbox::Sandbox;
 
 pub(crate) struct RequestState {
     pub table: ResourceTable,
@@ -14,6 +21,45 @@ pub(crate) struct RequestState {
     pub http: WasiHttpCtx,
     pub hooks: HttpHooks,
     pub limiter: Limiter,
+    /// A CGI worker's channel to the host (`wasmbridge:worker/channel`).
+    pub channel: Option<Channel>,
+    /// The instance's own temporary directory, removed with the store.
+    pub _scratch: Option<Scratch>,
+}
+
+/// Where a CGI program finds its own temporary directory (`TMPDIR`).
+pub const SCRATCH_DIR: &str = "/tmp/wasmbridge";
+
+/// An empty directory of one instance's own, granted read-write at [`SCRATCH_DIR`] and named
+/// by `TMPDIR` (unless the app grants a `TMPDIR` of its own), and removed with everything in it
+/// when the instance's store goes, whatever ended it.
+pub(crate) struct Scratch {
+    host: PathBuf,
+}
+
+impl Scratch {
+    pub(crate) fn new(wasi: &mut WasiCtxBuilder, sandbox: &Sandbox) -> wasmtime::Result<Scratch> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let root = std::env::temp_dir().join(format!("wasmbridge-{}", std::process::id()));
+        let host = root.join(NEXT.fetch_add(1, Ordering::Relaxed).to_string());
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&host)
+            .with_context(|| format!("cannot create {}", host.display()))?;
+        let scratch = Scratch { host };
+        wasi.preopened_dir(&scratch.host, SCRATCH_DIR, FsPerms::ReadWrite)?;
+        if !sandbox.env.iter().any(|(name, _)| name == "TMPDIR") {
+            wasi.env("TMPDIR", SCRATCH_DIR);
+        }
+        Ok(scratch)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.host);
+    }
 }
 
 impl WasiView for RequestState {

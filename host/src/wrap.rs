@@ -40,15 +40,76 @@ pub fn wrap(wasm: &[u8], config: &WrapConfig) -> Result<Vec<u8>> {
     check_imports(wasm)?;
     let adapter = configured_adapter(&encode_config(config)?)?;
     let fail = |e: anyhow::Error| format_err!("{e:#}");
-    wit_component::ComponentEncoder::default()
+    let mut encoder = wit_component::ComponentEncoder::default()
         .module(wasm)
         .map_err(fail)?
         .adapter("wasi_snapshot_preview1", &adapter)
-        .map_err(fail)?
+        .map_err(fail)?;
+    // A wrapped program runs once per request and never serves as a worker: its worker channel
+    // is closed from the start.
+    if crate::cgi::channel::imported_by(wasm)? {
+        encoder = encoder
+            .adapter(crate::cgi::channel::INTERFACE, &closed_channel())
+            .map_err(fail)?;
+    }
+    encoder
         .validate(true)
         .encode()
         .map_err(fail)
         .context("cannot link the program with the CGI adapter")
+}
+
+/// An adapter for the worker channel of a program that is not a worker: `read` finds it
+/// closed (an empty list), `write` fails.
+fn closed_channel() -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, EntityType, ExportKind, ExportSection, FunctionSection, ImportSection,
+        MemoryType, Module, TypeSection, ValType,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([ValType::I32, ValType::I32], []);
+    types
+        .ty()
+        .function([ValType::I32, ValType::I32], [ValType::I32]);
+    let mut imports = ImportSection::new();
+    let memory = MemoryType {
+        minimum: 0,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    };
+    imports.import("env", "memory", EntityType::Memory(memory));
+    let mut functions = FunctionSection::new();
+    functions.function(0).function(1);
+    let mut exports = ExportSection::new();
+    exports.export("read", ExportKind::Func, 0);
+    exports.export("write", ExportKind::Func, 1);
+    let mut code = CodeSection::new();
+    // read(max, result): the result is an empty list, at address 0 with length 0.
+    let mut read = Function::new([]);
+    read.instruction(&Instruction::LocalGet(1))
+        .instruction(&Instruction::I64Const(0))
+        .instruction(&Instruction::I64Store(MemArg {
+            offset: 0,
+            align: 2,
+            memory_index: 0,
+        }))
+        .instruction(&Instruction::End);
+    code.function(&read);
+    let mut write = Function::new([]);
+    write
+        .instruction(&Instruction::I32Const(0))
+        .instruction(&Instruction::End);
+    code.function(&write);
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&imports)
+        .section(&functions)
+        .section(&exports)
+        .section(&code);
+    module.finish()
 }
 
 /// A program must be a command, and may import only preview-1 functions the adapter has;
@@ -63,6 +124,9 @@ fn check_imports(wasm: &[u8]) -> Result<()> {
         for import in imports.into_imports() {
             let import = import?;
             if !matches!(import.ty, TypeRef::Func(_)) {
+                continue;
+            }
+            if import.module == crate::cgi::channel::INTERFACE {
                 continue;
             }
             if import.module != "wasi_snapshot_preview1" {

@@ -373,20 +373,14 @@ async fn a_worker_keeps_requests_apart_and_is_replaced_when_one_fails() {
 /// A program that does not speak FastCGI cannot be a worker: each request says why, and the
 /// server goes on.
 #[tokio::test]
-async fn a_program_that_is_no_fastcgi_worker_gets_a_502_that_says_so() {
+async fn a_program_that_is_no_fastcgi_worker_is_refused_at_start() {
     let hello = wasmbridge_tests::guest_p1("cgi-hello");
-    let server = Server::start(&["--cgi-workers", "1", &hello]);
-    for _ in 0..2 {
-        let (status, _) = get(server.url("/")).await;
-        assert_eq!(status, 502, "{}", server.log());
-    }
+    let (_, log) = Server::try_start(&["--cgi-workers", "1", &hello], &[])
+        .err()
+        .unwrap();
     assert!(
-        server.wait_for_log(
-            "the worker's output is not FastCGI",
-            std::time::Duration::from_secs(5)
-        ),
-        "{}",
-        server.log()
+        log.contains("CGI workers take their requests over `wasmbridge:worker/channel@0.1.0`"),
+        "{log}"
     );
     // Workers are for CGI programs, without a fuel budget shared by their requests.
     let component = wasmbridge_tests::guest("hello_http");
@@ -394,7 +388,8 @@ async fn a_program_that_is_no_fastcgi_worker_gets_a_502_that_says_so() {
         .err()
         .unwrap();
     assert!(log.contains("CGI workers are for CGI programs"), "{log}");
-    let (_, log) = Server::try_start(&["--cgi-workers", "2", "-W", "fuel=1000000", &hello], &[])
+    let php = dist().join("php-cgi.wasm").display().to_string();
+    let (_, log) = Server::try_start(&["--cgi-workers", "2", "-W", "fuel=1000000", &php], &[])
         .err()
         .unwrap();
     assert!(log.contains("fuel budget"), "{log}");

@@ -15,6 +15,12 @@
 #include <fcntl.h>
 #include <poll.h>
 
+/* Temporary files: wasi-libc names no default directory. wasmbridge gives each instance its
+ * own in TMPDIR, which PHP reads first; without one, /tmp as elsewhere. */
+#ifndef P_tmpdir
+#define P_tmpdir "/tmp"
+#endif
+
 /* Sockets: WASI preview 1 has no socket creation, addresses or options. */
 #define sockaddr_un wasmbridge_sockaddr_un
 struct wasmbridge_sockaddr_un { sa_family_t sun_family; char sun_path[108]; };

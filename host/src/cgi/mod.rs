@@ -3,6 +3,7 @@
 //! The request becomes RFC 3875 meta-variables in its environment and its body arrives on
 //! stdin; what it writes to stdout is parsed as a CGI response and streamed to the client.
 
+pub(crate) mod channel;
 mod meta;
 mod pipe;
 mod response;
@@ -18,6 +19,7 @@ use http_body_util::{BodyExt as _, StreamBody};
 use tokio::io::{AsyncRead, AsyncWriteExt as _};
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 
+pub use channel::INTERFACE as WORKER_CHANNEL;
 pub use meta::{Script, meta_variables};
 pub use response::{CgiResponse, Malformed};
 pub use worker::WORKER_VARIABLE;

@@ -66,8 +66,8 @@ impl std::fmt::Display for Malformed {
             Malformed::BadLocation(value) => write!(f, "malformed CGI Location header: {value:?}"),
             Malformed::NotFastCgi => write!(
                 f,
-                "the worker's output is not FastCGI (a CGI worker must serve FastCGI on stdin and stdout when {} is set)",
-                super::WORKER_VARIABLE
+                "the worker wrote something other than FastCGI records to {}",
+                super::channel::INTERFACE
             ),
         }
     }

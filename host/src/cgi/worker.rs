@@ -1,6 +1,8 @@
 //! CGI workers: long-lived instances of a program that serves request after request over
-//! FastCGI (the responder role, one request at a time) on its stdin and stdout, as php-cgi from
-//! `guests/php` does when it finds `WASMBRIDGE_FASTCGI` in its environment.
+//! FastCGI (the responder role, one request at a time) on the worker channel
+//! (`wasmbridge:worker/channel`, see [`super::channel`]), as php-cgi from `guests/php` does when
+//! it finds `WASMBRIDGE_FASTCGI` in its environment. Its stdin is empty and its stdout goes to
+//! the log, so a script it runs cannot reach the channel.
 //!
 //! A request takes an idle worker, starts one while fewer than the configured number exist, or
 //! waits for one. Its CGI meta-variables travel as FastCGI params and its body as stdin
@@ -17,6 +19,7 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Semaphore;
 
+use super::channel::Channel;
 use super::pipe::{PipeReader, PipeWriter, pipe};
 use super::{Malformed, Output, PIPE_SIZE};
 use crate::app::App;
@@ -53,10 +56,10 @@ pub(crate) struct Workers {
 }
 
 struct Worker {
-    /// The host's ends of the program's stdin and stdout.
+    /// The host's ends of the program's channel (`wasmbridge:worker/channel`).
     input: PipeWriter,
     output: PipeReader,
-    /// The program's end of its stdin, to see when it waits for the next request.
+    /// The program's end of the channel's input, to see when it waits for the next request.
     stdin: PipeReader,
     run: GuestRun,
     /// Where records are read, kept from one request to the next.
@@ -168,20 +171,25 @@ async fn spool_body(body: Body) -> Result<(Arc<Spool>, u64), Failure> {
 
 impl Worker {
     fn start(app: &App, id: u64) -> Result<Worker, Failure> {
-        let (input, stdin) = pipe(PIPE_SIZE);
-        let (stdout, output) = pipe(PIPE_SIZE);
+        let (input, from_host) = pipe(PIPE_SIZE);
+        let (to_host, output) = pipe(PIPE_SIZE);
         let args = app.config().cgi.argv(app.program_name());
-        let program_stdin = stdin.clone();
-        let run = app.start_worker(id, move |wasi| {
-            wasi.args(&args);
-            wasi.env(WORKER_VARIABLE, "1");
-            wasi.stdin(program_stdin);
-            wasi.stdout(stdout);
-        })?;
+        let channel = Channel {
+            input: from_host.clone(),
+            output: to_host,
+        };
+        let run = app.start_worker(
+            id,
+            move |wasi| {
+                wasi.args(&args);
+                wasi.env(WORKER_VARIABLE, "1");
+            },
+            channel,
+        )?;
         Ok(Worker {
             input,
             output,
-            stdin,
+            stdin: from_host,
             run,
             read_buf: Vec::new(),
         })
