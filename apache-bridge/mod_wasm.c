@@ -728,8 +728,16 @@ static void feed_body(request_rec *r, wb_request *req, apr_bucket_brigade *bb, c
     apr_socket_t *socket = r->connection->master ? NULL : ap_get_conn_socket(r->connection);
     apr_interval_time_t saved = -1;
     int64_t left = wb_request_time_left(req);
-    if (socket && left >= 0 && apr_socket_timeout_get(socket, &saved) == APR_SUCCESS) {
-        apr_interval_time_t deadline = apr_time_from_msec(left > 0 ? left : 1);
+    if (left == 0) {
+        /* A body that kept trickling in until the deadline. */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "the deadline passed while reading the "
+                      "request body");
+        wb_request_fail_body(req, HTTP_GATEWAY_TIME_OUT, 0);
+        *eos = 1;
+        return;
+    }
+    if (socket && left > 0 && apr_socket_timeout_get(socket, &saved) == APR_SUCCESS) {
+        apr_interval_time_t deadline = apr_time_from_msec(left);
         if (saved < 0 || deadline < saved) {
             apr_socket_timeout_set(socket, deadline);
         }

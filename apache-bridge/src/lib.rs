@@ -185,8 +185,9 @@ pub unsafe extern "C" fn wb_child_init(
     }
 }
 
-/// Checks at configuration time that `path` can be served, CGI-style when `cgi` is 1. Returns
-/// 0, or -1 with the reason in `error` (NUL-terminated, cut to `error_len`).
+/// Checks at configuration time that `path` can be served: CGI-style when `cgi` is 1, by CGI
+/// workers when it is 2. Returns 0, or -1 with the reason in `error` (NUL-terminated, cut to
+/// `error_len`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wb_inspect(
     path: *const c_char,
@@ -968,5 +969,32 @@ unsafe fn write_c(buffer: *mut c_char, len: usize, message: &str) {
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.cast(), n);
         *buffer.add(n) = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_app_description_with_a_value_it_cannot_read_is_refused() {
+        let base = "module /srv/app.wasm\n";
+        for (line, reason) in [
+            ("max-memory 512M", "is not a number of bytes"),
+            ("max-memory -1", "is not a number of bytes"),
+            ("timeout-ms soon", "is not a number of milliseconds"),
+            ("cgi-workers four", "is not a number of workers"),
+            ("dir /srv::/data::RO", "is not an access mode"),
+            ("cache big", "unknown key `cache`"),
+        ] {
+            let error = AppDescription::parse(&format!("{base}{line}\n"))
+                .err()
+                .unwrap_or_else(|| panic!("`{line}` was accepted"));
+            assert!(error.contains(reason), "{line}: {error}");
+        }
+        let app =
+            AppDescription::parse(&format!("{base}max-memory 1048576\ntimeout-ms 500\n")).unwrap();
+        assert_eq!(app.config.limits.max_memory_size, Some(1 << 20));
+        assert_eq!(app.config.limits.timeout, Some(Duration::from_millis(500)));
     }
 }

@@ -894,3 +894,53 @@ async fn cgi_statuses_outside_200_to_599_and_upgrade_are_not_passed_on() {
     let server = Server::start(&[wrapped.to_str().unwrap()]);
     check_cgi_edges(&server.url(""), true).await;
 }
+
+// ---- 16. a worker's scripts cannot reach the channel its requests come over -------------
+
+#[tokio::test]
+async fn a_worker_script_that_writes_to_its_stdout_forges_no_response() {
+    // A script that got hold of its process's stdout writes a whole FastCGI response there.
+    let server = Server::start(&["--cgi-workers", "1", &guest_p1("cgi-worker")]);
+    let page = |path: &'static str| {
+        let url = server.url(path);
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(page("/forge").await, "request 1: /forge\n");
+    assert_eq!(page("/next").await, "request 2: /next\n");
+    assert!(
+        server.wait_for_log("forged response", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+
+    // php-cgi: php://stdout is no way into the channel either.
+    let server = php_workers("1", &[]);
+    let (status, _) = get_text(&server, "/stdout.php").await;
+    assert_eq!(status, 200, "{}", server.log());
+    for _ in 0..3 {
+        let (status, page) = get_text(&server, "/hello.php").await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("Hello from PHP") && !page.contains("forged"),
+            "{page}"
+        );
+    }
+
+    // A program that does not import the channel cannot serve as a worker.
+    let log = start_error(&["--cgi-workers", "1", &guest_p1("cgi-probe")]);
+    assert!(log.contains("which the program does not import"), "{log}");
+}
+
+async fn get_text(server: &Server, path: &str) -> (u16, String) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
