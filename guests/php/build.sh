@@ -15,6 +15,11 @@ recipe=$(cat "$0" "$HERE"/../debian.sh "$HERE"/src/* | sha256sum | cut -d' ' -f1
 if [ -f "$DIST/php-cgi.wasm" ] && [ "$(cat "$DIST/recipe.sha256" 2>/dev/null)" = "$recipe" ]; then
     exit 0
 fi
+# The same recipe built before, by another checkout or an earlier CI run on this machine.
+stash=$WORK/dist-$recipe.tar
+if [ -f "$stash" ]; then
+    rm -rf "$DIST" && tar -xf "$stash" -C "$HERE" && exit 0
+fi
 
 # shellcheck source=../debian.sh
 source "$HERE/../debian.sh"
@@ -90,3 +95,5 @@ cp "$HERE/src/php.ini" "$DIST/etc/php.ini"
 wasmbridge=${WASMBRIDGE_BIN:-$HERE/../../target/release/wasmbridge}
 "$wasmbridge" wizer --dir "$DIST/etc::/usr/local/etc/php" -o "$DIST/php-cgi.wasm" sapi/cgi/php-cgi
 echo "$recipe" >"$DIST/recipe.sha256"
+rm -f "$WORK"/dist-*.tar
+tar -cf "$stash.tmp" -C "$HERE" dist && mv "$stash.tmp" "$stash"

@@ -17,6 +17,11 @@ recipe=$(cat "$0" "$HERE"/../debian.sh "$HERE"/src/* | sha256sum | cut -d' ' -f1
 if [ -f "$DIST/python.wasm" ] && [ "$(cat "$DIST/recipe.sha256" 2>/dev/null)" = "$recipe" ]; then
     exit 0
 fi
+# The same recipe built before, by another checkout or an earlier CI run on this machine.
+stash=$WORK/dist-$recipe.tar
+if [ -f "$stash" ]; then
+    rm -rf "$DIST" && tar -xf "$stash" -C "$HERE" && exit 0
+fi
 
 # shellcheck source=../debian.sh
 source "$HERE/../debian.sh"
@@ -91,4 +96,6 @@ wasmbridge=${WASMBRIDGE_BIN:-$HERE/../../target/release/wasmbridge}
 "$wasmbridge" wizer --dir "$DIST/lib::/usr/local/lib" -o "$DIST/python.wasm" "$build/python-main.wasm"
 
 echo "$recipe" >"$DIST/recipe.sha256"
+rm -f "$WORK"/dist-*.tar
+tar -cf "$stash.tmp" -C "$HERE" dist apps/prettyfy/lib && mv "$stash.tmp" "$stash"
 echo "built $DIST/python.wasm"
