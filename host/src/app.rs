@@ -332,13 +332,14 @@ impl App {
         {
             return self.fail(id, Failure::BodyTooLarge(limit));
         }
+        // A request without a body (most GETs) has nothing to watch.
+        let has_body = !request.body().is_end_stream();
         let request = request.map(|body| {
-            RequestBody::new(
-                body.map_err(Into::into).boxed_unsync(),
-                limits,
-                watch.clone(),
-            )
-            .boxed_unsync()
+            let body = body.map_err(Into::into).boxed_unsync();
+            match has_body {
+                true => RequestBody::new(body, limits, watch.clone()).boxed_unsync(),
+                false => body,
+            }
         });
         let respond = async {
             match self.guest {
@@ -348,11 +349,14 @@ impl App {
         };
         // Dropped before it has a response, this future stops the guest and says so.
         let client = ClientWatch::new(&*self.config.log, id, &self.config.name);
-        // A body that fails before the response starts is the answer: 408, 413 or 400.
-        let response = tokio::select! {
-            biased;
-            response = respond => response,
-            failure = watch.failed() => self.fail(id, failure),
+        let response = match has_body {
+            // A body that fails before the response starts is the answer: 408, 413 or 400.
+            true => tokio::select! {
+                biased;
+                response = respond => response,
+                failure = watch.failed() => self.fail(id, failure),
+            },
+            false => respond.await,
         };
         client.disarm();
         response
