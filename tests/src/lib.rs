@@ -44,6 +44,20 @@ where
     );
 }
 
+/// `wasmbridge wrap` of the preview-1 guest `name` (e.g. `cgi-probe`), as a component of its
+/// own in a new directory; `options` go before the program (`--cgi-docroot /www`).
+pub fn wrapped_p1(name: &str, options: &[&str]) -> PathBuf {
+    let wasm = temp_dir(&format!("wrapped-{name}")).join(format!("{name}.wasm"));
+    run_wasmbridge(
+        ["wrap"]
+            .iter()
+            .chain(options)
+            .chain(&["-o", wasm.to_str().unwrap(), &guest_p1(name)])
+            .copied(),
+    );
+    wasm
+}
+
 /// A guest `.wasm` built by the guests workspace for wasm32-wasip2, e.g. `guest("echo")`.
 pub fn guest(name: &str) -> String {
     guest_for("wasm32-wasip2", name)

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wasmbridge_tests::apache::Apache;
-use wasmbridge_tests::{client, get, h2c_client, readable, run_wasmbridge, temp_dir};
+use wasmbridge_tests::{client, get, h2c_client, readable, temp_dir};
 
 fn is_root() -> bool {
     String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout)
@@ -429,13 +429,7 @@ async fn workers_serve_while_slow_clients_trickle_and_large_bodies_are_refused()
 
 #[tokio::test]
 async fn header_names_with_underscores_reach_no_cgi_variable_under_apache() {
-    let wrapped = temp_dir("apache-wrap-underscore").join("probe.wasm");
-    run_wasmbridge([
-        "wrap",
-        "-o",
-        wrapped.to_str().unwrap(),
-        &wasmbridge_tests::guest_p1("cgi-probe"),
-    ]);
+    let wrapped = wasmbridge_tests::wrapped_p1("cgi-probe", &[]);
     readable(wrapped.parent().unwrap());
     let apache = Apache::start(
         "event",

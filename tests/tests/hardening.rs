@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use wasmbridge_tests::{
     Server, client, guest, guest_p1, h2c_client, interpreter_dist, post_multipart, run_wasmbridge,
-    start_error, temp_dir,
+    start_error, temp_dir, wrapped_p1,
 };
 
 fn vars(text: &str) -> HashMap<String, String> {
@@ -188,13 +188,7 @@ async fn a_cgi_content_length_that_lies_is_dropped() {
     let server = Server::start(&[&guest_p1("cgi-probe")]);
     check_length_lie(&server.url("")).await;
 
-    let wrapped = temp_dir("wrap-lie").join("probe.wasm");
-    run_wasmbridge([
-        "wrap",
-        "-o",
-        wrapped.to_str().unwrap(),
-        &guest_p1("cgi-probe"),
-    ]);
+    let wrapped = wrapped_p1("cgi-probe", &[]);
     let server = Server::start(&[wrapped.to_str().unwrap()]);
     check_length_lie(&server.url("")).await;
 }
@@ -706,13 +700,7 @@ async fn header_names_with_underscores_never_become_cgi_variables() {
     let server = Server::start(&["-H", "X-Remote-User: admin", &guest_p1("cgi-probe")]);
     check_underscore_headers(&server.url("")).await;
 
-    let wrapped = temp_dir("wrap-underscore").join("probe.wasm");
-    run_wasmbridge([
-        "wrap",
-        "-o",
-        wrapped.to_str().unwrap(),
-        &guest_p1("cgi-probe"),
-    ]);
+    let wrapped = wrapped_p1("cgi-probe", &[]);
     let server = Server::start(&["-H", "X-Remote-User: admin", wrapped.to_str().unwrap()]);
     check_underscore_headers(&server.url("")).await;
 }
@@ -812,13 +800,7 @@ async fn a_60_kb_header_is_431_not_a_trap() {
         200
     );
 
-    let wrapped = temp_dir("wrap-big").join("probe.wasm");
-    run_wasmbridge([
-        "wrap",
-        "-o",
-        wrapped.to_str().unwrap(),
-        &guest_p1("cgi-probe"),
-    ]);
+    let wrapped = wrapped_p1("cgi-probe", &[]);
     let server = Server::start(&[wrapped.to_str().unwrap()]);
     let response = client()
         .get(server.url("/env"))
@@ -884,13 +866,7 @@ async fn check_cgi_edges(base: &str, h2: bool) {
 async fn cgi_statuses_outside_200_to_599_and_upgrade_are_not_passed_on() {
     let server = Server::start(&[&guest_p1("cgi-probe")]);
     check_cgi_edges(&server.url(""), true).await;
-    let wrapped = temp_dir("wrap-edges").join("probe.wasm");
-    run_wasmbridge([
-        "wrap",
-        "-o",
-        wrapped.to_str().unwrap(),
-        &guest_p1("cgi-probe"),
-    ]);
+    let wrapped = wrapped_p1("cgi-probe", &[]);
     let server = Server::start(&[wrapped.to_str().unwrap()]);
     check_cgi_edges(&server.url(""), true).await;
 }
