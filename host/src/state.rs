@@ -39,20 +39,35 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     pub(crate) fn new(wasi: &mut WasiCtxBuilder, sandbox: &Sandbox) -> wasmtime::Result<Scratch> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let root = std::env::temp_dir().join(format!("wasmbridge-{}", std::process::id()));
-        let host = root.join(NEXT.fetch_add(1, Ordering::Relaxed).to_string());
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&host)
-            .with_context(|| format!("cannot create {}", host.display()))?;
+        let host = Self::create_dir()?;
         let scratch = Scratch { host };
         wasi.preopened_dir(&scratch.host, SCRATCH_DIR, FsPerms::ReadWrite)?;
         if !sandbox.env.iter().any(|(name, _)| name == "TMPDIR") {
             wasi.env("TMPDIR", SCRATCH_DIR);
         }
         Ok(scratch)
+    }
+
+    /// A new directory directly under the system's temporary directory. `mkdir` fails on any
+    /// name that exists (a leftover of a process that had this pid, a symlink someone planted),
+    /// so a directory we get is ours; on such a name we try the next one.
+    fn create_dir() -> wasmtime::Result<PathBuf> {
+        use std::hash::{BuildHasher as _, RandomState};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = std::env::temp_dir();
+        let salt = RandomState::new().hash_one(std::process::id()) as u32;
+        let mut tries = 0;
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let host = tmp.join(format!("wasmbridge-{}-{salt:08x}-{n}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&host) {
+                Ok(()) => return Ok(host),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", host.display()));
+                }
+            }
+        }
     }
 }
 
