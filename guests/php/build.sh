@@ -11,7 +11,7 @@ WORK=${PHP_BUILD_DIR:-$HOME/.cache/wasmbridge-php}
 DIST=$HERE/dist
 ZIGLANG_VERSION=0.17.1
 
-recipe=$(cat "$0" "$HERE"/../debian.sh "$HERE"/src/* | sha256sum | cut -d' ' -f1)
+recipe=$(find "$HERE/src" -type f | sort | xargs cat "$0" "$HERE"/../debian.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$DIST/php-cgi.wasm" ] && [ "$(cat "$DIST/recipe.sha256" 2>/dev/null)" = "$recipe" ]; then
     exit 0
 fi
@@ -25,7 +25,7 @@ fi
 source "$HERE/../debian.sh"
 
 # Tools and sources, from Debian and PyPI. tclsh generates SQLite's amalgamation.
-need_debian_packages python3-venv tcl make patch pkg-config
+need_debian_packages python3-venv tcl make patch pkg-config autoconf automake libtool cmake perl
 mkdir -p "$WORK"
 cd "$WORK"
 if [ ! -x venv/bin/python ] || ! venv/bin/python -m ziglang version 2>/dev/null | grep -qx "$ZIGLANG_VERSION"; then
@@ -65,28 +65,122 @@ if [ "$(cat "$sqlite/flags" 2>/dev/null)" != "$sqlite_flags" ]; then
     echo "$sqlite_flags" >"$sqlite/flags"
 fi
 
-# PHP: a fresh copy of the source with our patches, configured for WASI.
+# Libraries the extensions need, from Debian's sources, as static libraries under lib/NAME.
+# Each is rebuilt only when its recipe (the function below, its source, the compiler) changes.
+build_triplet=$(sh "$php_src/build/config.guess")
+cross=(--host=wasm32-unknown-wasi --build="$build_triplet" --disable-shared --enable-static
+    CC="$CC" AR="$WORK/bin/zar" RANLIB="$WORK/bin/zranlib" CFLAGS=-O2)
+lib=$WORK/lib
+compat="-I$HERE/src/include -include $HERE/src/wasi_compat.h"
+lib_zlib() { CC="$CC" AR="$WORK/bin/zar" RANLIB="$WORK/bin/zranlib" CFLAGS=-O2 ./configure --static --prefix="$1" && make -j"$(nproc)" libz.a && make install; }
+lib_onig() { autoreconf -fi && ./configure "${cross[@]}" --prefix="$1" && make -j"$(nproc)" && make install; }
+lib_sodium() {
+    autoreconf -fi
+    ./configure "${cross[@]}" --prefix="$1" --disable-ssp --disable-pie --without-pthreads
+    make -j"$(nproc)" && make install
+}
+lib_xml2() {
+    autoreconf -fi
+    ./configure "${cross[@]}" --prefix="$1" --without-python --without-threads --without-thread-alloc \
+        --without-http --without-ftp --without-lzma --without-modules --with-zlib="$lib/zlib"
+    # Only the library: xmllint and the tests want processes. (wasi_compat.h: dup)
+    make -j"$(nproc)" libxml2.la CFLAGS="-O2 -include $HERE/src/wasi_compat.h"
+    make install-libLTLIBRARIES install-data
+}
+lib_openssl() {
+    patch -s -p1 <"$HERE/src/libs/openssl.patch"
+    # No threads, engines, DSOs or async jobs in WASI; sockets stay (PHP hands SSL a socket).
+    # Certificates and openssl.cnf are looked for where Debian keeps them, /etc/ssl, which a
+    # guest sees when it is granted (--dir /etc/ssl::/etc/ssl::ro).
+    ./Configure linux-generic32 no-asm no-threads no-shared no-dso no-engine no-afalgeng \
+        no-async no-secure-memory no-ui-console no-tests --prefix="$1" --libdir=lib \
+        --openssldir=/etc/ssl \
+        CC="$CC" AR="$WORK/bin/zar" RANLIB="$WORK/bin/zranlib" CFLAGS="-O2 -DNO_SYSLOG $compat"
+    # The libraries only (make's own install wants the command-line tool, which wants processes).
+    # (PHP's configure is given the flags: OpenSSL's .pc files depend on everything.)
+    make -j"$(nproc)" build_generated && make -j"$(nproc)" libcrypto.a libssl.a
+    mkdir -p "$1/include/openssl" "$1/lib"
+    cp include/openssl/*.h "$1/include/openssl/" && cp libcrypto.a libssl.a "$1/lib/"
+}
+lib_png() {
+    ./configure "${cross[@]}" --prefix="$1" CPPFLAGS="-I$lib/zlib/include" LDFLAGS="-L$lib/zlib/lib"
+    make -j"$(nproc)" libpng16.la && make install-libLTLIBRARIES install-pkgincludeHEADERS \
+        install-nodist_pkgincludeHEADERS install-pkgconfigDATA install-binSCRIPTS install-exec-hook \
+        install-data-hook
+}
+lib_jpeg() {
+    cmake -S . -B out -DCMAKE_SYSTEM_NAME=Generic -DCMAKE_SYSTEM_PROCESSOR=wasm32 \
+        -DCMAKE_C_COMPILER="$CC" -DCMAKE_AR="$WORK/bin/zar" -DCMAKE_RANLIB="$WORK/bin/zranlib" \
+        -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$1" -DCMAKE_INSTALL_LIBDIR=lib \
+        -DENABLE_SHARED=0 -DWITH_SIMD=0 -DWITH_TURBOJPEG=0
+    cmake --build out -j"$(nproc)" --target jpeg-static
+    mkdir -p "$1/include" "$1/lib/pkgconfig"
+    cp out/libjpeg.a "$1/lib/" && cp jpeglib.h jerror.h jmorecfg.h out/jconfig.h "$1/include/"
+    sed 's|^libdir=.*|libdir=${exec_prefix}/lib|' out/pkgscripts/libjpeg.pc >"$1/lib/pkgconfig/libjpeg.pc"
+}
+lib_webp() {
+    ./configure "${cross[@]}" --prefix="$1" --disable-threading --disable-gl --disable-sdl \
+        --disable-png --disable-jpeg --disable-tiff --disable-gif --disable-wic
+    make -j"$(nproc)" -C sharpyuv && make -j"$(nproc)" -C src && make -C sharpyuv install && make -C src install
+}
+lib_freetype() {
+    # Our zlib: without one, freetype compiles its own copy, whose symbols clash with it.
+    ./configure "${cross[@]}" --prefix="$1" --with-zlib --without-bzip2 --without-png \
+        --without-harfbuzz --without-brotli ZLIB_CFLAGS="-I$lib/zlib/include" ZLIB_LIBS="-L$lib/zlib/lib -lz"
+    make -j"$(nproc)" && make install
+}
+build_lib() { # NAME SOURCE
+    local name=$1 src=$2 recipe dir=$WORK/lib-build/$1
+    recipe=$(printf '%s\n' "$(declare -f "lib_$name")" "$src" "$(cat "$WORK/bin/zcc")" \
+        "$(cat "$HERE/src/libs/$name.patch" 2>/dev/null)" | sha256sum | cut -c1-16)
+    [ "$(cat "$lib/$name/recipe" 2>/dev/null)" = "$recipe" ] && return 0
+    echo "building $name for WASI ($(basename "$src"))" >&2
+    rm -rf "${lib:?}/$name" "$dir" && mkdir -p "$WORK/lib-build" && cp -a "$src" "$dir"
+    (cd "$dir" && "lib_$name" "$lib/$name") >"$dir.log" 2>&1 || { tail -40 "$dir.log" >&2; exit 1; }
+    echo "$recipe" >"$lib/$name/recipe"
+}
+build_lib zlib "$(debian_source zlib)"
+build_lib onig "$(debian_source libonig)"
+build_lib sodium "$(debian_source libsodium)"
+build_lib xml2 "$(debian_source libxml2)"
+build_lib openssl "$(debian_source openssl)"
+build_lib png "$(debian_source libpng1.6)"
+build_lib jpeg "$(debian_source libjpeg-turbo)"
+build_lib webp "$(debian_source libwebp)"
+build_lib freetype "$(debian_source freetype)"
+pkg_config_dirs=$(find "$lib" -mindepth 3 -maxdepth 3 -path '*/lib/pkgconfig' | paste -sd:)
+
+# PHP: a fresh copy of the source with our patches, configured for WASI. wasi_compat.h is
+# forced into every file at `make`, not at configure: there it would turn autoconf's probes for
+# functions wasi-libc has (gettimeofday, getrusage…) into conflicting declarations.
 build=$WORK/build
 rm -rf "$build"
 cp -a "$php_src" "$build"
 cd "$build"
 for patch in "$HERE"/src/*.patch; do patch -s -p1 <"$patch"; done
-"$CC" -O2 -c "$HERE/src/wasi_stubs.c" -o stubs.o -I"$sqlite"
+# shellcheck disable=SC2086
+"$CC" -O2 -c "$HERE/src/wasi_stubs.c" -o stubs.o -I"$sqlite" $compat
 "$CC" -c "$HERE/src/c_longjmp.s" -o c_longjmp.o
-./configure -q --host=wasm32-unknown-wasi --build="$(sh build/config.guess)" \
+# (fnmatch: configure assumes it is broken when it cannot run a test program.)
+PKG_CONFIG_LIBDIR=$pkg_config_dirs PKG_CONFIG_PATH= ac_cv_func_fnmatch_works=yes \
+./configure -q --host=wasm32-unknown-wasi --build="$build_triplet" \
     --prefix=/usr/local --with-config-file-path=/usr/local/etc/php \
     --enable-cgi --disable-cli --disable-phpdbg --disable-all \
     --without-pcre-jit --disable-fiber-asm --disable-opcache --disable-zend-signals \
-    --without-valgrind --without-iconv --without-libxml --without-pear --disable-phar \
+    --without-valgrind --without-pear \
     --enable-ctype --enable-tokenizer --enable-filter --enable-session --enable-mbstring \
-    --disable-mbregex --enable-bcmath --enable-fileinfo --enable-pdo --with-sqlite3 \
-    --with-pdo-sqlite \
-    CC="$CC" AR="$WORK/bin/zar" RANLIB="$WORK/bin/zranlib" \
-    CFLAGS="-O2 -include $HERE/src/wasi_compat.h" \
+    --enable-mbregex --enable-bcmath --enable-fileinfo --enable-pdo --with-sqlite3 \
+    --with-pdo-sqlite --with-zlib --with-libxml --enable-xml --enable-dom --enable-simplexml \
+    --enable-xmlreader --enable-xmlwriter --with-iconv --with-sodium --enable-exif \
+    --enable-calendar --enable-phar --enable-posix --with-mhash --with-openssl \
+    --enable-gd --with-jpeg --with-webp --with-freetype \
+    CC="$CC" AR="$WORK/bin/zar" RANLIB="$WORK/bin/zranlib" CFLAGS="-O2" \
+    OPENSSL_CFLAGS="-I$lib/openssl/include" OPENSSL_LIBS="-L$lib/openssl/lib -lssl -lcrypto" \
     SQLITE_CFLAGS="-I$sqlite" SQLITE_LIBS="-lm" \
     LIBS="$build/stubs.o $build/c_longjmp.o $sqlite/sqlite3.o -lwasi-emulated-signal -lwasi-emulated-getpid -lwasi-emulated-process-clocks -lwasi-emulated-mman" \
     >configure.log 2>&1 || { tail -40 configure.log >&2; exit 1; }
-make -j"$(nproc)" -s sapi/cgi/php-cgi >make.log 2>&1 || { grep -B2 -A8 -m5 "error" make.log >&2; exit 1; }
+# (zig keeps DWARF by default: 23 MB of it.)
+make -j"$(nproc)" -s sapi/cgi/php-cgi EXTRA_CFLAGS="$compat" LDFLAGS="-Wl,--strip-debug" >make.log 2>&1 || { grep -A8 -m5 "error:" make.log >&2; exit 1; }
 
 # A snapshot taken by `wasmbridge wizer` ($WASMBRIDGE_BIN) once PHP has started (php.ini read,
 # every extension's startup done; src/snapshot.patch): each request begins there.

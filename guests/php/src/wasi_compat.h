@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <netinet/in.h>
 
 /* Temporary files: wasi-libc names no default directory. wasmbridge gives each instance its
  * own in TMPDIR, which PHP reads first; without one, /tmp as elsewhere. */
@@ -35,6 +36,12 @@ struct wasmbridge_sockaddr_un { sa_family_t sun_family; char sun_path[108]; };
 #endif
 #ifndef POLLPRI
 #define POLLPRI 0x0002
+#endif
+#ifndef SO_REUSEADDR
+#define SO_REUSEADDR 2
+#endif
+#ifndef SO_KEEPALIVE
+#define SO_KEEPALIVE 9
 #endif
 #ifndef SO_ERROR
 #define SO_ERROR 4
@@ -62,6 +69,50 @@ int fchown(int fd, uid_t owner, gid_t group);
 int lchown(const char *path, uid_t owner, gid_t group);
 mode_t umask(mode_t mask);
 int dup(int fd);
+int gethostname(char *name, size_t len);
+int pipe(int fds[2]);
+int dup2(int fd, int to);
+int execl(const char *path, const char *arg, ...);
+int execle(const char *path, const char *arg, ...);
+int execvp(const char *file, char *const argv[]);
+int socketpair(int domain, int type, int protocol, int fds[2]);
+pid_t getppid(void);
+int setuid(uid_t uid);
+int setgid(gid_t gid);
+int setpgid(pid_t pid, pid_t pgid);
+char *ttyname(int fd);
+char *ctermid(char *s);
+char *getlogin(void);
+pid_t getpgid(pid_t pid);
+pid_t getsid(pid_t pid);
+int seteuid(uid_t uid);
+int setegid(gid_t gid);
+int initgroups(const char *user, gid_t group);
+int mkfifo(const char *path, mode_t mode);
+int mknod(const char *path, mode_t mode, dev_t dev);
+int nice(int inc);
+int chroot(const char *path);
+int getloadavg(double loads[], int n);
+key_t ftok(const char *path, int id);
+
+/* musl's iconv refuses names with glibc's //TRANSLIT or //IGNORE suffixes; without them it
+ * converts the same and writes '*' for what the target charset cannot hold. */
+#include <iconv.h>
+#define iconv_open wasmbridge_iconv_open
+iconv_t wasmbridge_iconv_open(const char *to, const char *from);
+
+/* wasi-libc has no tmpfile: ours is an unlinked file in TMPDIR (gd writes BMPs through it). */
+FILE *tmpfile(void);
+
+/* wasi-libc leaves out inet_ntoa (not reentrant); OpenSSL's address printing uses it. */
+char *inet_ntoa(struct in_addr in);
+
+/* Network interfaces: none to list (src/include/ifaddrs.h). */
+#define HAVE_GETIFADDRS 1
+
+/* configure takes fnmatch for missing when it cross-compiles for anything but Linux; wasi-libc's
+ * (musl's) works. */
+#define HAVE_FNMATCH 1
 int getdtablesize(void);
 uid_t getuid(void);
 uid_t geteuid(void);
@@ -114,6 +165,22 @@ typedef struct __ucontext ucontext_t;
 #define F_UNLCK 2
 #define F_SETLK 6
 #define F_SETLKW 7
+#endif
+
+/* Resource limits: none to read or set (the host's are the real ones); getrlimit fails. */
+#ifndef RLIM_INFINITY
+typedef unsigned long long rlim_t;
+struct rlimit { rlim_t rlim_cur; rlim_t rlim_max; };
+#define RLIM_INFINITY (~0ULL)
+#define RLIMIT_CPU 0
+#define RLIMIT_FSIZE 1
+#define RLIMIT_DATA 2
+#define RLIMIT_STACK 3
+#define RLIMIT_CORE 4
+#define RLIMIT_NOFILE 7
+#define RLIMIT_AS 9
+int getrlimit(int resource, struct rlimit *limit);
+int setrlimit(int resource, const struct rlimit *limit);
 #endif
 
 /* getrusage: only the times, which the emulated process clocks give. */
