@@ -60,6 +60,15 @@ build_apache() {
     "$ROOT/apache-bridge/build.sh" >/dev/null
 }
 
+# What the tests compare with or read: Debian's own php-cgi and the extension packages of what
+# php-cgi.wasm builds, and a font for gd's text.
+install_test_packages() {
+    # shellcheck source=../guests/debian.sh
+    source "$ROOT/guests/debian.sh"
+    need_debian_packages php8.2-cgi php8.2-bcmath php8.2-gd php8.2-mbstring php8.2-sqlite3 \
+        php8.2-xml fonts-dejavu-core
+}
+
 build_python() {
     say "building CPython for WASI (guests/python; skipped when dist/ matches the recipe)"
     "$ROOT/guests/python/build.sh"

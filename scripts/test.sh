@@ -11,6 +11,7 @@ build_guests
 build_python
 build_php
 install_template_tools
+install_test_packages
 say "running the tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

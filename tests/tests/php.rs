@@ -313,7 +313,14 @@ async fn what_wasi_cannot_do_fails_with_a_message() {
             page.contains("warning: exec(): Unable to fork [ls]\nfalse\n"),
             "{page}"
         );
-        assert!(page.contains("proc_open: not compiled in\n"), "{page}");
+        assert!(
+            page.contains("proc_open: warning: proc_open(): Unable to create pipe Function not implemented\nfalse\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("popen: warning: popen(ls,r): Function not implemented\nfalse\n"),
+            "{page}"
+        );
         assert!(page.contains("fsockopen: false"), "{page}");
     }
 }

@@ -1,0 +1,186 @@
+//! php-cgi.wasm against Debian's native php-cgi 8.2, which the test runs itself on the same
+//! scripts (guests/fixtures/php-extensions): every function of every extension built is there,
+//! but for the exceptions guests/php/README.md lists, and the extensions compute what the
+//! native ones compute.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use wasmbridge_tests::{Server, get, interpreter_dist, temp_dir};
+
+/// The extensions the PHP guest is built with (guests/php/README.md).
+const EXTENSIONS: &[&str] = &[
+    "bcmath",
+    "calendar",
+    "ctype",
+    "date",
+    "dom",
+    "exif",
+    "fileinfo",
+    "filter",
+    "gd",
+    "hash",
+    "iconv",
+    "json",
+    "libxml",
+    "mbstring",
+    "openssl",
+    "pcre",
+    "pdo",
+    "pdo_sqlite",
+    "phar",
+    "posix",
+    "random",
+    "reflection",
+    "session",
+    "simplexml",
+    "sodium",
+    "spl",
+    "sqlite3",
+    "standard",
+    "tokenizer",
+    "xml",
+    "xmlreader",
+    "xmlwriter",
+    "zlib",
+];
+
+/// What Debian's php8.2 defines and php-cgi.wasm does not, each for the reason the README gives.
+const EXCEPTIONS: &[&str] = &[
+    // libsodium offers AES-256-GCM only on CPUs with AES-NI: never in WebAssembly.
+    "sodium sodium_crypto_aead_aes256gcm_decrypt",
+    "sodium sodium_crypto_aead_aes256gcm_encrypt",
+    "sodium sodium_crypto_aead_aes256gcm_keygen",
+    // No libavif (and its AV1 codecs) or libXpm (X11) in the build.
+    "gd imageavif",
+    "gd imagecreatefromavif",
+    "gd imagecreatefromxpm",
+];
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../guests/fixtures/php-extensions")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Where DejaVu Sans is (Debian's fonts-dejavu-core), for gd's FreeType text.
+const FONTS: &str = "/usr/share/fonts/truetype/dejavu";
+
+/// Debian's php-cgi running `script` as a CGI request, as Apache's mod_cgi would.
+fn native(script: &str) -> String {
+    let php = std::env::var_os("WASMBRIDGE_NATIVE_PHP_CGI").unwrap_or("php-cgi8.2".into());
+    let output = Command::new(&php)
+        .env("REDIRECT_STATUS", "200")
+        .env("REQUEST_METHOD", "GET")
+        .env("SCRIPT_FILENAME", fixtures().join(script))
+        .env("FONTS", FONTS)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}; the test command installs Debian's php8.2-cgi",
+                php.to_string_lossy()
+            )
+        });
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{}: {stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The CGI response's body.
+    let body = [stdout.find("\r\n\r\n").map(|i| i + 4), stdout.find("\n\n").map(|i| i + 2)]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| panic!("no CGI head in {stdout}"));
+    stdout[body..].to_string()
+}
+
+fn start(mode: &[&str]) -> Server {
+    let php = interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm");
+    let tmp = temp_dir("php-extensions-tmp");
+    let mut args = vec![
+        "--dir".to_string(),
+        format!("{}::/www::ro", fixtures().display()),
+        "--dir".into(),
+        format!("{}::/tmp", tmp.display()),
+        "--dir".into(),
+        format!("{FONTS}::/fonts::ro"),
+        "--env".into(),
+        "FONTS=/fonts".into(),
+        "--cgi-docroot".into(),
+        "/www".into(),
+    ];
+    args.extend(mode.iter().map(|s| s.to_string()));
+    args.push(php.display().to_string());
+    Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// `extension function` lines, for the extensions in `only`.
+fn functions(listing: &str, only: &BTreeSet<&str>) -> BTreeSet<String> {
+    listing
+        .lines()
+        .filter(|line| only.contains(line.split(' ').next().unwrap()))
+        .map(str::to_string)
+        .collect()
+}
+
+fn extensions(listing: &str) -> BTreeSet<&str> {
+    listing
+        .lines()
+        .filter_map(|line| line.strip_suffix(" -"))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_function_of_debians_php_is_defined_but_the_documented_exceptions() {
+    let native_listing = native("functions.php");
+    let server = start(&[]);
+    let (status, wasm_listing) = get(server.url("/functions.php")).await;
+    assert_eq!(status, 200, "{}", server.log());
+
+    let built = extensions(&wasm_listing);
+    let expected: BTreeSet<&str> = EXTENSIONS.iter().copied().collect();
+    let missing: Vec<_> = expected.difference(&built).collect();
+    assert!(missing.is_empty(), "extensions not built: {missing:?}");
+    let native_extensions = extensions(&native_listing);
+    let not_native: Vec<_> = built.difference(&native_extensions).collect();
+    assert!(
+        not_native.is_empty(),
+        "Debian's php-cgi lacks {not_native:?} to compare with: the test command installs its extension packages"
+    );
+
+    let native_functions = functions(&native_listing, &built);
+    let wasm_functions = functions(&wasm_listing, &built);
+    let undefined: BTreeSet<&str> = native_functions
+        .difference(&wasm_functions)
+        .map(String::as_str)
+        .collect();
+    let allowed: BTreeSet<&str> = EXCEPTIONS.iter().copied().collect();
+    let unexplained: Vec<_> = undefined.difference(&allowed).collect();
+    assert!(
+        unexplained.is_empty(),
+        "undefined in php-cgi.wasm, defined in Debian's php-cgi: {unexplained:?}"
+    );
+    // An exception that went away leaves the list (and the README).
+    let stale: Vec<_> = allowed.difference(&undefined).collect();
+    assert!(stale.is_empty(), "no longer missing, still excepted: {stale:?}");
+}
+
+#[tokio::test]
+async fn each_extension_computes_what_debians_computes() {
+    let expected = native("work.php");
+    assert!(expected.ends_with("done\n"), "{expected}");
+    for mode in [&[][..], &["--cgi-workers", "1"]] {
+        let server = start(mode);
+        // Twice: a worker's second request must not differ from its first.
+        for _ in 0..2 {
+            let (status, page) = get(server.url("/work.php")).await;
+            assert_eq!(status, 200, "{}", server.log());
+            assert_eq!(page, expected, "{mode:?}");
+        }
+    }
+}
