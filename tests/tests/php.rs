@@ -248,6 +248,48 @@ async fn a_fatal_error_is_a_500_with_the_message_in_the_log() {
     }
 }
 
+/// A missing include, a function that is not built (pcntl: no processes), an upload over
+/// `upload_max_filesize`: PHP's own error, nothing of it in the page, and the next request is
+/// served.
+#[tokio::test]
+async fn bad_scripts_and_uploads_get_phps_own_errors() {
+    for mode in MODES {
+        let server = start(mode);
+        for (script, message) in [
+            (
+                "/include.php",
+                "Failed opening required '/www/no/such/file.php'",
+            ),
+            ("/fork.php", "Call to undefined function pcntl_fork()"),
+        ] {
+            let (status, page) = get(server.url(script)).await;
+            assert_eq!(status, 500, "{script}: {}", server.log());
+            // What the script printed before is PHP's to send; the error is not in it.
+            assert!(!page.contains("/www") && !page.contains("pcntl"), "{page}");
+            assert!(
+                server.wait_for_log(message, std::time::Duration::from_secs(5)),
+                "{}",
+                server.log()
+            );
+        }
+        // 33 MB: over upload_max_filesize (32M), under post_max_size (40M).
+        let data = vec![b'x'; 33 << 20];
+        let (status, text) = wasmbridge_tests::post_multipart(
+            server.url("/upload.php"),
+            ("title", "big"),
+            ("file", "big.bin", &data),
+        )
+        .await;
+        assert_eq!(
+            (status, text.as_str()),
+            (400, "no upload (error 1)\n"),
+            "{}",
+            server.log()
+        );
+        assert_eq!(get(server.url("/")).await.0, 200);
+    }
+}
+
 #[tokio::test]
 async fn an_endless_loop_is_stopped_by_the_deadline() {
     for mode in MODES {
