@@ -69,6 +69,39 @@ install_test_packages() {
         php8.2-xml fonts-dejavu-core
 }
 
+# Real PHP applications from Debian's archive, test data for tests/tests/php_apps.rs: the
+# packages of each app and what it depends on, downloaded and unpacked once into one tree laid
+# out as Debian installs it, with absolute symlinks made relative so that the tree stands on
+# its own. Exported as WASMBRIDGE_PHP_APPS.
+PHP_APPS=(
+    dokuwiki libphp-simplepie php-geshi php-phpseclib php-random-compat libjs-jquery
+    libjs-jquery-cookie libjs-jquery-ui
+    phpliteadmin libjs-codemirror
+    php-slim php-pimple php-psr-http-message php-nikic-fast-route php-psr-container
+)
+fetch_php_apps() {
+    local cache=$HOME/.cache/wasmbridge-apps key root link target
+    key=$(printf '%s\n' "${PHP_APPS[@]}" | sha256sum | cut -c1-12)
+    root=$cache/root-$key
+    if [ ! -f "$root/.complete" ]; then
+        say "downloading PHP apps from Debian's archive (test data)"
+        rm -rf "$cache" && mkdir -p "$cache/debs" "$root"
+        (cd "$cache/debs" && { apt-get download -qq "${PHP_APPS[@]}" 2>/dev/null ||
+            { as_root apt-get update -qq && apt-get download -qq "${PHP_APPS[@]}"; }; })
+        for deb in "$cache"/debs/*.deb; do dpkg -x "$deb" "$root"; done
+        find "$root" -type l | while read -r link; do
+            target=$(readlink "$link")
+            case $target in
+            /*) ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$root$target")" "$link" ;;
+            esac
+        done
+        # Links to what a package's install script would have made (e.g. dokuwiki's .htaccess).
+        find "$root" -xtype l -delete
+        touch "$root/.complete"
+    fi
+    export WASMBRIDGE_PHP_APPS=$root
+}
+
 build_python() {
     say "building CPython for WASI (guests/python; skipped when dist/ matches the recipe)"
     "$ROOT/guests/python/build.sh"

@@ -12,6 +12,7 @@ build_python
 build_php
 install_template_tools
 install_test_packages
+fetch_php_apps
 say "running the tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -91,11 +91,14 @@ fn native(script: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     // The CGI response's body.
-    let body = [stdout.find("\r\n\r\n").map(|i| i + 4), stdout.find("\n\n").map(|i| i + 2)]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or_else(|| panic!("no CGI head in {stdout}"));
+    let body = [
+        stdout.find("\r\n\r\n").map(|i| i + 4),
+        stdout.find("\n\n").map(|i| i + 2),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or_else(|| panic!("no CGI head in {stdout}"));
     stdout[body..].to_string()
 }
 
@@ -167,7 +170,10 @@ async fn every_function_of_debians_php_is_defined_but_the_documented_exceptions(
     );
     // An exception that went away leaves the list (and the README).
     let stale: Vec<_> = allowed.difference(&undefined).collect();
-    assert!(stale.is_empty(), "no longer missing, still excepted: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "no longer missing, still excepted: {stale:?}"
+    );
 }
 
 #[tokio::test]

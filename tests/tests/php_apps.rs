@@ -1,0 +1,524 @@
+//! Real PHP applications from Debian's archive, unchanged, on php-cgi.wasm: DokuWiki,
+//! phpLiteAdmin and a Slim 3 app on Debian's php-slim. The test command unpacks the packages
+//! into one tree laid out as Debian installs them (`WASMBRIDGE_PHP_APPS`); each test copies what
+//! its app needs and grants it at the paths Debian uses, so the app finds its code, its
+//! configuration and its libraries where it expects them. Each app gets its own writable state
+//! and nothing else writable. Every app runs through `wasmbridge serve --cgi-docroot` and through
+//! Apache with mod_wasm, each with a fresh instance per request and with CGI workers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use wasmbridge_tests::apache::Apache;
+use wasmbridge_tests::{Server, interpreter_dist, readable, temp_dir};
+
+/// The unpacked packages.
+fn debian() -> PathBuf {
+    let root = std::env::var_os("WASMBRIDGE_PHP_APPS")
+        .map(PathBuf::from)
+        .expect("WASMBRIDGE_PHP_APPS is not set: run the README's test command");
+    assert!(root.is_dir(), "{} is missing", root.display());
+    root
+}
+
+/// A directory the app may write, as Apache's user may too.
+struct Grant {
+    guest: &'static str,
+    host: PathBuf,
+    writable: bool,
+}
+
+/// Copies `paths` (e.g. `usr/share/dokuwiki`) of the Debian tree into a new directory of the
+/// same layout, links resolved: a guest cannot follow a link out of a granted directory.
+fn install(name: &str, paths: &[&str]) -> PathBuf {
+    let dir = temp_dir(name);
+    for path in paths {
+        let to = dir.join(path);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        let status = Command::new("cp")
+            .arg("-rL")
+            .arg(debian().join(path))
+            .arg(&to)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cp -rL {path}");
+    }
+    readable(&dir);
+    dir
+}
+
+/// A new empty directory the app may write (Apache's children run as www-data).
+fn state(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    Command::new("chmod").arg("777").arg(&dir).status().unwrap();
+    readable(&dir);
+    dir
+}
+
+/// Makes a copied directory the app's writable state.
+fn writable(dir: &Path) {
+    Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(dir)
+        .status()
+        .unwrap();
+}
+
+/// One of the four ways an app is served.
+#[derive(Clone, Copy, Debug)]
+enum Front {
+    Serve { workers: bool },
+    Apache { workers: bool },
+}
+
+const FRONTS: [Front; 4] = [
+    Front::Serve { workers: false },
+    Front::Serve { workers: true },
+    Front::Apache { workers: false },
+    Front::Apache { workers: true },
+];
+
+enum Site {
+    Serve(Server),
+    Apache(Apache),
+}
+
+/// Where Apache serves the app: under a path of its own, as Debian's apache2 configs do.
+const APACHE_BASE: &str = "/app";
+
+impl Site {
+    /// Serves the app whose scripts are under `docroot` (a guest path, found in `grants`).
+    /// `fallback`: the front controller every URL that names no script goes to.
+    fn start(
+        front: Front,
+        grants: &[Grant],
+        docroot: &str,
+        fallback: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Site {
+        let php = interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm");
+        match front {
+            Front::Serve { workers } => {
+                let mut args = vec!["-W".to_string(), "timeout=20s".into()];
+                for grant in grants {
+                    let mode = if grant.writable { "" } else { "::ro" };
+                    args.push("--dir".into());
+                    args.push(format!("{}::{}{mode}", grant.host.display(), grant.guest));
+                }
+                for (name, value) in env {
+                    args.push("--env".into());
+                    args.push(format!("{name}={value}"));
+                }
+                args.extend(["--cgi-docroot".into(), docroot.into()]);
+                if let Some(fallback) = fallback {
+                    args.extend(["--cgi-fallback".into(), fallback.into()]);
+                }
+                if workers {
+                    args.extend(["--cgi-workers".into(), "2".into()]);
+                }
+                args.push(php.display().to_string());
+                Site::Serve(Server::start(
+                    &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                ))
+            }
+            Front::Apache { workers } => {
+                let host_docroot = host_path(grants, docroot);
+                let maps: String = grants
+                    .iter()
+                    .map(|grant| {
+                        let mode = if grant.writable { "" } else { " ro" };
+                        format!(
+                            "WasmMapDir {} {}{mode}\n",
+                            grant.guest,
+                            grant.host.display()
+                        )
+                    })
+                    .collect();
+                let envs: String = env
+                    .iter()
+                    .map(|(name, value)| format!("WasmEnv {name} {value}\n"))
+                    .collect();
+                let fallback = fallback
+                    .map(|script| format!("FallbackResource {APACHE_BASE}{script}\n"))
+                    .unwrap_or_default();
+                let workers = if workers { "WasmCGIWorkers 2\n" } else { "" };
+                let conf = format!(
+                    "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
+                     LoadModule dir_module /usr/lib/apache2/modules/mod_dir.so\n\
+                     LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so\n\
+                     TypesConfig /etc/mime.types\n\
+                     Alias {APACHE_BASE} {docroot}\n\
+                     <Directory {docroot}>\n\
+                     DirectoryIndex index.php doku.php phpliteadmin.php\n\
+                     {fallback}\
+                     <FilesMatch \"\\.php$\">\nSetHandler wasm-handler\n</FilesMatch>\n\
+                     WasmModule {php}\n\
+                     {maps}{envs}\
+                     WasmEnableCGI On\n\
+                     WasmMapCGIFileNames On\n\
+                     WasmTimeout 20\n\
+                     {workers}\
+                     </Directory>",
+                    docroot = host_docroot.display(),
+                    php = readable_php().display(),
+                );
+                Site::Apache(Apache::start("event", &conf))
+            }
+        }
+    }
+
+    /// The URL of `path` in the app.
+    fn url(&self, path: &str) -> String {
+        match self {
+            Site::Serve(server) => server.url(path),
+            Site::Apache(apache) => apache.url(&format!("{APACHE_BASE}{path}")),
+        }
+    }
+
+    /// What the app's base path is in its links.
+    fn base(&self) -> &'static str {
+        match self {
+            Site::Serve(_) => "",
+            Site::Apache(_) => APACHE_BASE,
+        }
+    }
+
+    fn log(&self) -> String {
+        match self {
+            Site::Serve(server) => server.log(),
+            Site::Apache(apache) => apache.error_log(),
+        }
+    }
+}
+
+/// The host directory behind guest path `guest`.
+fn host_path(grants: &[Grant], guest: &str) -> PathBuf {
+    grants
+        .iter()
+        .filter_map(|grant| {
+            let rest = guest.strip_prefix(grant.guest)?;
+            Some(grant.host.join(rest.trim_start_matches('/')))
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no grant holds {guest}"))
+}
+
+/// php-cgi.wasm where www-data can read it.
+fn readable_php() -> PathBuf {
+    wasmbridge_tests::apache::fixtures().join("php/php-cgi.wasm")
+}
+
+/// A client that keeps cookies (a login, a session) and follows redirects.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+async fn fetch(client: &reqwest::Client, url: String) -> (u16, String) {
+    let response = client.get(url).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn submit(client: &reqwest::Client, url: String, form: &[(&str, &str)]) -> (u16, String) {
+    let response = client.post(url).form(form).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// The `value` of the input named `name` in an HTML form.
+fn input_value(page: &str, name: &str) -> String {
+    for quote in ['"', '\''] {
+        let needle = format!("name={quote}{name}{quote} value={quote}");
+        if let Some(start) = page.find(&needle) {
+            let rest = &page[start + needle.len()..];
+            return rest[..rest.find(quote).unwrap()].to_string();
+        }
+    }
+    panic!("no input {name} in {page}");
+}
+
+#[tokio::test]
+async fn dokuwiki_creates_a_page_through_its_edit_form_reads_it_back_and_finds_it() {
+    let code = install(
+        "dokuwiki-code",
+        &[
+            "usr/share/dokuwiki",
+            "usr/share/php",
+            "usr/share/javascript",
+        ],
+    );
+    for front in FRONTS {
+        // The wiki's pages, index and caches (Debian's /var/lib/dokuwiki) and its
+        // configuration (/etc/dokuwiki, read-only) are the app's own, fresh for each front end.
+        let data = install("dokuwiki-data", &["var/lib/dokuwiki", "etc/dokuwiki"]);
+        writable(&data.join("var/lib/dokuwiki"));
+        let grants = [
+            Grant {
+                guest: "/usr/share",
+                host: code.join("usr/share"),
+                writable: false,
+            },
+            Grant {
+                guest: "/etc/dokuwiki",
+                host: data.join("etc/dokuwiki"),
+                writable: false,
+            },
+            Grant {
+                guest: "/var/lib/dokuwiki",
+                host: data.join("var/lib/dokuwiki"),
+                writable: true,
+            },
+            Grant {
+                guest: "/tmp",
+                host: state("dokuwiki-tmp"),
+                writable: true,
+            },
+        ];
+        let site = Site::start(front, &grants, "/usr/share/dokuwiki", None, &[]);
+        let client = browser();
+
+        let (status, page) = fetch(&client, site.url("/doku.php?id=start")).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(page.contains("This topic does not exist yet"), "{page}");
+
+        let (status, form) = fetch(&client, site.url("/doku.php?id=wasm_notes&do=edit")).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        let text = "===== Wasm notes =====\nServed by **wasmbridge**, with zanzibarite.";
+        let fields = [
+            ("id", "wasm_notes".to_string()),
+            ("sectok", input_value(&form, "sectok")),
+            ("rev", input_value(&form, "rev")),
+            ("date", input_value(&form, "date")),
+            ("prefix", input_value(&form, "prefix")),
+            ("suffix", input_value(&form, "suffix")),
+            ("changecheck", input_value(&form, "changecheck")),
+            ("target", input_value(&form, "target")),
+            ("summary", "first version".into()),
+            ("wikitext", text.into()),
+            ("do[save]", "1".into()),
+        ];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, page) = submit(&client, site.url("/doku.php"), &fields).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(page.contains("<strong>wasmbridge</strong>"), "{page}");
+
+        // Read back by a client of its own, and the page's file is where Debian keeps it.
+        let (status, page) = fetch(&browser(), site.url("/doku.php?id=wasm_notes")).await;
+        assert_eq!(status, 200);
+        assert!(page.contains(">Wasm notes</h2>"), "{page}");
+        assert!(page.contains("zanzibarite"), "{page}");
+        let stored = data.join("var/lib/dokuwiki/data/pages/wasm_notes.txt");
+        assert_eq!(std::fs::read_to_string(stored).unwrap(), text);
+
+        // The indexer runs (as a browser's page view triggers it), then full-text search finds it.
+        let (status, _) = fetch(&client, site.url("/lib/exe/taskrunner.php?id=wasm_notes")).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        let (status, page) = fetch(&client, site.url("/doku.php?do=search&q=zanzibarite")).await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains(&format!(
+                "href=\"{}/doku.php?id=wasm_notes&amp;s[]=zanzibarite\"",
+                site.base()
+            )),
+            "{front:?}: {page}"
+        );
+        assert!(page.contains("1 Hits"), "{page}");
+        // The stylesheet and scripts a browser loads come from PHP too.
+        let (status, css) = fetch(&client, site.url("/lib/exe/css.php")).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(css.len() > 10_000, "{css}");
+        let (status, js) = fetch(&client, site.url("/lib/exe/js.php")).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(js.contains("jQuery"), "{}", &js[..js.len().min(500)]);
+    }
+}
+
+#[tokio::test]
+async fn phpliteadmin_logs_in_creates_a_table_in_the_data_directory_and_lists_its_rows() {
+    let code = install("phpliteadmin-code", &["usr/share/phpliteadmin"]);
+    for front in FRONTS {
+        // Debian's /etc/phpliteadmin.config.php keeps databases in /var/lib/phpliteadmin.
+        let databases = state("phpliteadmin-data");
+        let grants = [
+            Grant {
+                guest: "/usr/share/phpliteadmin",
+                host: code.join("usr/share/phpliteadmin"),
+                writable: false,
+            },
+            Grant {
+                guest: "/var/lib/phpliteadmin",
+                host: databases.clone(),
+                writable: true,
+            },
+            Grant {
+                guest: "/tmp",
+                host: state("phpliteadmin-tmp"),
+                writable: true,
+            },
+        ];
+        let site = Site::start(front, &grants, "/usr/share/phpliteadmin", None, &[]);
+        let client = browser();
+        let admin = site.url("/phpliteadmin.php");
+
+        let (status, page) = fetch(&client, admin.clone()).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        let token = input_value(&page, "token");
+        let (status, page) = submit(
+            &client,
+            admin.clone(),
+            &[("token", &token), ("password", "wrong"), ("login", "true")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(page.contains("Incorrect password"), "{page}");
+        let (status, page) = submit(
+            &client,
+            admin.clone(),
+            &[("token", &token), ("password", "admin"), ("login", "true")],
+        )
+        .await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(
+            page.contains("could not find any valid SQLite databases"),
+            "{page}"
+        );
+
+        let (status, _) = submit(
+            &client,
+            admin.clone(),
+            &[("token", &token), ("new_dbname", "orchard")],
+        )
+        .await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(databases.join("orchard").is_file());
+
+        let database = "?database=%2Fvar%2Flib%2Fphpliteadmin%2Forchard";
+        let (status, page) = submit(
+            &client,
+            format!("{admin}{database}&view=sql"),
+            &[
+                ("token", &token),
+                ("delimiter", ";"),
+                ("query", "Go"),
+                (
+                    "queryval",
+                    "CREATE TABLE fruit (id INTEGER PRIMARY KEY, name TEXT);\n\
+                     INSERT INTO fruit (name) VALUES ('quince'), ('medlar');",
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(!page.contains("Error in query"), "{page}");
+
+        let (status, page) = fetch(
+            &client,
+            format!("{admin}{database}&table=fruit&action=row_view"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(page.contains("Total: 2"), "{page}");
+        assert!(page.contains("quince") && page.contains("medlar"), "{page}");
+        // Another client is not logged in.
+        let (_, page) = fetch(&browser(), format!("{admin}{database}")).await;
+        assert!(!page.contains("medlar"), "{page}");
+        assert!(page.contains("name='password'"), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn a_slim_app_on_debians_php_slim_routes_json_in_and_out() {
+    let code = install(
+        "slim-code",
+        &[
+            "usr/share/php/Slim",
+            "usr/share/php/Pimple",
+            "usr/share/php/FastRoute",
+            "usr/share/php/Psr",
+        ],
+    );
+    let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/php-slim");
+    let www = temp_dir("slim-www");
+    std::fs::copy(app.join("index.php"), www.join("index.php")).unwrap();
+    readable(&www);
+    for front in FRONTS {
+        let data = state("slim-data");
+        let grants = [
+            Grant {
+                guest: "/usr/share/php",
+                host: code.join("usr/share/php"),
+                writable: false,
+            },
+            Grant {
+                guest: "/www",
+                host: www.clone(),
+                writable: false,
+            },
+            Grant {
+                guest: "/data",
+                host: data.clone(),
+                writable: true,
+            },
+        ];
+        let site = Site::start(
+            front,
+            &grants,
+            "/www",
+            Some("/index.php"),
+            &[("DATA_DIR", "/data")],
+        );
+        let client = browser();
+        let json = |text: &str| text.to_string();
+
+        let (status, body) = fetch(&client, site.url("/hello/wasm")).await;
+        assert_eq!(
+            (status, body),
+            (200, json(r#"{"hello":"wasm"}"#)),
+            "{front:?}: {}",
+            site.log()
+        );
+
+        let response = client
+            .post(site.url("/notes"))
+            .header("content-type", "application/json")
+            .body(r#"{"text":"routes, JSON in and out"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201, "{front:?}: {}", site.log());
+        assert_eq!(response.headers()["location"], "/notes/1");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(
+            response.text().await.unwrap(),
+            r#"{"id":1,"text":"routes, JSON in and out"}"#
+        );
+        let (status, body) = fetch(&client, site.url("/notes/1")).await;
+        assert_eq!(
+            (status, body),
+            (200, json(r#"{"id":1,"text":"routes, JSON in and out"}"#))
+        );
+        let (status, body) = fetch(&client, site.url("/notes")).await;
+        assert_eq!(
+            (status, body),
+            (200, json(r#"[{"id":1,"text":"routes, JSON in and out"}]"#))
+        );
+        assert!(data.join("notes.json").is_file());
+
+        // Slim's own answers: a bad body, no such route, a method the route does not take.
+        let response = client
+            .post(site.url("/notes"))
+            .header("content-type", "application/json")
+            .body(r#"{"title":"no text"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 422);
+        let (status, _) = fetch(&client, site.url("/nowhere")).await;
+        assert_eq!(status, 404);
+        let response = client.delete(site.url("/notes")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 405);
+        assert_eq!(response.headers()["allow"], "GET, POST");
+    }
+}
