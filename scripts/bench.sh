@@ -6,7 +6,9 @@
 #   mod_wasm, against native `python3` run by Apache's mod_cgid;
 # - PHP page: php-cgi.wasm (a fresh instance per request, and CGI workers) through both,
 #   against native php-cgi under mod_cgid and PHP-FPM behind mod_proxy_fcgi;
-# - wrapped CGI apps (`wasmbridge wrap`) against the same programs in CGI mode.
+# - wrapped CGI apps (`wasmbridge wrap`) against the same programs in CGI mode;
+# - a DokuWiki page (Debian's dokuwiki, unchanged) through Apache + mod_wasm (fresh instances,
+#   workers) against the same wiki on PHP-FPM (OPcache on) behind mod_proxy_fcgi.
 # Apache is Debian's apache2 with mpm_event, from a generated config on loopback ports.
 # Writes the tables to BENCHMARKS.md. This is a benchmark, not a test: it asserts nothing.
 #
@@ -32,6 +34,7 @@ build_apache
 build_guests
 build_python
 build_php
+fetch_php_apps
 
 find_wasmtime() {
     if [ -n "${WASMTIME:-}" ]; then echo "$WASMTIME"; return; fi
@@ -127,7 +130,30 @@ printf 'Hello from WebAssembly!\n' >"$RESULTS_DIR/htdocs/hello.txt"
 # fixed, so that they can be mounted anywhere.
 "$WASMBRIDGE_BIN" wrap -o "$RESULTS_DIR/python/hello-wrapped.wasm" "$RESULTS_DIR/python/python.wasm" /app/hello.py
 "$WASMBRIDGE_BIN" wrap -o "$RESULTS_DIR/php/hello-wrapped.wasm" "$RESULTS_DIR/php/php-cgi.wasm" /www/hello.php
+# DokuWiki as Debian installs it, links resolved (guests/php/README.md), with one page of
+# headings, lists, a table and code; its state belongs to www-data, as Debian's does.
+DW=$RESULTS_DIR/dokuwiki
+mkdir -p "$DW/usr/share" "$DW/var/lib" "$DW/etc" "$DW/tmp"
+cp -rL "$WASMBRIDGE_PHP_APPS"/usr/share/{dokuwiki,php,javascript} "$DW/usr/share/"
+cp -rL "$WASMBRIDGE_PHP_APPS/var/lib/dokuwiki" "$DW/var/lib/"
+cp -rL "$WASMBRIDGE_PHP_APPS/etc/dokuwiki" "$DW/etc/"
+# Debian's PHP reads the system's time zones, which FPM in its chroot finds only here.
+cp -r /usr/share/zoneinfo "$DW/usr/share/"
+{
+    echo '====== A page to measure ======'
+    for i in 1 2 3 4 5; do
+        echo "===== Section $i ====="
+        echo "Some **bold**, //italic// and [[wiki:syntax|linked]] text in section $i, long enough to wrap."
+        echo "  * a list item"
+        echo "  * another, with ''monospace''"
+        echo "^ column ^ value ^"
+        echo "| row $i | $((i * 42)) |"
+        echo "<code php>echo 'code $i';</code>"
+    done
+} >"$DW/var/lib/dokuwiki/data/pages/bench.txt"
+chmod 1777 "$DW/tmp"
 chmod -R a+rX "$RESULTS_DIR"
+[ "$(id -u)" != 0 ] || chown -R www-data:www-data "$DW/var/lib/dokuwiki"
 
 # wasmbridge serve, and wasmtime serve when there is one.
 serve 18080 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18080 "$HELLO"
@@ -169,6 +195,22 @@ pm.start_servers = 2
 pm.min_spare_servers = 1
 pm.max_spare_servers = 3
 EOF
+# The same pool for DokuWiki, chrooted to its tree so that it finds /etc/dokuwiki and
+# /var/lib/dokuwiki where Debian's package looks (as the wasm guest is granted them).
+if [ "$(id -u)" = 0 ]; then
+    cat >>"$RESULTS_DIR/php-fpm.conf" <<EOF
+[dokuwiki]
+user = www-data
+group = www-data
+listen = 127.0.0.1:19001
+chroot = $DW
+pm = dynamic
+pm.max_children = 5
+pm.start_servers = 2
+pm.min_spare_servers = 1
+pm.max_spare_servers = 3
+EOF
+fi
 php-fpm8.2 -y "$RESULTS_DIR/php-fpm.conf" >"$RESULTS_DIR/php-fpm.out" 2>&1 &
 pids+=($!)
 
@@ -236,6 +278,32 @@ Alias /php-workers/ $RESULTS_DIR/php/www-workers/
     WasmMapCGIFileNames On
     WasmCGIWorkers $PHP_WORKERS
 </Directory>
+# DokuWiki: php-cgi.wasm granted the wiki's directories at Debian's paths (fresh instances,
+# then workers), and PHP-FPM in its chroot.
+Alias /dokuwiki/ $DW/usr/share/dokuwiki/
+Alias /dokuwiki-workers/ $DW/usr/share/dokuwiki/
+Alias /dokuwiki-fpm/ $DW/usr/share/dokuwiki/
+<Directory $DW/usr/share/dokuwiki>
+    WasmModule $RESULTS_DIR/php/php-cgi.wasm
+    WasmMapDir /usr/share $DW/usr/share ro
+    WasmMapDir /etc/dokuwiki $DW/etc/dokuwiki ro
+    WasmMapDir /var/lib/dokuwiki $DW/var/lib/dokuwiki
+    WasmMapDir /tmp $DW/tmp
+    WasmEnableCGI On
+    WasmMapCGIFileNames On
+    <If "%{REQUEST_URI} =~ m#^/dokuwiki-fpm/#">
+        SetHandler "proxy:fcgi://127.0.0.1:19001"
+        ProxyFCGISetEnvIf "reqenv('SCRIPT_FILENAME') =~ m#$DW(/usr/share/dokuwiki/.*)#" SCRIPT_FILENAME "\$1"
+        ProxyFCGISetEnvIf "true" DOCUMENT_ROOT "/usr/share/dokuwiki"
+    </If>
+    <ElseIf "%{REQUEST_URI} =~ m#^/dokuwiki-workers/#">
+        SetHandler wasm-handler
+        WasmCGIWorkers $PHP_WORKERS
+    </ElseIf>
+    <Else>
+        SetHandler wasm-handler
+    </Else>
+</Directory>
 <Location /hello>
     SetHandler wasm-handler
     WasmModule $HELLO
@@ -268,6 +336,10 @@ for path in /hello.txt /hello /python /cgi/hello.py /php/hello.php /php-workers/
     /cgi/hello.php /fpm/hello.php /python-wrapped /php-wrapped; do
     wait_for "$APACHE$path"
 done
+DOKUWIKI_ROWS=(dokuwiki-apache-wasm "$APACHE/dokuwiki/doku.php?id=bench"
+    dokuwiki-apache-workers "$APACHE/dokuwiki-workers/doku.php?id=bench")
+[ "$(id -u)" != 0 ] || DOKUWIKI_ROWS+=(dokuwiki-fpm "$APACHE/dokuwiki-fpm/doku.php?id=bench")
+for ((i = 1; i < ${#DOKUWIKI_ROWS[@]}; i += 2)); do wait_for "${DOKUWIKI_ROWS[i]}"; done
 
 say "hello: wasmbridge serve, wasmtime serve, Apache + mod_wasm, Apache static file"
 args=(wasmbridge http://127.0.0.1:18080/)
@@ -288,6 +360,9 @@ args=(php-wasmbridge http://127.0.0.1:18083/hello.php php-apache-wasm "$APACHE/p
     php-wrapped http://127.0.0.1:18085/ php-apache-wrapped "$APACHE/php-wrapped")
 [ -z "$WASMTIME" ] || args+=(php-wrapped-wasmtime http://127.0.0.1:18087/)
 rounds "$CGI_CONNECTIONS" "${args[@]}"
+
+say "DokuWiki page: Apache + mod_wasm (fresh instances, workers), Apache + PHP-FPM"
+rounds "$CGI_CONNECTIONS" "${DOKUWIKI_ROWS[@]}"
 
 # Averages per server.
 table=$(awk '
@@ -316,6 +391,9 @@ declare -A LABELS=(
     [php-wrapped]="wasmbridge serve, php-cgi.wasm hello.php wrapped (wasmbridge wrap)"
     [php-apache-wrapped]="Apache + mod_wasm, the same wrapped component"
     [php-wrapped-wasmtime]="wasmtime serve -S cli, the same wrapped component"
+    [dokuwiki-apache-wasm]="Apache + mod_wasm, php-cgi.wasm, a fresh instance per request"
+    [dokuwiki-apache-workers]="Apache + mod_wasm, WasmCGIWorkers $PHP_WORKERS"
+    [dokuwiki-fpm]="Apache + mod_proxy_fcgi, php-fpm8.2 (OPcache on)"
 )
 
 # row NAME BASE...: a table row with the throughput against each BASE ("–" when not measured).
@@ -382,5 +460,13 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
         row "$lang-apache-wrapped" "$lang-apache-wasm" "$lang-native"
         row "$lang-wrapped-wasmtime" "$lang-wasmbridge" "$lang-native"
     done
+    echo
+    echo "## A DokuWiki page (Debian's dokuwiki, \`doku.php?id=bench\`), $CGI_CONNECTIONS connections"
+    echo
+    echo "The same wiki and page (rendered once, then from DokuWiki's cache), unchanged: php-cgi.wasm (no OPcache yet) granted its directories at Debian's paths, against PHP-FPM chrooted to the same tree with Debian's php.ini (OPcache on)."
+    echo
+    echo "| server | requests/s | p50 (ms) | p99 (ms) | vs PHP-FPM |"
+    echo "|---|---:|---:|---:|---:|"
+    for name in dokuwiki-apache-wasm dokuwiki-apache-workers dokuwiki-fpm; do row "$name" dokuwiki-fpm; done
 } >"$ROOT/BENCHMARKS.md"
 cat "$ROOT/BENCHMARKS.md"
