@@ -158,6 +158,8 @@ rm -rf "$build"
 cp -a "$php_src" "$build"
 cd "$build"
 for patch in "$HERE"/src/*.patch; do patch -s -p1 <"$patch"; done
+# configure again from the patched config.m4 files (opcache.patch builds OPcache in).
+./buildconf --force >/dev/null 2>&1
 # shellcheck disable=SC2086
 "$CC" -O2 -c "$HERE/src/wasi_stubs.c" -o stubs.o -I"$sqlite" $compat
 "$CC" -c "$HERE/src/c_longjmp.s" -o c_longjmp.o
@@ -166,7 +168,8 @@ PKG_CONFIG_LIBDIR=$pkg_config_dirs PKG_CONFIG_PATH= ac_cv_func_fnmatch_works=yes
 ./configure -q --host=wasm32-unknown-wasi --build="$build_triplet" \
     --prefix=/usr/local --with-config-file-path=/usr/local/etc/php \
     --enable-cgi --disable-cli --disable-phpdbg --disable-all \
-    --without-pcre-jit --disable-fiber-asm --disable-opcache --disable-zend-signals \
+    --without-pcre-jit --disable-fiber-asm --disable-zend-signals \
+    --enable-opcache --disable-opcache-jit --disable-huge-code-pages \
     --without-valgrind --without-pear \
     --enable-ctype --enable-tokenizer --enable-filter --enable-session --enable-mbstring \
     --enable-mbregex --enable-bcmath --enable-fileinfo --enable-pdo --with-sqlite3 \
