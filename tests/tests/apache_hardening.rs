@@ -339,6 +339,13 @@ async fn the_deadline_runs_while_apache_reads_a_trickling_body() {
          WasmModule {fixtures}/php/php-cgi.wasm\n WasmMapDir /www {fixtures}/www/php ro\n \
          WasmEnableCGI On\n WasmMapCGIFileNames On\n WasmTimeout 2\n</Directory>\n",
     );
+    // Compiled (once per module, seconds on a busy machine) before the clock below starts.
+    assert_eq!(
+        wasmbridge_tests::get(apache.url("/php/hello.php")).await.0,
+        200,
+        "{}",
+        apache.error_log()
+    );
     let mut stream = TcpStream::connect(("127.0.0.1", apache.port)).unwrap();
     stream
         .write_all(b"POST /php/hello.php HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n")
