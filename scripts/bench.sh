@@ -392,7 +392,7 @@ declare -A LABELS=(
     [php-apache-wrapped]="Apache + mod_wasm, the same wrapped component"
     [php-wrapped-wasmtime]="wasmtime serve -S cli, the same wrapped component"
     [dokuwiki-apache-wasm]="Apache + mod_wasm, php-cgi.wasm, a fresh instance per request"
-    [dokuwiki-apache-workers]="Apache + mod_wasm, WasmCGIWorkers $PHP_WORKERS"
+    [dokuwiki-apache-workers]="Apache + mod_wasm, WasmCGIWorkers $PHP_WORKERS (OPcache on)"
     [dokuwiki-fpm]="Apache + mod_proxy_fcgi, php-fpm8.2 (OPcache on)"
 )
 
@@ -441,7 +441,7 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo
     echo "## PHP page (\`guests/fixtures/php/hello.php\`), $CGI_CONNECTIONS connections"
     echo
-    echo "php-cgi 8.2 for WASI as a wizer snapshot after startup (\`guests/php\`, no OPcache), a fresh instance per request or $PHP_WORKERS long-lived CGI workers (per Apache child) taking requests over FastCGI, against Debian's $(php-cgi8.2 -v | head -n 1 | cut -d' ' -f1-2) as a CGI program under mod_cgid and as PHP-FPM (Debian's pool defaults, OPcache on)."
+    echo "php-cgi 8.2 for WASI as a wizer snapshot after startup (\`guests/php\`), a fresh instance per request (OPcache off) or $PHP_WORKERS long-lived CGI workers (OPcache on) (per Apache child) taking requests over FastCGI, against Debian's $(php-cgi8.2 -v | head -n 1 | cut -d' ' -f1-2) as a CGI program under mod_cgid and as PHP-FPM (Debian's pool defaults, OPcache on)."
     echo
     echo "| server | requests/s | p50 (ms) | p99 (ms) | vs native php-cgi | vs PHP-FPM |"
     echo "|---|---:|---:|---:|---:|---:|"
@@ -463,7 +463,7 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo
     echo "## A DokuWiki page (Debian's dokuwiki, \`doku.php?id=bench\`), $CGI_CONNECTIONS connections"
     echo
-    echo "The same wiki and page (rendered once, then from DokuWiki's cache), unchanged: php-cgi.wasm (no OPcache yet) granted its directories at Debian's paths, against PHP-FPM chrooted to the same tree with Debian's php.ini (OPcache on)."
+    echo "The same wiki and page (rendered once, then from DokuWiki's cache), unchanged: php-cgi.wasm granted its directories at Debian's paths (a fresh instance per request, OPcache off; or workers, OPcache on), against PHP-FPM chrooted to the same tree with Debian's php.ini (OPcache on)."
     echo
     echo "| server | requests/s | p50 (ms) | p99 (ms) | vs PHP-FPM |"
     echo "|---|---:|---:|---:|---:|"
