@@ -163,8 +163,7 @@ for patch in "$HERE"/src/*.patch; do patch -s -p1 <"$patch"; done
 # shellcheck disable=SC2086
 "$CC" -O2 -c "$HERE/src/wasi_stubs.c" -o stubs.o -I"$sqlite" $compat
 "$CC" -c "$HERE/src/c_longjmp.s" -o c_longjmp.o
-# (fnmatch: configure assumes it is broken when it cannot run a test program.)
-PKG_CONFIG_LIBDIR=$pkg_config_dirs PKG_CONFIG_PATH= ac_cv_func_fnmatch_works=yes \
+PKG_CONFIG_LIBDIR=$pkg_config_dirs PKG_CONFIG_PATH= \
 ./configure -q --host=wasm32-unknown-wasi --build="$build_triplet" \
     --prefix=/usr/local --with-config-file-path=/usr/local/etc/php \
     --enable-cgi --disable-cli --disable-phpdbg --disable-all \

@@ -107,9 +107,6 @@ FILE *tmpfile(void);
 /* wasi-libc leaves out inet_ntoa (not reentrant); OpenSSL's address printing uses it. */
 char *inet_ntoa(struct in_addr in);
 
-/* Network interfaces: none to list (src/include/ifaddrs.h). */
-#define HAVE_GETIFADDRS 1
-
 /* configure takes fnmatch for missing when it cross-compiles for anything but Linux; wasi-libc's
  * (musl's) works. */
 #define HAVE_FNMATCH 1
