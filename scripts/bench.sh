@@ -181,6 +181,11 @@ fi
 
 # PHP-FPM as Debian configures its pool (dynamic, at most 5 children), with Debian's php.ini
 # (OPcache on).
+FPM_POOL='pm = dynamic
+pm.max_children = 5
+pm.start_servers = 2
+pm.min_spare_servers = 1
+pm.max_spare_servers = 3'
 cat >"$RESULTS_DIR/php-fpm.conf" <<EOF
 [global]
 pid = $RESULTS_DIR/php-fpm.pid
@@ -189,11 +194,7 @@ daemonize = no
 [www]
 $([ "$(id -u)" = 0 ] && printf 'user = www-data\ngroup = www-data\n')
 listen = 127.0.0.1:19000
-pm = dynamic
-pm.max_children = 5
-pm.start_servers = 2
-pm.min_spare_servers = 1
-pm.max_spare_servers = 3
+$FPM_POOL
 EOF
 # The same pool for DokuWiki, chrooted to its tree so that it finds /etc/dokuwiki and
 # /var/lib/dokuwiki where Debian's package looks (as the wasm guest is granted them).
@@ -204,11 +205,7 @@ user = www-data
 group = www-data
 listen = 127.0.0.1:19001
 chroot = $DW
-pm = dynamic
-pm.max_children = 5
-pm.start_servers = 2
-pm.min_spare_servers = 1
-pm.max_spare_servers = 3
+$FPM_POOL
 EOF
 fi
 php-fpm8.2 -y "$RESULTS_DIR/php-fpm.conf" >"$RESULTS_DIR/php-fpm.out" 2>&1 &
