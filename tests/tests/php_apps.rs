@@ -21,11 +21,29 @@ fn debian() -> PathBuf {
     root
 }
 
-/// A directory the app may write, as Apache's user may too.
+/// A host directory the app sees at `guest`, read-only or writable.
 struct Grant {
     guest: &'static str,
     host: PathBuf,
     writable: bool,
+}
+
+impl Grant {
+    fn ro(guest: &'static str, host: PathBuf) -> Grant {
+        Grant {
+            guest,
+            host,
+            writable: false,
+        }
+    }
+
+    fn rw(guest: &'static str, host: PathBuf) -> Grant {
+        Grant {
+            guest,
+            host,
+            writable: true,
+        }
+    }
 }
 
 /// Copies `paths` (e.g. `usr/share/dokuwiki`) of the Debian tree into a new directory of the
@@ -255,26 +273,10 @@ async fn dokuwiki_creates_a_page_through_its_edit_form_reads_it_back_and_finds_i
         let data = install("dokuwiki-data", &["var/lib/dokuwiki", "etc/dokuwiki"]);
         writable(&data.join("var/lib/dokuwiki"));
         let grants = [
-            Grant {
-                guest: "/usr/share",
-                host: code.join("usr/share"),
-                writable: false,
-            },
-            Grant {
-                guest: "/etc/dokuwiki",
-                host: data.join("etc/dokuwiki"),
-                writable: false,
-            },
-            Grant {
-                guest: "/var/lib/dokuwiki",
-                host: data.join("var/lib/dokuwiki"),
-                writable: true,
-            },
-            Grant {
-                guest: "/tmp",
-                host: state("dokuwiki-tmp"),
-                writable: true,
-            },
+            Grant::ro("/usr/share", code.join("usr/share")),
+            Grant::ro("/etc/dokuwiki", data.join("etc/dokuwiki")),
+            Grant::rw("/var/lib/dokuwiki", data.join("var/lib/dokuwiki")),
+            Grant::rw("/tmp", state("dokuwiki-tmp")),
         ];
         let site = Site::start(front, &grants, "/usr/share/dokuwiki", None, &[]);
         let client = browser();
@@ -342,21 +344,12 @@ async fn phpliteadmin_logs_in_creates_a_table_in_the_data_directory_and_lists_it
         // Debian's /etc/phpliteadmin.config.php keeps databases in /var/lib/phpliteadmin.
         let databases = state("phpliteadmin-data");
         let grants = [
-            Grant {
-                guest: "/usr/share/phpliteadmin",
-                host: code.join("usr/share/phpliteadmin"),
-                writable: false,
-            },
-            Grant {
-                guest: "/var/lib/phpliteadmin",
-                host: databases.clone(),
-                writable: true,
-            },
-            Grant {
-                guest: "/tmp",
-                host: state("phpliteadmin-tmp"),
-                writable: true,
-            },
+            Grant::ro(
+                "/usr/share/phpliteadmin",
+                code.join("usr/share/phpliteadmin"),
+            ),
+            Grant::rw("/var/lib/phpliteadmin", databases.clone()),
+            Grant::rw("/tmp", state("phpliteadmin-tmp")),
         ];
         let site = Site::start(front, &grants, "/usr/share/phpliteadmin", None, &[]);
         let client = browser();
@@ -446,21 +439,9 @@ async fn a_slim_app_on_debians_php_slim_routes_json_in_and_out() {
     for front in FRONTS {
         let data = state("slim-data");
         let grants = [
-            Grant {
-                guest: "/usr/share/php",
-                host: code.join("usr/share/php"),
-                writable: false,
-            },
-            Grant {
-                guest: "/www",
-                host: www.clone(),
-                writable: false,
-            },
-            Grant {
-                guest: "/data",
-                host: data.clone(),
-                writable: true,
-            },
+            Grant::ro("/usr/share/php", code.join("usr/share/php")),
+            Grant::ro("/www", www.clone()),
+            Grant::rw("/data", data.clone()),
         ];
         let site = Site::start(
             front,
@@ -470,12 +451,11 @@ async fn a_slim_app_on_debians_php_slim_routes_json_in_and_out() {
             &[("DATA_DIR", "/data")],
         );
         let client = browser();
-        let json = |text: &str| text.to_string();
 
         let (status, body) = fetch(&client, site.url("/hello/wasm")).await;
         assert_eq!(
             (status, body),
-            (200, json(r#"{"hello":"wasm"}"#)),
+            (200, r#"{"hello":"wasm"}"#.to_string()),
             "{front:?}: {}",
             site.log()
         );
@@ -497,12 +477,18 @@ async fn a_slim_app_on_debians_php_slim_routes_json_in_and_out() {
         let (status, body) = fetch(&client, site.url("/notes/1")).await;
         assert_eq!(
             (status, body),
-            (200, json(r#"{"id":1,"text":"routes, JSON in and out"}"#))
+            (
+                200,
+                r#"{"id":1,"text":"routes, JSON in and out"}"#.to_string()
+            )
         );
         let (status, body) = fetch(&client, site.url("/notes")).await;
         assert_eq!(
             (status, body),
-            (200, json(r#"[{"id":1,"text":"routes, JSON in and out"}]"#))
+            (
+                200,
+                r#"[{"id":1,"text":"routes, JSON in and out"}]"#.to_string()
+            )
         );
         assert!(data.join("notes.json").is_file());
 

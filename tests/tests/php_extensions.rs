@@ -4,7 +4,7 @@
 //! native ones compute.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wasmbridge_tests::{Server, get, interpreter_dist, temp_dir};
@@ -103,12 +103,13 @@ fn native(script: &str) -> String {
     stdout[body..].to_string()
 }
 
-fn start(mode: &[&str]) -> Server {
+/// php-cgi.wasm serving `docroot` at /www, with a writable /tmp and the fonts.
+fn start(docroot: &Path, mode: &[&str]) -> Server {
     let php = interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm");
     let tmp = temp_dir("php-extensions-tmp");
     let mut args = vec![
         "--dir".to_string(),
-        format!("{}::/www::ro", fixtures().display()),
+        format!("{}::/www::ro", docroot.display()),
         "--dir".into(),
         format!("{}::/tmp", tmp.display()),
         "--dir".into(),
@@ -143,7 +144,7 @@ fn extensions(listing: &str) -> BTreeSet<&str> {
 #[tokio::test]
 async fn every_function_of_debians_php_is_defined_but_the_documented_exceptions() {
     let native_listing = native("functions.php");
-    let server = start(&[]);
+    let server = start(&fixtures(), &[]);
     let (status, wasm_listing) = get(server.url("/functions.php")).await;
     assert_eq!(status, 200, "{}", server.log());
 
@@ -183,7 +184,7 @@ async fn each_extension_computes_what_debians_computes() {
     let expected = native("work.php");
     assert!(expected.ends_with("done\n"), "{expected}");
     for mode in [&[][..], &["--cgi-workers", "1"]] {
-        let server = start(mode);
+        let server = start(&fixtures(), mode);
         // Twice: a worker's second request must not differ from its first.
         for _ in 0..2 {
             let (status, page) = get(server.url("/work.php")).await;
@@ -220,24 +221,8 @@ async fn a_worker_keeps_compiled_scripts_in_opcache_and_sees_them_change() {
             .unwrap();
     };
     write(1);
-    let start = |mode: &[&str]| {
-        let mut args = vec![
-            "--dir".to_string(),
-            format!("{}::/www::ro", www.display()),
-            "--cgi-docroot".into(),
-            "/www".into(),
-        ];
-        args.extend(mode.iter().map(|s| s.to_string()));
-        args.push(
-            interpreter_dist("php", "php-cgi.wasm")
-                .join("php-cgi.wasm")
-                .display()
-                .to_string(),
-        );
-        Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    };
 
-    let fresh = start(&[]);
+    let fresh = start(&www, &[]);
     assert_eq!(
         get(fresh.url("/page.php")).await,
         (200, "version 1, opcache off\n".into()),
@@ -245,7 +230,7 @@ async fn a_worker_keeps_compiled_scripts_in_opcache_and_sees_them_change() {
         fresh.log()
     );
 
-    let worker = start(&["--cgi-workers", "1"]);
+    let worker = start(&www, &["--cgi-workers", "1"]);
     let url = worker.url("/page.php");
     assert_eq!(
         get(url.clone()).await,
