@@ -150,7 +150,7 @@ struct __ucontext {
 typedef struct __ucontext ucontext_t;
 #endif
 
-/* Locks: no fcntl locking; PHP's flock() then fails with ENOSYS, and SQLite uses its
+/* Locks: no fcntl locking; PHP's flock() grants every lock (flock.patch), and SQLite uses its
  * lock-free VFS (see wasmbridge_sqlite_init). */
 #ifndef F_GETLK
 #define F_GETLK 5
