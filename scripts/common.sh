@@ -65,7 +65,7 @@ build_apache() {
 install_test_packages() {
     # shellcheck source=../guests/debian.sh
     source "$ROOT/guests/debian.sh"
-    need_debian_packages php8.2-cgi php8.2-bcmath php8.2-gd php8.2-mbstring php8.2-sqlite3 \
+    need_debian_packages php8.2-cgi php8.2-bcmath php8.2-gd php8.2-intl php8.2-mbstring php8.2-sqlite3 \
         php8.2-xml fonts-dejavu-core
 }
 
@@ -78,6 +78,7 @@ PHP_APPS=(
     libjs-jquery-cookie libjs-jquery-ui
     phpliteadmin libjs-codemirror
     php-slim php-pimple php-psr-http-message php-nikic-fast-route php-psr-container
+    mediawiki mediawiki-classes
 )
 fetch_php_apps() {
     local cache=$HOME/.cache/wasmbridge-apps key root link target

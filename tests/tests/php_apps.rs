@@ -1,5 +1,5 @@
 //! Real PHP applications from Debian's archive, unchanged, on php-cgi.wasm: DokuWiki,
-//! phpLiteAdmin and a Slim 3 app on Debian's php-slim. The test command unpacks the packages
+//! MediaWiki, phpLiteAdmin and a Slim 3 app on Debian's php-slim. The test command unpacks the packages
 //! into one tree laid out as Debian installs them (`WASMBRIDGE_PHP_APPS`); each test copies what
 //! its app needs and grants it at the paths Debian uses, so the app finds its code, its
 //! configuration and its libraries where it expects them. Each app gets its own writable state
@@ -101,6 +101,10 @@ enum Site {
     Apache(Apache),
 }
 
+/// The deadline for one request. MediaWiki's installer creating its database is the slowest
+/// page here: half a minute in a fresh instance.
+const DEADLINE_SECS: u32 = 120;
+
 /// Where Apache serves the app: under a path of its own, as Debian's apache2 configs do.
 const APACHE_BASE: &str = "/app";
 
@@ -117,7 +121,7 @@ impl Site {
         let php = interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm");
         match front {
             Front::Serve { workers } => {
-                let mut args = vec!["-W".to_string(), "timeout=20s".into()];
+                let mut args = vec!["-W".to_string(), format!("timeout={DEADLINE_SECS}s")];
                 for grant in grants {
                     let mode = if grant.writable { "" } else { "::ro" };
                     args.push("--dir".into());
@@ -174,7 +178,7 @@ impl Site {
                      {maps}{envs}\
                      WasmEnableCGI On\n\
                      WasmMapCGIFileNames On\n\
-                     WasmTimeout 20\n\
+                     WasmTimeout {DEADLINE_SECS}\n\
                      {workers}\
                      </Directory>",
                     docroot = host_docroot.display(),
@@ -334,6 +338,142 @@ async fn dokuwiki_creates_a_page_through_its_edit_form_reads_it_back_and_finds_i
         let (status, js) = fetch(&client, site.url("/lib/exe/js.php")).await;
         assert_eq!(status, 200, "{front:?}: {}", site.log());
         assert!(js.contains("jQuery"), "{}", &js[..js.len().min(500)]);
+    }
+}
+
+/// The hidden inputs of the form whose opening tag contains `marker`, unescaped.
+fn hidden_inputs(page: &str, marker: &str) -> Vec<(String, String)> {
+    let start = page
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {page}"));
+    let form = &page[start..start + page[start..].find("</form>").unwrap()];
+    let attribute = |tag: &str, name: &str| {
+        let needle = format!(" {name}=\"");
+        let at = tag.find(&needle)? + needle.len();
+        Some(tag[at..at + tag[at..].find('"')?].to_string())
+    };
+    form.split("<input")
+        .skip(1)
+        .map(|rest| &rest[..rest.find('>').unwrap()])
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| {
+            let value = attribute(tag, "value").unwrap_or_default();
+            Some((attribute(tag, "name")?, unescape(&value)))
+        })
+        .collect()
+}
+
+fn unescape(html: &str) -> String {
+    html.replace("&quot;", "\"")
+        .replace("&#039;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// `fields` and `more`, as a form to submit.
+fn form<'a>(fields: &'a [(String, String)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    form.extend_from_slice(more);
+    form
+}
+
+#[tokio::test]
+async fn mediawiki_installs_on_sqlite_through_its_installer_then_renders_and_edits_pages() {
+    // Debian links /usr/share/mediawiki's extensions, images and config to /var/lib/mediawiki;
+    // the copy has them resolved. LocalSettings.php is where Debian keeps it, /etc/mediawiki,
+    // named by MW_CONFIG_FILE (MediaWiki's own way to point at it).
+    let code = install("mediawiki-code", &["usr/share/mediawiki"]);
+    for front in FRONTS {
+        // The database, uploads and caches: Debian's /var/lib and /var/cache.
+        let data = state("mediawiki-data");
+        let config = state("mediawiki-config");
+        let grants = [
+            Grant::ro("/usr/share/mediawiki", code.join("usr/share/mediawiki")),
+            Grant::ro("/etc/mediawiki", config.clone()),
+            Grant::rw("/var/lib/mediawiki", data.clone()),
+            Grant::rw("/var/cache/mediawiki", state("mediawiki-cache")),
+            Grant::rw("/tmp", state("mediawiki-tmp")),
+        ];
+        let env = [("MW_CONFIG_FILE", "/etc/mediawiki/LocalSettings.php")];
+        let site = Site::start(front, &grants, "/usr/share/mediawiki", None, &env);
+        let client = browser();
+        let installer = site.url("/mw-config/index.php");
+        let step = |page: &str| format!("{installer}?page={page}");
+
+        // The installer, page by page, as a browser goes through it.
+        let (status, page) = fetch(&client, installer.clone()).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        let fields = hidden_inputs(&page, "page=Language");
+        let language = form(&fields, &[("uselang", "en"), ("ContLang", "en"), ("submit-continue", "1")]);
+        let (status, page) = submit(&client, step("Language"), &language).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(page.contains("You can install MediaWiki."), "{page}");
+        let next = [("submit-continue", "1")];
+        let (_, page) = submit(&client, step("Welcome"), &next).await;
+        assert!(page.contains("sqlite_wgSQLiteDataDir"), "{page}");
+        let database = [
+            ("DBType", "sqlite"),
+            ("sqlite_wgSQLiteDataDir", "/var/lib/mediawiki/data"),
+            ("sqlite_wgDBname", "wasm_wiki"),
+            ("submit-continue", "1"),
+        ];
+        let (_, page) = submit(&client, step("DBConnect"), &database).await;
+        assert!(page.contains("config_wgSitename"), "{page}");
+        let name = [
+            ("config_wgSitename", "Wasm Wiki"),
+            ("config__NamespaceType", "site-name"),
+            ("config_wgMetaNamespace", "Wasm_Wiki"),
+            ("config__AdminName", "Admin"),
+            ("config__AdminPassword", "a sandboxed wiki, 2026"),
+            ("config__AdminPasswordConfirm", "a sandboxed wiki, 2026"),
+            ("config__AdminEmail", ""),
+            ("config__SkipOptional", "skip"),
+            ("submit-continue", "1"),
+        ];
+        let (_, page) = submit(&client, step("Name"), &name).await;
+        assert!(page.contains("you will begin the installation"), "{page}");
+        let (status, page) = submit(&client, step("Install"), &next).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(page.contains("Database was successfully set up"), "{page}");
+        let (_, page) = submit(&client, step("Install"), &next).await;
+        assert!(page.contains("localsettings=1"), "{page}");
+        assert!(data.join("data/wasm_wiki.sqlite").is_file());
+        // The administrator puts the LocalSettings.php it offers in place.
+        let (status, settings) = fetch(&client, format!("{installer}?localsettings=1")).await;
+        assert_eq!(status, 200);
+        assert!(settings.contains("$wgDBtype = \"sqlite\";"), "{settings}");
+        std::fs::write(config.join("LocalSettings.php"), settings).unwrap();
+        readable(&config);
+
+        // The Main Page the installer wrote.
+        let (status, page) = fetch(&browser(), site.url("/index.php?title=Main_Page")).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(page.contains("<title>Wasm Wiki</title>"), "{page}");
+        assert!(page.contains("MediaWiki has been installed"), "{page}");
+
+        // A new page through the edit form, then read back by another client.
+        let editor = browser();
+        let edit = site.url("/index.php?title=Wasm_notes&action=edit");
+        let (status, page) = fetch(&editor, edit).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        let fields = hidden_inputs(&page, "id=\"editform\"");
+        let text = "== Wasm notes ==\nServed by '''wasmbridge''', see [[Main Page]]. Zanzibarite.";
+        let edit = form(
+            &fields,
+            &[("wpTextbox1", text), ("wpSummary", "first version"), ("wpSave", "Save page")],
+        );
+        let save = site.url("/index.php?title=Wasm_notes&action=submit");
+        let (status, page) = submit(&editor, save, &edit).await;
+        assert_eq!(status, 200, "{front:?}: {}", site.log());
+        assert!(page.contains("<b>wasmbridge</b>"), "{page}");
+        let (status, page) = fetch(&browser(), site.url("/index.php?title=Wasm_notes")).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("id=\"Wasm_notes\""), "{page}");
+        assert!(page.contains("Zanzibarite"), "{page}");
+        let history = site.url("/index.php?title=Wasm_notes&action=history");
+        let (_, page) = fetch(&browser(), history).await;
+        assert!(page.contains("first version"), "{page}");
     }
 }
 

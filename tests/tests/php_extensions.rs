@@ -22,6 +22,7 @@ const EXTENSIONS: &[&str] = &[
     "gd",
     "hash",
     "iconv",
+    "intl",
     "json",
     "libxml",
     "mbstring",
