@@ -372,8 +372,14 @@ fn unescape(html: &str) -> String {
 }
 
 /// `fields` and `more`, as a form to submit.
-fn form<'a>(fields: &'a [(String, String)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+fn form<'a>(
+    fields: &'a [(String, String)],
+    more: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut form: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     form.extend_from_slice(more);
     form
 }
@@ -405,7 +411,14 @@ async fn mediawiki_installs_on_sqlite_through_its_installer_then_renders_and_edi
         let (status, page) = fetch(&client, installer.clone()).await;
         assert_eq!(status, 200, "{front:?}: {}", site.log());
         let fields = hidden_inputs(&page, "page=Language");
-        let language = form(&fields, &[("uselang", "en"), ("ContLang", "en"), ("submit-continue", "1")]);
+        let language = form(
+            &fields,
+            &[
+                ("uselang", "en"),
+                ("ContLang", "en"),
+                ("submit-continue", "1"),
+            ],
+        );
         let (status, page) = submit(&client, step("Language"), &language).await;
         assert_eq!(status, 200, "{front:?}: {}", site.log());
         assert!(page.contains("You can install MediaWiki."), "{page}");
@@ -461,7 +474,11 @@ async fn mediawiki_installs_on_sqlite_through_its_installer_then_renders_and_edi
         let text = "== Wasm notes ==\nServed by '''wasmbridge''', see [[Main Page]]. Zanzibarite.";
         let edit = form(
             &fields,
-            &[("wpTextbox1", text), ("wpSummary", "first version"), ("wpSave", "Save page")],
+            &[
+                ("wpTextbox1", text),
+                ("wpSummary", "first version"),
+                ("wpSave", "Save page"),
+            ],
         );
         let save = site.url("/index.php?title=Wasm_notes&action=submit");
         let (status, page) = submit(&editor, save, &edit).await;
