@@ -1,11 +1,10 @@
 //! Real PHP applications from Debian's archive, unchanged, on php-cgi.wasm: DokuWiki,
-//! MediaWiki, phpLiteAdmin and a Slim 3 app on Debian's php-slim. The test command unpacks the packages
-//! into one tree laid out as Debian installs them (`WASMBRIDGE_PHP_APPS`); each test copies what
-//! its app needs and grants it at the paths Debian uses, so the app finds its code, its
-//! configuration and its libraries where it expects them. Each app gets its own writable state
-//! and nothing else writable. Every app runs through `wasmbridge serve --cgi-docroot` and through
-//! Apache with mod_wasm, each with a fresh instance per request and with CGI workers.
-
+//! MediaWiki, phpLiteAdmin and a Slim 3 app on Debian's php-slim. The test command unpacks the
+//! packages into one tree laid out as Debian installs them (`WASMBRIDGE_PHP_APPS`); each test
+//! copies what its app needs and grants it at the paths Debian uses, so the app finds its code,
+//! its configuration and its libraries where it expects them. Each app gets its own writable
+//! state and nothing else writable. Every app runs through `wasmbridge serve --cgi-docroot` and
+//! through Apache with mod_wasm, each with a fresh instance per request and with CGI workers.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
