@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wasmbridge_tests::apache::Apache;
-use wasmbridge_tests::{Server, interpreter_dist, readable, temp_dir};
+use wasmbridge_tests::{Server, binary, interpreter_dist, readable, temp_dir};
 
 /// The unpacked packages.
 fn debian() -> PathBuf {
@@ -117,7 +117,22 @@ impl Site {
         fallback: Option<&str>,
         env: &[(&str, &str)],
     ) -> Site {
-        let php = interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm");
+        let php = match front {
+            Front::Serve { .. } => interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm"),
+            Front::Apache { .. } => readable_php(),
+        };
+        Site::start_module(front, &php, grants, docroot, fallback, env)
+    }
+
+    /// The same with another build of php-cgi.wasm (Apache's children must be able to read it).
+    fn start_module(
+        front: Front,
+        php: &Path,
+        grants: &[Grant],
+        docroot: &str,
+        fallback: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Site {
         match front {
             Front::Serve { workers } => {
                 let mut args = vec!["-W".to_string(), format!("timeout={DEADLINE_SECS}s")];
@@ -181,7 +196,7 @@ impl Site {
                      {workers}\
                      </Directory>",
                     docroot = host_docroot.display(),
-                    php = readable_php().display(),
+                    php = php.display(),
                 );
                 Site::Apache(Apache::start("event", &conf))
             }
@@ -260,84 +275,135 @@ fn input_value(page: &str, name: &str) -> String {
     panic!("no input {name} in {page}");
 }
 
-#[tokio::test]
-async fn dokuwiki_creates_a_page_through_its_edit_form_reads_it_back_and_finds_it() {
-    let code = install(
+/// DokuWiki's code as Debian installs it, with the PHP libraries it uses.
+fn dokuwiki_code() -> PathBuf {
+    install(
         "dokuwiki-code",
         &[
             "usr/share/dokuwiki",
             "usr/share/php",
             "usr/share/javascript",
         ],
-    );
+    )
+}
+
+#[tokio::test]
+async fn dokuwiki_creates_a_page_through_its_edit_form_reads_it_back_and_finds_it() {
+    let code = dokuwiki_code();
     for front in FRONTS {
-        // The wiki's pages, index and caches (Debian's /var/lib/dokuwiki) and its
-        // configuration (/etc/dokuwiki, read-only) are the app's own, fresh for each front end.
-        let data = install("dokuwiki-data", &["var/lib/dokuwiki", "etc/dokuwiki"]);
-        writable(&data.join("var/lib/dokuwiki"));
-        let grants = [
-            Grant::ro("/usr/share", code.join("usr/share")),
-            Grant::ro("/etc/dokuwiki", data.join("etc/dokuwiki")),
-            Grant::rw("/var/lib/dokuwiki", data.join("var/lib/dokuwiki")),
-            Grant::rw("/tmp", state("dokuwiki-tmp")),
-        ];
-        let site = Site::start(front, &grants, "/usr/share/dokuwiki", None, &[]);
-        let client = browser();
-
-        let (status, page) = fetch(&client, site.url("/doku.php?id=start")).await;
-        assert_eq!(status, 200, "{front:?}: {}", site.log());
-        assert!(page.contains("This topic does not exist yet"), "{page}");
-
-        let (status, form) = fetch(&client, site.url("/doku.php?id=wasm_notes&do=edit")).await;
-        assert_eq!(status, 200, "{front:?}: {}", site.log());
-        let text = "===== Wasm notes =====\nServed by **wasmbridge**, with zanzibarite.";
-        let fields = [
-            ("id", "wasm_notes".to_string()),
-            ("sectok", input_value(&form, "sectok")),
-            ("rev", input_value(&form, "rev")),
-            ("date", input_value(&form, "date")),
-            ("prefix", input_value(&form, "prefix")),
-            ("suffix", input_value(&form, "suffix")),
-            ("changecheck", input_value(&form, "changecheck")),
-            ("target", input_value(&form, "target")),
-            ("summary", "first version".into()),
-            ("wikitext", text.into()),
-            ("do[save]", "1".into()),
-        ];
-        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (status, page) = submit(&client, site.url("/doku.php"), &fields).await;
-        assert_eq!(status, 200, "{front:?}: {}", site.log());
-        assert!(page.contains("<strong>wasmbridge</strong>"), "{page}");
-
-        // Read back by a client of its own, and the page's file is where Debian keeps it.
-        let (status, page) = fetch(&browser(), site.url("/doku.php?id=wasm_notes")).await;
-        assert_eq!(status, 200);
-        assert!(page.contains(">Wasm notes</h2>"), "{page}");
-        assert!(page.contains("zanzibarite"), "{page}");
-        let stored = data.join("var/lib/dokuwiki/data/pages/wasm_notes.txt");
-        assert_eq!(std::fs::read_to_string(stored).unwrap(), text);
-
-        // The indexer runs (as a browser's page view triggers it), then full-text search finds it.
-        let (status, _) = fetch(&client, site.url("/lib/exe/taskrunner.php?id=wasm_notes")).await;
-        assert_eq!(status, 200, "{front:?}: {}", site.log());
-        let (status, page) = fetch(&client, site.url("/doku.php?do=search&q=zanzibarite")).await;
-        assert_eq!(status, 200);
-        assert!(
-            page.contains(&format!(
-                "href=\"{}/doku.php?id=wasm_notes&amp;s[]=zanzibarite\"",
-                site.base()
-            )),
-            "{front:?}: {page}"
-        );
-        assert!(page.contains("1 Hits"), "{page}");
-        // The stylesheet and scripts a browser loads come from PHP too.
-        let (status, css) = fetch(&client, site.url("/lib/exe/css.php")).await;
-        assert_eq!(status, 200, "{front:?}: {}", site.log());
-        assert!(css.len() > 10_000, "{css}");
-        let (status, js) = fetch(&client, site.url("/lib/exe/js.php")).await;
-        assert_eq!(status, 200, "{front:?}: {}", site.log());
-        assert!(js.contains("jQuery"), "{}", &js[..js.len().min(500)]);
+        dokuwiki_edit_and_search(front, &code, None).await;
     }
+}
+
+/// DokuWiki in fresh instances of a snapshot with its scripts compiled into OPcache
+/// (`wasmbridge wizer --init-func wasmbridge-warm`, guests/php/README.md).
+#[tokio::test]
+async fn dokuwiki_runs_from_a_snapshot_with_its_scripts_compiled() {
+    let code = dokuwiki_code();
+    let dir = temp_dir("dokuwiki-warm");
+    let warm = dir.join("dokuwiki-php.wasm");
+    let output = Command::new(binary())
+        .args(["wizer", "--init-func", "wasmbridge-warm", "--dir"])
+        .arg(format!(
+            "{}::/usr/share::ro",
+            code.join("usr/share").display()
+        ))
+        .args([
+            "--env",
+            "PHP_OPCACHE_WARM=/usr/share/dokuwiki:/usr/share/php",
+        ])
+        .arg("-o")
+        .arg(&warm)
+        .arg(interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("scripts compiled into OPcache"), "{stderr}");
+    assert!(!stderr.contains("not compiled"), "{stderr}");
+    readable(&dir);
+    let fresh = [
+        Front::Serve { workers: false },
+        Front::Apache { workers: false },
+    ];
+    for front in fresh {
+        dokuwiki_edit_and_search(front, &code, Some(&warm)).await;
+    }
+}
+
+/// Through `front`: DokuWiki's start page, a page created through the edit form, read back
+/// by another client, found by full-text search; the stylesheet and scripts. `php`: another
+/// build of php-cgi.wasm than dist's.
+async fn dokuwiki_edit_and_search(front: Front, code: &Path, php: Option<&Path>) {
+    // The wiki's pages, index and caches (Debian's /var/lib/dokuwiki) and its
+    // configuration (/etc/dokuwiki, read-only) are the app's own, fresh for each front end.
+    let data = install("dokuwiki-data", &["var/lib/dokuwiki", "etc/dokuwiki"]);
+    writable(&data.join("var/lib/dokuwiki"));
+    let grants = [
+        Grant::ro("/usr/share", code.join("usr/share")),
+        Grant::ro("/etc/dokuwiki", data.join("etc/dokuwiki")),
+        Grant::rw("/var/lib/dokuwiki", data.join("var/lib/dokuwiki")),
+        Grant::rw("/tmp", state("dokuwiki-tmp")),
+    ];
+    let site = match php {
+        Some(php) => Site::start_module(front, php, &grants, "/usr/share/dokuwiki", None, &[]),
+        None => Site::start(front, &grants, "/usr/share/dokuwiki", None, &[]),
+    };
+    let client = browser();
+
+    let (status, page) = fetch(&client, site.url("/doku.php?id=start")).await;
+    assert_eq!(status, 200, "{front:?}: {}", site.log());
+    assert!(page.contains("This topic does not exist yet"), "{page}");
+
+    let (status, form) = fetch(&client, site.url("/doku.php?id=wasm_notes&do=edit")).await;
+    assert_eq!(status, 200, "{front:?}: {}", site.log());
+    let text = "===== Wasm notes =====\nServed by **wasmbridge**, with zanzibarite.";
+    let fields = [
+        ("id", "wasm_notes".to_string()),
+        ("sectok", input_value(&form, "sectok")),
+        ("rev", input_value(&form, "rev")),
+        ("date", input_value(&form, "date")),
+        ("prefix", input_value(&form, "prefix")),
+        ("suffix", input_value(&form, "suffix")),
+        ("changecheck", input_value(&form, "changecheck")),
+        ("target", input_value(&form, "target")),
+        ("summary", "first version".into()),
+        ("wikitext", text.into()),
+        ("do[save]", "1".into()),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, page) = submit(&client, site.url("/doku.php"), &fields).await;
+    assert_eq!(status, 200, "{front:?}: {}", site.log());
+    assert!(page.contains("<strong>wasmbridge</strong>"), "{page}");
+
+    // Read back by a client of its own, and the page's file is where Debian keeps it.
+    let (status, page) = fetch(&browser(), site.url("/doku.php?id=wasm_notes")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(">Wasm notes</h2>"), "{page}");
+    assert!(page.contains("zanzibarite"), "{page}");
+    let stored = data.join("var/lib/dokuwiki/data/pages/wasm_notes.txt");
+    assert_eq!(std::fs::read_to_string(stored).unwrap(), text);
+
+    // The indexer runs (as a browser's page view triggers it), then full-text search finds it.
+    let (status, _) = fetch(&client, site.url("/lib/exe/taskrunner.php?id=wasm_notes")).await;
+    assert_eq!(status, 200, "{front:?}: {}", site.log());
+    let (status, page) = fetch(&client, site.url("/doku.php?do=search&q=zanzibarite")).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!(
+            "href=\"{}/doku.php?id=wasm_notes&amp;s[]=zanzibarite\"",
+            site.base()
+        )),
+        "{front:?}: {page}"
+    );
+    assert!(page.contains("1 Hits"), "{page}");
+    // The stylesheet and scripts a browser loads come from PHP too.
+    let (status, css) = fetch(&client, site.url("/lib/exe/css.php")).await;
+    assert_eq!(status, 200, "{front:?}: {}", site.log());
+    assert!(css.len() > 10_000, "{css}");
+    let (status, js) = fetch(&client, site.url("/lib/exe/js.php")).await;
+    assert_eq!(status, 200, "{front:?}: {}", site.log());
+    assert!(js.contains("jQuery"), "{}", &js[..js.len().min(500)]);
 }
 
 /// The hidden inputs of the form whose opening tag contains `marker`, unescaped.

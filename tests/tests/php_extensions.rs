@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use wasmbridge_tests::{Server, get, interpreter_dist, temp_dir};
+use wasmbridge_tests::{Server, binary, get, interpreter_dist, temp_dir};
 
 /// The extensions the PHP guest is built with (guests/php/README.md).
 const EXTENSIONS: &[&str] = &[
@@ -106,7 +106,14 @@ fn native(script: &str) -> String {
 
 /// php-cgi.wasm serving `docroot` at /www, with a writable /tmp and the fonts.
 fn start(docroot: &Path, mode: &[&str]) -> Server {
-    let php = interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm");
+    start_module(&php_cgi(), docroot, mode)
+}
+
+fn php_cgi() -> PathBuf {
+    interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm")
+}
+
+fn start_module(php: &Path, docroot: &Path, mode: &[&str]) -> Server {
     let tmp = temp_dir("php-extensions-tmp");
     let mut args = vec![
         "--dir".to_string(),
@@ -204,22 +211,14 @@ async fn a_worker_keeps_compiled_scripts_in_opcache_and_sees_them_change() {
     let page = www.join("page.php");
     // OPcache leaves alone a file changed in the last 2 s (opcache.file_update_protection).
     let write = |version: u32| {
-        std::fs::write(
+        write_script(
             &page,
-            format!(
+            version,
+            &format!(
                 "<?php\nheader('Content-Type: text/plain');\n$status = opcache_get_status(false);\n\
                  echo 'version {version}, opcache ', $status['opcache_enabled'] ? 'on, hits ' . $status['opcache_statistics']['hits'] : 'off', \"\\n\";\n"
             ),
         )
-        .unwrap();
-        let past =
-            std::time::SystemTime::now() - std::time::Duration::from_secs(60 - version as u64);
-        std::fs::File::options()
-            .write(true)
-            .open(&page)
-            .unwrap()
-            .set_modified(past)
-            .unwrap();
     };
     write(1);
 
@@ -247,4 +246,69 @@ async fn a_worker_keeps_compiled_scripts_in_opcache_and_sees_them_change() {
     let (status, text) = get(url.clone()).await;
     assert_eq!(status, 200);
     assert!(text.starts_with("version 2, opcache on"), "{text}");
+}
+
+/// Writes a script as at `version` seconds past a minute ago: OPcache leaves alone a file
+/// changed in the last 2 s (opcache.file_update_protection), and each version has a
+/// timestamp of its own.
+fn write_script(path: &Path, version: u32, text: &str) {
+    std::fs::write(path, text).unwrap();
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60 - version as u64);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+}
+
+/// `wasmbridge wizer --init-func wasmbridge-warm`: a snapshot of php-cgi.wasm with an app's
+/// scripts compiled into OPcache, so that every fresh instance starts with them compiled (and
+/// nothing else crosses requests); a script changed since is compiled anew.
+#[tokio::test]
+async fn a_warmed_snapshot_starts_each_fresh_instance_with_the_app_compiled() {
+    let www = temp_dir("warm-www");
+    let lib = www.join("lib.php");
+    write_script(&lib, 1, "<?php\nfunction lib_version() { return 1; }\n");
+    write_script(
+        &www.join("page.php"),
+        1,
+        "<?php\nheader('Content-Type: text/plain');\n\
+         echo 'lib cached: ', opcache_is_script_cached('/www/lib.php') ? 'yes' : 'no', \"\\n\";\n\
+         require '/www/lib.php';\n\
+         echo 'lib version ', lib_version(), ', hits ', opcache_get_status(false)['opcache_statistics']['hits'], \"\\n\";\n",
+    );
+    // "php" in the name: `--cgi-docroot` runs the scripts of the interpreter its name says.
+    let warm = temp_dir("warm-snapshot").join("app-php.wasm");
+    let output = std::process::Command::new(binary())
+        .args(["wizer", "--init-func", "wasmbridge-warm", "--dir"])
+        .arg(format!("{}::/www::ro", www.display()))
+        .args(["--env", "PHP_OPCACHE_WARM=/www:/nowhere.php", "-o"])
+        .arg(&warm)
+        .arg(php_cgi())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("wasmbridge-warm: 2 scripts compiled into OPcache")
+            && stderr.contains("not compiled: /nowhere.php (No such file or directory)"),
+        "{stderr}"
+    );
+
+    // Each request is a fresh instance of the snapshot: both find lib.php compiled, and
+    // neither sees the other's hits.
+    let server = start_module(&warm, &www, &[]);
+    for _ in 0..2 {
+        assert_eq!(
+            get(server.url("/page.php")).await,
+            (200, "lib cached: yes\nlib version 1, hits 2\n".into()),
+            "{}",
+            server.log()
+        );
+    }
+    write_script(&lib, 2, "<?php\nfunction lib_version() { return 2; }\n");
+    let (status, text) = get(server.url("/page.php")).await;
+    assert_eq!(status, 200, "{}", server.log());
+    assert!(text.ends_with("lib version 2, hits 1\n"), "{text}");
 }
