@@ -59,6 +59,7 @@ typedef struct {
     apr_array_header_t *args;      /* WasmArg */
     int cgi;                       /* WasmEnableCGI */
     int map_cgi_filenames;         /* WasmMapCGIFileNames */
+    int cgi_script_arg;            /* WasmCGIScriptArg */
     apr_off_t max_memory;          /* WasmMaxMemory */
     apr_interval_time_t timeout;   /* WasmTimeout */
     int cgi_workers;               /* WasmCGIWorkers */
@@ -91,6 +92,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->args = apr_array_make(p, 2, sizeof(const char *));
     conf->cgi = UNSET;
     conf->map_cgi_filenames = UNSET;
+    conf->cgi_script_arg = UNSET;
     conf->max_memory = UNSET;
     conf->timeout = UNSET;
     conf->cgi_workers = UNSET;
@@ -113,6 +115,8 @@ static void *merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     conf->cgi = add->cgi != UNSET ? add->cgi : base->cgi;
     conf->map_cgi_filenames =
         add->map_cgi_filenames != UNSET ? add->map_cgi_filenames : base->map_cgi_filenames;
+    conf->cgi_script_arg =
+        add->cgi_script_arg != UNSET ? add->cgi_script_arg : base->cgi_script_arg;
     conf->max_memory = add->max_memory != UNSET ? add->max_memory : base->max_memory;
     conf->timeout = add->timeout != UNSET ? add->timeout : base->timeout;
     conf->cgi_workers = add->cgi_workers != UNSET ? add->cgi_workers : base->cgi_workers;
@@ -254,6 +258,15 @@ static const char *set_map_cgi_filenames(cmd_parms *cmd, void *conf_, int on)
     return NULL;
 }
 
+/* WasmCGIScriptArg On: the script WasmMapCGIFileNames mapped is also the module's last
+ * argument, for an interpreter that takes its script from argv (python.wasm), so that one
+ * section serves every script of a directory, as `--cgi-docroot` does. */
+static const char *set_cgi_script_arg(cmd_parms *cmd, void *conf_, int on)
+{
+    ((wasm_dir_conf *)conf_)->cgi_script_arg = on;
+    return NULL;
+}
+
 /* WasmMaxMemory 256M: linear memory per request, in bytes with an optional K, M or G, up to
  * what a 32-bit memory can hold (4G). */
 static const char *set_max_memory(cmd_parms *cmd, void *conf_, const char *value)
@@ -379,6 +392,9 @@ static const command_rec wasm_cmds[] = {
                  "run the module as a CGI program"),
     AP_INIT_FLAG("WasmMapCGIFileNames", set_map_cgi_filenames, NULL, WASM_CONF,
                  "give SCRIPT_FILENAME as the module sees it, through WasmMapDir"),
+    AP_INIT_FLAG("WasmCGIScriptArg", set_cgi_script_arg, NULL, WASM_CONF,
+                 "with WasmMapCGIFileNames, give the mapped script as the module's last "
+                 "argument too (an interpreter that reads its script from argv)"),
     AP_INIT_ITERATE("WasmCGIExt", add_cgi_ext, NULL, WASM_CONF,
                     "with WasmMapCGIFileNames, the extensions of the scripts that run"),
     AP_INIT_TAKE1("WasmMaxMemory", set_max_memory, NULL, WASM_CONF,
@@ -417,6 +433,9 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
     for (i = 0; i < conf->exts->nelts; i++) {
         text = apr_pstrcat(p, text, "ext ", APR_ARRAY_IDX(conf->exts, i, const char *), "\n",
                            NULL);
+    }
+    if (conf->cgi_script_arg == 1) {
+        text = apr_pstrcat(p, text, "script-arg on\n", NULL);
     }
     return apr_psprintf(p, "%scgi %s\nmax-memory %" APR_OFF_T_FMT "\ntimeout-ms %" APR_TIME_T_FMT
                         "\ncgi-workers %d\n", text, conf->cgi == 1 ? "on" : "auto",
@@ -492,6 +511,13 @@ static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
     if (!conf->module) {
         return OK;
     }
+    if (conf->cgi_script_arg == 1 && conf->map_cgi_filenames != 1) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
+                     "WasmModule %s (%s): WasmCGIScriptArg On needs WasmMapCGIFileNames On "
+                     "(the argument is the script as the module sees it)",
+                     conf->module, conf->module_at);
+        return !OK;
+    }
     if (!module_path(p, conf)) {
         /* Relative with no WasmRoot around it: fine if some WasmRoot of this server holds it,
          * as it will at request time. */
@@ -520,6 +546,24 @@ static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
     return OK;
 }
 
+/* The <If>, <ElseIf> and <Else> blocks in a section (`core`, whose app is `conf`), and in
+ * those: each one's app is its own directives merged over the section's. */
+static int check_conditional_apps(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
+                                  core_dir_config *core, apr_array_header_t *roots)
+{
+    int i, failed = 0;
+    for (i = 0; core->sec_if && i < core->sec_if->nelts; i++) {
+        ap_conf_vector_t *block = APR_ARRAY_IDX(core->sec_if, i, ap_conf_vector_t *);
+        wasm_dir_conf *own = ap_get_module_config(block, &wasm_module);
+        wasm_dir_conf *merged = own ? merge_dir_conf(p, conf, own) : conf;
+        if (own) {
+            failed |= check_app(p, s, merged, roots) != OK;
+        }
+        failed |= check_conditional_apps(p, s, merged, ap_get_core_module_config(block), roots);
+    }
+    return failed;
+}
+
 /* Checks every section's app as requests will see it, merged with the sections around it:
  * a WasmModule whose WasmRoot comes from another section is checked too (configtest as well
  * as start-up). */
@@ -541,25 +585,29 @@ static int wasm_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pt
             find_roots(roots, kinds[k]);
         }
         failed |= check_app(pconf, s, server, roots) != OK;
+        failed |= check_conditional_apps(pconf, s, server,
+                                         ap_get_core_module_config(s->lookup_defaults), roots);
         for (k = 0; k < 2; k++) {
             for (i = 0; kinds[k] && i < kinds[k]->nelts; i++) {
                 ap_conf_vector_t *section = APR_ARRAY_IDX(kinds[k], i, ap_conf_vector_t *);
                 core_dir_config *section_core = ap_get_core_module_config(section);
-                wasm_dir_conf *conf;
-                if (!ap_get_module_config(section, &wasm_module)) {
-                    continue;
+                wasm_dir_conf *conf = merged_conf(pconf, s, kinds[k], i);
+                /* (A section without directives of ours may still hold blocks with some.) */
+                if (ap_get_module_config(section, &wasm_module)) {
+                    failed |= check_app(pconf, s, conf, roots) != OK;
                 }
-                conf = merged_conf(pconf, s, kinds[k], i);
-                failed |= check_app(pconf, s, conf, roots) != OK;
+                failed |= check_conditional_apps(pconf, s, conf, section_core, roots);
                 /* <Files> inside a <Directory>. */
                 for (f = 0; section_core->sec_file && f < section_core->sec_file->nelts; f++) {
-                    wasm_dir_conf *files = ap_get_module_config(
-                        APR_ARRAY_IDX(section_core->sec_file, f, ap_conf_vector_t *),
-                        &wasm_module);
+                    ap_conf_vector_t *block =
+                        APR_ARRAY_IDX(section_core->sec_file, f, ap_conf_vector_t *);
+                    wasm_dir_conf *files = ap_get_module_config(block, &wasm_module);
+                    wasm_dir_conf *merged = files ? merge_dir_conf(pconf, conf, files) : conf;
                     if (files) {
-                        failed |= check_app(pconf, s, merge_dir_conf(pconf, conf, files),
-                                            roots) != OK;
+                        failed |= check_app(pconf, s, merged, roots) != OK;
                     }
+                    failed |= check_conditional_apps(pconf, s, merged,
+                                                     ap_get_core_module_config(block), roots);
                 }
             }
         }
@@ -880,6 +928,13 @@ static int wasm_handler(request_rec *r)
             /* The URL chose the script: only a script of the app's kind runs, never a file of
              * another kind or one under a dot-file or dot-directory (.env, .git). */
             const char *chosen = map_script_filename(r, conf);
+            if (!chosen && conf->cgi_script_arg == 1) {
+                /* The module could not open a script it is not granted. */
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                              "the script is under no WasmMapDir (WasmCGIScriptArg): %s",
+                              r->filename);
+                return HTTP_NOT_FOUND;
+            }
             if (chosen && !wb_app_runs_script(app, chosen)) {
                 ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                               "not a script %s runs (WasmCGIExt): %s", path, r->filename);

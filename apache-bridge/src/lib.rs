@@ -752,6 +752,7 @@ impl AppDescription {
                 }
                 "arg" => cgi.args.push(value.into()),
                 "ext" => cgi.extensions.push(value.into()),
+                "script-arg" => cgi.script_arg = value == "on",
                 "cgi" => config.mode = if value == "on" { Mode::Cgi } else { Mode::Auto },
                 "max-memory" => {
                     let bytes = number("a number of bytes")?;

@@ -141,6 +141,44 @@ async fn cgi_mode_gets_apaches_own_cgi_variables() {
     assert!(page.contains("field name: apache"), "{page}");
 }
 
+/// The ScriptAlias habit: one `<Directory>` serves every Python script in it. The script the
+/// URL names is mapped to the path the module sees (WasmMapCGIFileNames) and handed to
+/// python.wasm as its argument (WasmCGIScriptArg), with the rest of the URL as PATH_INFO.
+#[tokio::test]
+async fn one_section_serves_every_python_script_of_a_directory() {
+    let apache = Apache::start(
+        "event",
+        "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
+         Alias /py {fixtures}/www/cases\n\
+         <Directory {fixtures}/www/cases>\n SetHandler wasm-handler\n \
+         WasmModule {fixtures}/python/python.wasm\n \
+         WasmMapDir /usr/local/lib {fixtures}/python/lib\n WasmMapDir /app {fixtures}/www/cases ro\n \
+         WasmEnableCGI On\n WasmMapCGIFileNames On\n WasmCGIScriptArg On\n</Directory>",
+    );
+    let (status, page) = get(apache.url("/py/hello.py?name=dir")).await;
+    assert_eq!(status, 200, "{page}\n{}", apache.error_log());
+    assert!(page.contains("field name: dir"), "{page}");
+    let (status, page) = get(apache.url("/py/cases.py/cookie")).await;
+    assert_eq!(status, 200, "{page}\n{}", apache.error_log());
+    assert!(page.starts_with("got: "), "{page}");
+    let (status, page) = get(apache.url("/py/cases.py/missing")).await;
+    assert_eq!(status, 404);
+    assert!(page.contains("no such page"), "{page}");
+
+    // Without the mapping, the argument would be a path the module cannot see.
+    let apache = Apache::configure(
+        "event",
+        "<Location /x>\n SetHandler wasm-handler\n WasmModule {fixtures}/python/python.wasm\n \
+         WasmEnableCGI On\n WasmCGIScriptArg On\n</Location>",
+    );
+    let (ok, output) = apache.configtest();
+    assert!(!ok, "accepted\n{output}");
+    assert!(
+        output.contains("WasmCGIScriptArg On needs WasmMapCGIFileNames On"),
+        "{output}"
+    );
+}
+
 #[tokio::test]
 async fn a_trap_and_an_endless_loop_are_5xx_and_the_child_keeps_serving() {
     let apache = Apache::start(
@@ -285,6 +323,22 @@ fn configtest_names_the_file_line_and_reason_of_each_broken_directive() {
         );
     }
     let _ = std::fs::remove_file(not_wasm);
+
+    // The same, with the section's app changed by an <If> block in it: checked as merged
+    // when the configuration is complete (and compiled for the children with the rest).
+    let apache = Apache::configure(
+        "event",
+        "<Location /x>\n SetHandler wasm-handler\n WasmModule {fixtures}/wasm/hello_http.wasm\n \
+         <If \"-n %{QUERY_STRING}\">\n WasmEnableCGI On\n </If>\n</Location>",
+    );
+    let (ok, output) = apache.configtest();
+    assert!(!ok, "accepted\n{output}");
+    let conf = apache.conf_path().display().to_string();
+    assert!(
+        output.contains(&format!("({conf}:"))
+            && output.contains("is a wasi:http component, not a CGI program"),
+        "{output}"
+    );
 
     // The server-wide directive, outside any section.
     let apache = Apache::configure(

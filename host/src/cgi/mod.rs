@@ -55,6 +55,10 @@ pub struct CgiConfig {
     /// Docroot style: the extensions of the files that run (without the dot); any other file
     /// is not handed to the program. Empty: [`default_extensions`] of the program.
     pub extensions: Vec<String>,
+    /// Under a front end that maps the script itself (mod_wasm's `WasmMapCGIFileNames` with
+    /// `WasmCGIScriptArg`): its `SCRIPT_FILENAME` is appended to the arguments, as the script
+    /// `docroot` finds is.
+    pub script_arg: bool,
     /// Long-lived instances that serve one request after another over FastCGI on stdin and
     /// stdout (see [`WORKER_VARIABLE`]), at most this many; 0: a fresh instance per request.
     pub workers: usize,
@@ -73,6 +77,7 @@ impl Default for CgiConfig {
             index: Vec::new(),
             fallback: None,
             extensions: Vec::new(),
+            script_arg: false,
             workers: 0,
             worker_wait: WORKER_WAIT,
         }
@@ -285,12 +290,21 @@ pub(crate) async fn handle(
 ) -> http::Response<Body> {
     let config = app.config();
     let (parts, body) = request.into_parts();
-    let Some(script) = config
+    let Some(mut script) = config
         .cgi
         .script(app.program_name(), parts.uri.path(), &config.sandbox)
     else {
         return simple_response(http::StatusCode::NOT_FOUND, "Not Found\n".into());
     };
+    if config.cgi.script_arg
+        && let Some((_, filename)) = cx
+            .cgi_env
+            .iter()
+            .flatten()
+            .find(|(name, _)| name == "SCRIPT_FILENAME")
+    {
+        script.filename = filename.clone();
+    }
     // Granted variables last, so that a request cannot override them.
     let mut env = match &cx.cgi_env {
         Some(env) => env.clone(),
@@ -409,7 +423,7 @@ fn start(
     let config = app.config();
     let size: usize = env.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
     let mut args = config.cgi.argv(app.program_name());
-    if config.cgi.docroot.is_some() {
+    if config.cgi.docroot.is_some() || config.cgi.script_arg {
         args.push(script.filename.clone());
     }
     let env = env.to_vec();
