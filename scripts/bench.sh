@@ -7,8 +7,10 @@
 # - PHP page: php-cgi.wasm (a fresh instance per request, and CGI workers) through both,
 #   against native php-cgi under mod_cgid and PHP-FPM behind mod_proxy_fcgi;
 # - wrapped CGI apps (`wasmbridge wrap`) against the same programs in CGI mode;
-# - a DokuWiki page (Debian's dokuwiki, unchanged) through Apache + mod_wasm (fresh instances,
-#   workers) against the same wiki on PHP-FPM (OPcache on) behind mod_proxy_fcgi.
+# - a DokuWiki page and MediaWiki's Main Page (Debian's dokuwiki and mediawiki, unchanged)
+#   through Apache + mod_wasm (fresh instances of php-cgi.wasm, fresh instances of a snapshot
+#   with the app compiled into OPcache, workers) against the same app on PHP-FPM (OPcache on)
+#   behind mod_proxy_fcgi.
 # Apache is Debian's apache2 with mpm_event, from a generated config on loopback ports.
 # Writes the tables to BENCHMARKS.md. This is a benchmark, not a test: it asserts nothing.
 #
@@ -28,7 +30,9 @@ PHP_WORKERS=${BENCH_PHP_WORKERS:-4}
 WASMTIME_VERSION=48.0.8
 
 setup
-need_packages wrk:wrk /usr/bin/python3:python3 php-cgi8.2:php8.2-cgi php-fpm8.2:php8.2-fpm
+need_packages wrk:wrk /usr/bin/python3:python3 php-cgi8.2:php8.2-cgi php-fpm8.2:php8.2-fpm \
+    php8.2:php8.2-cli
+install_test_packages # the extensions MediaWiki needs under PHP-FPM (and its installer)
 build_host
 build_apache
 build_guests
@@ -62,11 +66,12 @@ trap cleanup EXIT
 
 # wait_for URL: until it answers 200.
 wait_for() {
+    local status
     for _ in $(seq 600); do
-        curl -fs "$1" >/dev/null 2>&1 && return 0
+        status=$(curl -s -o /dev/null -w '%{http_code}' "$1") && [ "$status" = 200 ] && return 0
         sleep 0.1
     done
-    echo "$1 did not answer" >&2; cat "$RESULTS_DIR"/*.log >&2; exit 1
+    echo "$1 did not answer 200 (the last answer: $status)" >&2; cat "$RESULTS_DIR"/*.log >&2; exit 1
 }
 
 # serve PORT COMMAND...: a server in the background, waited for.
@@ -85,7 +90,8 @@ to_ms() {
 # measure NAME URL CONNECTIONS: one wrk run; appends "NAME rps p50 p99" to the raw results.
 measure() {
     local out rps p50 p99 errors
-    out=$(wrk -t2 -c"$3" -d"${SECONDS_PER_RUN}s" --latency "$2")
+    # (A page that takes seconds in a fresh instance is slow, not lost: no 2 s timeout.)
+    out=$(wrk -t2 -c"$3" -d"${SECONDS_PER_RUN}s" --timeout 60s --latency "$2")
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
@@ -133,8 +139,8 @@ printf 'Hello from WebAssembly!\n' >"$RESULTS_DIR/htdocs/hello.txt"
 # DokuWiki as Debian installs it, links resolved (guests/php/README.md), with one page of
 # headings, lists, a table and code; its state belongs to www-data, as Debian's does.
 DW=$RESULTS_DIR/dokuwiki
-mkdir -p "$DW/usr/share" "$DW/var/lib" "$DW/etc" "$DW/tmp"
-cp -rL "$WASMBRIDGE_PHP_APPS"/usr/share/{dokuwiki,php,javascript} "$DW/usr/share/"
+mkdir -p "$DW/usr/share" "$DW/var/lib/php/sessions" "$DW/etc" "$DW/tmp"
+cp -rL "$WASMBRIDGE_PHP_APPS"/usr/share/{dokuwiki,php,php-geshi,javascript} "$DW/usr/share/"
 cp -rL "$WASMBRIDGE_PHP_APPS/var/lib/dokuwiki" "$DW/var/lib/"
 cp -rL "$WASMBRIDGE_PHP_APPS/etc/dokuwiki" "$DW/etc/"
 # Debian's PHP reads the system's time zones, which FPM in its chroot finds only here.
@@ -152,8 +158,32 @@ cp -r /usr/share/zoneinfo "$DW/usr/share/"
     done
 } >"$DW/var/lib/dokuwiki/data/pages/bench.txt"
 chmod 1777 "$DW/tmp"
+# MediaWiki likewise, set up by its own installer (maintenance/install.php, run by Debian's
+# php8.2-cli) on SQLite in /var/lib/mediawiki, its LocalSettings.php beside its code; the
+# paths in it are the ones the guest and FPM's chroot see.
+MW=$RESULTS_DIR/mediawiki
+mkdir -p "$MW/usr/share" "$MW/var/lib/mediawiki" "$MW/var/lib/php/sessions" "$MW/var/cache/mediawiki" "$MW/tmp"
+cp -rL "$WASMBRIDGE_PHP_APPS/usr/share/mediawiki" "$MW/usr/share/"
+cp -r /usr/share/zoneinfo "$MW/usr/share/"
+php8.2 "$MW/usr/share/mediawiki/maintenance/install.php" --dbtype sqlite \
+    --dbpath "$MW/var/lib/mediawiki/data" --dbname bench_wiki --scriptpath /mediawiki \
+    --server http://127.0.0.1:18090 --pass 'a benchmarked wiki, 2026' \
+    --confpath "$MW/usr/share/mediawiki" "Bench Wiki" Admin >"$RESULTS_DIR/mediawiki-install.log"
+sed -i "s#$MW/var/lib/#/var/lib/#g" "$MW/usr/share/mediawiki/LocalSettings.php"
+# (Sessions where Debian's php.ini keeps them, for FPM in its chroot.)
+chmod 1733 "$DW/var/lib/php/sessions" "$MW/var/lib/php/sessions"
+chmod 1777 "$MW/tmp"
+# Each app again as a snapshot of php-cgi.wasm with its scripts compiled into OPcache
+# (guests/php/README.md), to start every fresh instance with them.
+"$WASMBRIDGE_BIN" wizer --init-func wasmbridge-warm --dir "$DW/usr/share::/usr/share::ro" \
+    --env PHP_OPCACHE_WARM=/usr/share/dokuwiki:/usr/share/php \
+    -o "$RESULTS_DIR/php/dokuwiki-php.wasm" "$RESULTS_DIR/php/php-cgi.wasm"
+"$WASMBRIDGE_BIN" wizer --init-func wasmbridge-warm --dir "$MW/usr/share::/usr/share::ro" \
+    --env PHP_OPCACHE_WARM=/usr/share/mediawiki/index.php:/usr/share/mediawiki/includes \
+    -o "$RESULTS_DIR/php/mediawiki-php.wasm" "$RESULTS_DIR/php/php-cgi.wasm" 2>"$RESULTS_DIR/mediawiki-warm.log"
 chmod -R a+rX "$RESULTS_DIR"
-[ "$(id -u)" != 0 ] || chown -R www-data:www-data "$DW/var/lib/dokuwiki"
+[ "$(id -u)" != 0 ] || chown -R www-data:www-data "$DW/var/lib/dokuwiki" "$MW/var/lib/mediawiki" \
+    "$MW/var/cache/mediawiki"
 
 # wasmbridge serve, and wasmtime serve when there is one.
 serve 18080 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18080 "$HELLO"
@@ -205,6 +235,12 @@ user = www-data
 group = www-data
 listen = 127.0.0.1:19001
 chroot = $DW
+$FPM_POOL
+[mediawiki]
+user = www-data
+group = www-data
+listen = 127.0.0.1:19002
+chroot = $MW
 $FPM_POOL
 EOF
 fi
@@ -276,9 +312,10 @@ Alias /php-workers/ $RESULTS_DIR/php/www-workers/
     WasmCGIWorkers $PHP_WORKERS
 </Directory>
 # DokuWiki: php-cgi.wasm granted the wiki's directories at Debian's paths (fresh instances,
-# then workers), and PHP-FPM in its chroot.
+# workers, fresh instances of the warmed snapshot), and PHP-FPM in its chroot.
 Alias /dokuwiki/ $DW/usr/share/dokuwiki/
 Alias /dokuwiki-workers/ $DW/usr/share/dokuwiki/
+Alias /dokuwiki-warm/ $DW/usr/share/dokuwiki/
 Alias /dokuwiki-fpm/ $DW/usr/share/dokuwiki/
 <Directory $DW/usr/share/dokuwiki>
     WasmModule $RESULTS_DIR/php/php-cgi.wasm
@@ -296,6 +333,41 @@ Alias /dokuwiki-fpm/ $DW/usr/share/dokuwiki/
     <ElseIf "%{REQUEST_URI} =~ m#^/dokuwiki-workers/#">
         SetHandler wasm-handler
         WasmCGIWorkers $PHP_WORKERS
+    </ElseIf>
+    <ElseIf "%{REQUEST_URI} =~ m#^/dokuwiki-warm/#">
+        SetHandler wasm-handler
+        WasmModule $RESULTS_DIR/php/dokuwiki-php.wasm
+    </ElseIf>
+    <Else>
+        SetHandler wasm-handler
+    </Else>
+</Directory>
+# MediaWiki the same ways.
+Alias /mediawiki/ $MW/usr/share/mediawiki/
+Alias /mediawiki-workers/ $MW/usr/share/mediawiki/
+Alias /mediawiki-warm/ $MW/usr/share/mediawiki/
+Alias /mediawiki-fpm/ $MW/usr/share/mediawiki/
+<Directory $MW/usr/share/mediawiki>
+    WasmModule $RESULTS_DIR/php/php-cgi.wasm
+    WasmMapDir /usr/share $MW/usr/share ro
+    WasmMapDir /var/lib/mediawiki $MW/var/lib/mediawiki
+    WasmMapDir /var/cache/mediawiki $MW/var/cache/mediawiki
+    WasmMapDir /tmp $MW/tmp
+    WasmEnableCGI On
+    WasmMapCGIFileNames On
+    WasmTimeout 120
+    <If "%{REQUEST_URI} =~ m#^/mediawiki-fpm/#">
+        SetHandler "proxy:fcgi://127.0.0.1:19002"
+        ProxyFCGISetEnvIf "reqenv('SCRIPT_FILENAME') =~ m#$MW(/usr/share/mediawiki/.*)#" SCRIPT_FILENAME "\$1"
+        ProxyFCGISetEnvIf "true" DOCUMENT_ROOT "/usr/share/mediawiki"
+    </If>
+    <ElseIf "%{REQUEST_URI} =~ m#^/mediawiki-workers/#">
+        SetHandler wasm-handler
+        WasmCGIWorkers $PHP_WORKERS
+    </ElseIf>
+    <ElseIf "%{REQUEST_URI} =~ m#^/mediawiki-warm/#">
+        SetHandler wasm-handler
+        WasmModule $RESULTS_DIR/php/mediawiki-php.wasm
     </ElseIf>
     <Else>
         SetHandler wasm-handler
@@ -334,9 +406,15 @@ for path in /hello.txt /hello /python /cgi/hello.py /php/hello.php /php-workers/
     wait_for "$APACHE$path"
 done
 DOKUWIKI_ROWS=(dokuwiki-apache-wasm "$APACHE/dokuwiki/doku.php?id=bench"
+    dokuwiki-apache-warm "$APACHE/dokuwiki-warm/doku.php?id=bench"
     dokuwiki-apache-workers "$APACHE/dokuwiki-workers/doku.php?id=bench")
 [ "$(id -u)" != 0 ] || DOKUWIKI_ROWS+=(dokuwiki-fpm "$APACHE/dokuwiki-fpm/doku.php?id=bench")
+MEDIAWIKI_ROWS=(mediawiki-apache-wasm "$APACHE/mediawiki/index.php?title=Main_Page"
+    mediawiki-apache-warm "$APACHE/mediawiki-warm/index.php?title=Main_Page"
+    mediawiki-apache-workers "$APACHE/mediawiki-workers/index.php?title=Main_Page")
+[ "$(id -u)" != 0 ] || MEDIAWIKI_ROWS+=(mediawiki-fpm "$APACHE/mediawiki-fpm/index.php?title=Main_Page")
 for ((i = 1; i < ${#DOKUWIKI_ROWS[@]}; i += 2)); do wait_for "${DOKUWIKI_ROWS[i]}"; done
+for ((i = 1; i < ${#MEDIAWIKI_ROWS[@]}; i += 2)); do wait_for "${MEDIAWIKI_ROWS[i]}"; done
 
 say "hello: wasmbridge serve, wasmtime serve, Apache + mod_wasm, Apache static file"
 args=(wasmbridge http://127.0.0.1:18080/)
@@ -358,8 +436,10 @@ args=(php-wasmbridge http://127.0.0.1:18083/hello.php php-apache-wasm "$APACHE/p
 [ -z "$WASMTIME" ] || args+=(php-wrapped-wasmtime http://127.0.0.1:18087/)
 rounds "$CGI_CONNECTIONS" "${args[@]}"
 
-say "DokuWiki page: Apache + mod_wasm (fresh instances, workers), Apache + PHP-FPM"
+say "DokuWiki page: Apache + mod_wasm (fresh instances, warmed snapshot, workers), Apache + PHP-FPM"
 rounds "$CGI_CONNECTIONS" "${DOKUWIKI_ROWS[@]}"
+say "MediaWiki's Main Page: Apache + mod_wasm (fresh instances, warmed snapshot, workers), Apache + PHP-FPM"
+rounds "$CGI_CONNECTIONS" "${MEDIAWIKI_ROWS[@]}"
 
 # Averages per server.
 table=$(awk '
@@ -389,8 +469,13 @@ declare -A LABELS=(
     [php-apache-wrapped]="Apache + mod_wasm, the same wrapped component"
     [php-wrapped-wasmtime]="wasmtime serve -S cli, the same wrapped component"
     [dokuwiki-apache-wasm]="Apache + mod_wasm, php-cgi.wasm, a fresh instance per request"
+    [dokuwiki-apache-warm]="Apache + mod_wasm, a fresh instance per request of a snapshot with the app in OPcache"
     [dokuwiki-apache-workers]="Apache + mod_wasm, WasmCGIWorkers $PHP_WORKERS (OPcache on)"
     [dokuwiki-fpm]="Apache + mod_proxy_fcgi, php-fpm8.2 (OPcache on)"
+    [mediawiki-apache-wasm]="Apache + mod_wasm, php-cgi.wasm, a fresh instance per request"
+    [mediawiki-apache-warm]="Apache + mod_wasm, a fresh instance per request of a snapshot with the app in OPcache"
+    [mediawiki-apache-workers]="Apache + mod_wasm, WasmCGIWorkers $PHP_WORKERS (OPcache on)"
+    [mediawiki-fpm]="Apache + mod_proxy_fcgi, php-fpm8.2 (OPcache on)"
 )
 
 # row NAME BASE...: a table row with the throughput against each BASE ("–" when not measured).
@@ -460,10 +545,22 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo
     echo "## A DokuWiki page (Debian's dokuwiki, \`doku.php?id=bench\`), $CGI_CONNECTIONS connections"
     echo
-    echo "The same wiki and page (rendered once, then from DokuWiki's cache), unchanged: php-cgi.wasm granted its directories at Debian's paths (a fresh instance per request, OPcache off; or workers, OPcache on), against PHP-FPM chrooted to the same tree with Debian's php.ini (OPcache on)."
+    echo "The same wiki and page (rendered once, then from DokuWiki's cache), unchanged: php-cgi.wasm granted its directories at Debian's paths (a fresh instance per request, OPcache off; a fresh instance of a snapshot taken with DokuWiki's and /usr/share/php's scripts compiled into OPcache, \`wasmbridge wizer --init-func wasmbridge-warm\`; or workers, OPcache on), against PHP-FPM chrooted to the same tree with Debian's php.ini (OPcache on)."
     echo
     echo "| server | requests/s | p50 (ms) | p99 (ms) | vs PHP-FPM |"
     echo "|---|---:|---:|---:|---:|"
-    for name in dokuwiki-apache-wasm dokuwiki-apache-workers dokuwiki-fpm; do row "$name" dokuwiki-fpm; done
+    for name in dokuwiki-apache-wasm dokuwiki-apache-warm dokuwiki-apache-workers dokuwiki-fpm; do
+        row "$name" dokuwiki-fpm
+    done
+    echo
+    echo "## MediaWiki's Main Page (Debian's mediawiki 1.39 on SQLite, \`index.php?title=Main_Page\`), $CGI_CONNECTIONS connections"
+    echo
+    echo "Installed by its own \`maintenance/install.php\`, then served unchanged the same ways (the snapshot with index.php and includes/ compiled, which fill 46 of OPcache's 64 MB: $(sed -n 's/^wasmbridge-warm: //p' "$RESULTS_DIR/mediawiki-warm.log" | tail -n 1))."
+    echo
+    echo "| server | requests/s | p50 (ms) | p99 (ms) | vs PHP-FPM |"
+    echo "|---|---:|---:|---:|---:|"
+    for name in mediawiki-apache-wasm mediawiki-apache-warm mediawiki-apache-workers mediawiki-fpm; do
+        row "$name" mediawiki-fpm
+    done
 } >"$ROOT/BENCHMARKS.md"
 cat "$ROOT/BENCHMARKS.md"
