@@ -93,9 +93,10 @@ fn guest_for(target: &str, name: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// A compile cache shared by the tests of one run, so each guest is compiled once.
+/// A compile cache shared by the tests of every run, so each guest is compiled once (entries
+/// are named by what they are compiled from and by the engine, as Apache's test cache is).
 pub fn test_cache_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("wasmbridge-test-cache-{}", std::process::id()))
+    std::env::temp_dir().join("wasmbridge-test-cache")
 }
 
 /// A running `wasmbridge serve`.
