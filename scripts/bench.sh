@@ -247,6 +247,41 @@ fi
 php-fpm8.2 -y "$RESULTS_DIR/php-fpm.conf" >"$RESULTS_DIR/php-fpm.out" 2>&1 &
 pids+=($!)
 
+# php_app_conf NAME TREE FPM_PORT DIRECTIVE...: Apache serving the PHP app Debian installs in
+# TREE/usr/share/NAME four ways: /NAME/ in fresh instances of php-cgi.wasm, /NAME-workers/ in
+# CGI workers, /NAME-warm/ in fresh instances of NAME-php.wasm (its warmed snapshot), and
+# /NAME-fpm/ on the PHP-FPM pool at FPM_PORT, chrooted to TREE. DIRECTIVEs (the grants) go to
+# mod_wasm.
+php_app_conf() {
+    local name=$1 tree=$2 port=$3 way
+    shift 3
+    for way in "" -workers -warm -fpm; do echo "Alias /$name$way/ $tree/usr/share/$name/"; done
+    cat <<EOF
+<Directory $tree/usr/share/$name>
+    WasmModule $RESULTS_DIR/php/php-cgi.wasm
+$(printf '    %s\n' "$@")
+    WasmEnableCGI On
+    WasmMapCGIFileNames On
+    <If "%{REQUEST_URI} =~ m#^/$name-fpm/#">
+        SetHandler "proxy:fcgi://127.0.0.1:$port"
+        ProxyFCGISetEnvIf "reqenv('SCRIPT_FILENAME') =~ m#$tree(/usr/share/$name/.*)#" SCRIPT_FILENAME "\$1"
+        ProxyFCGISetEnvIf "true" DOCUMENT_ROOT "/usr/share/$name"
+    </If>
+    <ElseIf "%{REQUEST_URI} =~ m#^/$name-workers/#">
+        SetHandler wasm-handler
+        WasmCGIWorkers $PHP_WORKERS
+    </ElseIf>
+    <ElseIf "%{REQUEST_URI} =~ m#^/$name-warm/#">
+        SetHandler wasm-handler
+        WasmModule $RESULTS_DIR/php/$name-php.wasm
+    </ElseIf>
+    <Else>
+        SetHandler wasm-handler
+    </Else>
+</Directory>
+EOF
+}
+
 # One Apache for them all: a static file, the component, Python through mod_wasm, Python
 # through mod_cgid.
 modules=/usr/lib/apache2/modules
@@ -311,68 +346,19 @@ Alias /php-workers/ $RESULTS_DIR/php/www-workers/
     WasmMapCGIFileNames On
     WasmCGIWorkers $PHP_WORKERS
 </Directory>
-# DokuWiki: php-cgi.wasm granted the wiki's directories at Debian's paths (fresh instances,
-# workers, fresh instances of the warmed snapshot), and PHP-FPM in its chroot.
-Alias /dokuwiki/ $DW/usr/share/dokuwiki/
-Alias /dokuwiki-workers/ $DW/usr/share/dokuwiki/
-Alias /dokuwiki-warm/ $DW/usr/share/dokuwiki/
-Alias /dokuwiki-fpm/ $DW/usr/share/dokuwiki/
-<Directory $DW/usr/share/dokuwiki>
-    WasmModule $RESULTS_DIR/php/php-cgi.wasm
-    WasmMapDir /usr/share $DW/usr/share ro
-    WasmMapDir /etc/dokuwiki $DW/etc/dokuwiki ro
-    WasmMapDir /var/lib/dokuwiki $DW/var/lib/dokuwiki
-    WasmMapDir /tmp $DW/tmp
-    WasmEnableCGI On
-    WasmMapCGIFileNames On
-    <If "%{REQUEST_URI} =~ m#^/dokuwiki-fpm/#">
-        SetHandler "proxy:fcgi://127.0.0.1:19001"
-        ProxyFCGISetEnvIf "reqenv('SCRIPT_FILENAME') =~ m#$DW(/usr/share/dokuwiki/.*)#" SCRIPT_FILENAME "\$1"
-        ProxyFCGISetEnvIf "true" DOCUMENT_ROOT "/usr/share/dokuwiki"
-    </If>
-    <ElseIf "%{REQUEST_URI} =~ m#^/dokuwiki-workers/#">
-        SetHandler wasm-handler
-        WasmCGIWorkers $PHP_WORKERS
-    </ElseIf>
-    <ElseIf "%{REQUEST_URI} =~ m#^/dokuwiki-warm/#">
-        SetHandler wasm-handler
-        WasmModule $RESULTS_DIR/php/dokuwiki-php.wasm
-    </ElseIf>
-    <Else>
-        SetHandler wasm-handler
-    </Else>
-</Directory>
-# MediaWiki the same ways.
-Alias /mediawiki/ $MW/usr/share/mediawiki/
-Alias /mediawiki-workers/ $MW/usr/share/mediawiki/
-Alias /mediawiki-warm/ $MW/usr/share/mediawiki/
-Alias /mediawiki-fpm/ $MW/usr/share/mediawiki/
-<Directory $MW/usr/share/mediawiki>
-    WasmModule $RESULTS_DIR/php/php-cgi.wasm
-    WasmMapDir /usr/share $MW/usr/share ro
-    WasmMapDir /var/lib/mediawiki $MW/var/lib/mediawiki
-    WasmMapDir /var/cache/mediawiki $MW/var/cache/mediawiki
-    WasmMapDir /tmp $MW/tmp
-    WasmEnableCGI On
-    WasmMapCGIFileNames On
-    WasmTimeout 120
-    <If "%{REQUEST_URI} =~ m#^/mediawiki-fpm/#">
-        SetHandler "proxy:fcgi://127.0.0.1:19002"
-        ProxyFCGISetEnvIf "reqenv('SCRIPT_FILENAME') =~ m#$MW(/usr/share/mediawiki/.*)#" SCRIPT_FILENAME "\$1"
-        ProxyFCGISetEnvIf "true" DOCUMENT_ROOT "/usr/share/mediawiki"
-    </If>
-    <ElseIf "%{REQUEST_URI} =~ m#^/mediawiki-workers/#">
-        SetHandler wasm-handler
-        WasmCGIWorkers $PHP_WORKERS
-    </ElseIf>
-    <ElseIf "%{REQUEST_URI} =~ m#^/mediawiki-warm/#">
-        SetHandler wasm-handler
-        WasmModule $RESULTS_DIR/php/mediawiki-php.wasm
-    </ElseIf>
-    <Else>
-        SetHandler wasm-handler
-    </Else>
-</Directory>
+# DokuWiki and MediaWiki: php-cgi.wasm granted each app's directories at Debian's paths, and
+# PHP-FPM in the app's chroot.
+$(php_app_conf dokuwiki "$DW" 19001 \
+    "WasmMapDir /usr/share $DW/usr/share ro" \
+    "WasmMapDir /etc/dokuwiki $DW/etc/dokuwiki ro" \
+    "WasmMapDir /var/lib/dokuwiki $DW/var/lib/dokuwiki" \
+    "WasmMapDir /tmp $DW/tmp")
+$(php_app_conf mediawiki "$MW" 19002 \
+    "WasmMapDir /usr/share $MW/usr/share ro" \
+    "WasmMapDir /var/lib/mediawiki $MW/var/lib/mediawiki" \
+    "WasmMapDir /var/cache/mediawiki $MW/var/cache/mediawiki" \
+    "WasmMapDir /tmp $MW/tmp" \
+    "WasmTimeout 120")
 <Location /hello>
     SetHandler wasm-handler
     WasmModule $HELLO
