@@ -394,6 +394,31 @@ pub fn interpreter_dist(guest: &str, file: &str) -> PathBuf {
     dist
 }
 
+/// `wasmbridge wizer --init-func wasmbridge-warm` (guests/php/README.md): php-cgi.wasm again,
+/// with the scripts `warm` names (`PHP_OPCACHE_WARM`) compiled into OPcache, written to `out`,
+/// `dir` (`HOST::GUEST[::ro]`) granted while it is taken. Returns what it said on stderr.
+pub fn warm_php_snapshot(dir: &str, warm: &str, out: &std::path::Path) -> String {
+    let php = interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm");
+    let output = Command::new(binary())
+        .args([
+            "wizer",
+            "--init-func",
+            "wasmbridge-warm",
+            "--dir",
+            dir,
+            "--env",
+        ])
+        .arg(format!("PHP_OPCACHE_WARM={warm}"))
+        .arg("-o")
+        .arg(out)
+        .arg(php)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    stderr
+}
+
 /// Makes `dir` readable by Apache's www-data children: the tree, and the way to it through
 /// the temp directory.
 pub fn readable(dir: &std::path::Path) -> &std::path::Path {

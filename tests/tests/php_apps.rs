@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wasmbridge_tests::apache::Apache;
-use wasmbridge_tests::{Server, binary, interpreter_dist, readable, temp_dir};
+use wasmbridge_tests::{Server, interpreter_dist, readable, temp_dir, warm_php_snapshot};
 
 /// The unpacked packages.
 fn debian() -> PathBuf {
@@ -302,23 +302,11 @@ async fn dokuwiki_runs_from_a_snapshot_with_its_scripts_compiled() {
     let code = dokuwiki_code();
     let dir = temp_dir("dokuwiki-warm");
     let warm = dir.join("dokuwiki-php.wasm");
-    let output = Command::new(binary())
-        .args(["wizer", "--init-func", "wasmbridge-warm", "--dir"])
-        .arg(format!(
-            "{}::/usr/share::ro",
-            code.join("usr/share").display()
-        ))
-        .args([
-            "--env",
-            "PHP_OPCACHE_WARM=/usr/share/dokuwiki:/usr/share/php",
-        ])
-        .arg("-o")
-        .arg(&warm)
-        .arg(interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let stderr = warm_php_snapshot(
+        &format!("{}::/usr/share::ro", code.join("usr/share").display()),
+        "/usr/share/dokuwiki:/usr/share/php",
+        &warm,
+    );
     assert!(stderr.contains("scripts compiled into OPcache"), "{stderr}");
     assert!(!stderr.contains("not compiled"), "{stderr}");
     readable(&dir);

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use wasmbridge_tests::{Server, binary, get, interpreter_dist, temp_dir};
+use wasmbridge_tests::{Server, get, interpreter_dist, temp_dir, warm_php_snapshot};
 
 /// The extensions the PHP guest is built with (guests/php/README.md).
 const EXTENSIONS: &[&str] = &[
@@ -106,11 +106,11 @@ fn native(script: &str) -> String {
 
 /// php-cgi.wasm serving `docroot` at /www, with a writable /tmp and the fonts.
 fn start(docroot: &Path, mode: &[&str]) -> Server {
-    start_module(&php_cgi(), docroot, mode)
-}
-
-fn php_cgi() -> PathBuf {
-    interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm")
+    start_module(
+        &interpreter_dist("php", "php-cgi.wasm").join("php-cgi.wasm"),
+        docroot,
+        mode,
+    )
 }
 
 fn start_module(php: &Path, docroot: &Path, mode: &[&str]) -> Server {
@@ -280,16 +280,11 @@ async fn a_warmed_snapshot_starts_each_fresh_instance_with_the_app_compiled() {
     );
     // "php" in the name: `--cgi-docroot` runs the scripts of the interpreter its name says.
     let warm = temp_dir("warm-snapshot").join("app-php.wasm");
-    let output = std::process::Command::new(binary())
-        .args(["wizer", "--init-func", "wasmbridge-warm", "--dir"])
-        .arg(format!("{}::/www::ro", www.display()))
-        .args(["--env", "PHP_OPCACHE_WARM=/www:/nowhere.php", "-o"])
-        .arg(&warm)
-        .arg(php_cgi())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let stderr = warm_php_snapshot(
+        &format!("{}::/www::ro", www.display()),
+        "/www:/nowhere.php",
+        &warm,
+    );
     assert!(
         stderr.contains("wasmbridge-warm: 2 scripts compiled into OPcache")
             && stderr.contains("not compiled: /nowhere.php (No such file or directory)"),
