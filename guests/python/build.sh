@@ -48,22 +48,57 @@ ln -sfn /usr/include/wasm32-wasi "$sdk/share/wasi-sysroot/include/wasm32-wasi"
 ln -sfn /usr/lib/wasm32-wasi "$sdk/share/wasi-sysroot/lib/wasm32-wasi"
 
 build_python=$(command -v "python$VERSION" || command -v python3)
+cc=("$sdk/bin/clang" --sysroot="$sdk/share/wasi-sysroot")
+
+# zlib (zlib, gzip, zipfile's deflate; werkzeug needs it) and SQLite (sqlite3; Django's default
+# database), from Debian's sources, as static libraries the stdlib's modules link.
+zlib=$WORK/zlib-wasi
+if [ ! -f "$zlib/lib/libz.a" ]; then
+    zlib_src=$(debian_source zlib)
+    rm -rf "$WORK/zlib-build" && cp -r "$zlib_src" "$WORK/zlib-build"
+    (cd "$WORK/zlib-build" && CC="${cc[*]}" AR=/usr/lib/llvm-16/bin/llvm-ar \
+        RANLIB=/usr/lib/llvm-16/bin/llvm-ranlib CFLAGS=-O2 ./configure --static --prefix="$zlib" >/dev/null &&
+        make -s -j"$(nproc)" libz.a >/dev/null && make -s install >/dev/null)
+fi
+# The features Debian's libsqlite3 has that apps test for (full-text search, R*Tree, JSON,
+# column metadata); no threads, extensions, WAL or mmap in WASI. src/sqlite_wasi.* fill in
+# what the unix VFS names and make its lock-free variant the default.
+sqlite=$WORK/sqlite-wasi
+sqlite_flags="-DSQLITE_THREADSAFE=0 -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_WAL -DSQLITE_EXTRA_INIT=wasmbridge_sqlite_init -DSQLITE_TEMP_STORE=3 -DSQLITE_MAX_MMAP_SIZE=0 -DSQLITE_ENABLE_FTS3 -DSQLITE_ENABLE_FTS3_PARENTHESIS -DSQLITE_ENABLE_FTS4 -DSQLITE_ENABLE_FTS5 -DSQLITE_ENABLE_RTREE=1 -DSQLITE_ENABLE_COLUMN_METADATA -DSQLITE_ENABLE_DBSTAT_VTAB -DSQLITE_SOUNDEX=1 -DSQLITE_LIKE_DOESNT_MATCH_BLOBS -DSQLITE_MAX_VARIABLE_NUMBER=250000 -D_WASI_EMULATED_GETPID"
+sqlite_recipe=$(cat "$HERE"/src/sqlite_wasi.* <(echo "$sqlite_flags") | sha256sum | cut -c1-16)
+if [ "$(cat "$sqlite/recipe" 2>/dev/null)" != "$sqlite_recipe" ]; then
+    need_debian_packages tcl
+    sqlite_src=$(debian_source sqlite3)
+    rm -rf "$sqlite" && mkdir -p "$sqlite/gen" "$sqlite/include" "$sqlite/lib"
+    (cd "$sqlite/gen" && "$sqlite_src/configure" -q >/dev/null && make -s sqlite3.c >/dev/null)
+    cp "$sqlite/gen/sqlite3.h" "$sqlite/include/"
+    # shellcheck disable=SC2086
+    "${cc[@]}" -O2 -c "$sqlite/gen/sqlite3.c" -o "$sqlite/sqlite3.o" -include "$HERE/src/sqlite_wasi.h" $sqlite_flags
+    "${cc[@]}" -O2 -I"$sqlite/include" -c "$HERE/src/sqlite_wasi.c" -o "$sqlite/sqlite_wasi.o"
+    /usr/lib/llvm-16/bin/llvm-ar rcs "$sqlite/lib/libsqlite3.a" "$sqlite/sqlite3.o" "$sqlite/sqlite_wasi.o"
+    echo "$sqlite_recipe" >"$sqlite/recipe"
+fi
+
 build=$WORK/build-wasi
 mkdir -p "$build"
 cd "$build"
 # Linked into python.wasm: see the comment in src/cabi_realloc.c.
-"$sdk/bin/clang" --sysroot="$sdk/share/wasi-sysroot" -O2 -c "$HERE/src/cabi_realloc.c" -o cabi_realloc.o
-if [ ! -f Makefile ] || ! grep -q cabi_realloc.o Makefile; then
+"${cc[@]}" -O2 -c "$HERE/src/cabi_realloc.c" -o cabi_realloc.o
+configure_args=(--host=wasm32-unknown-wasi --build="$("$src/config.guess")"
+    --with-build-python="$build_python" --disable-test-modules
+    CFLAGS="-Wno-int-conversion" LIBS="$build/cabi_realloc.o"
+    ZLIB_CFLAGS="-I$zlib/include" ZLIB_LIBS="-L$zlib/lib -lz"
+    LIBSQLITE3_CFLAGS="-I$sqlite/include" LIBSQLITE3_LIBS="-L$sqlite/lib -lsqlite3 -lwasi-emulated-getpid")
+if [ "$(cat configured 2>/dev/null)" != "${configure_args[*]} $sqlite_recipe" ]; then
+    rm -f Makefile config.status
     CONFIG_SITE=$src/Tools/wasm/config.site-wasm32-wasi WASI_SDK_PATH=$sdk \
-        "$src/Tools/wasm/wasi-env" "$src/configure" -q \
-        --host=wasm32-unknown-wasi --build="$("$src/config.guess")" \
-        --with-build-python="$build_python" --disable-test-modules \
-        CFLAGS="-Wno-int-conversion" LIBS="$build/cabi_realloc.o"
+        "$src/Tools/wasm/wasi-env" "$src/configure" -q "${configure_args[@]}"
+    echo "${configure_args[*]} $sqlite_recipe" >configured
 fi
 WASI_SDK_PATH=$sdk "$src/Tools/wasm/wasi-env" make -j"$(nproc)" -s
 
 # Our entry point (src/main.c) in place of Programs/python.c, linked as CPython links its own.
-"$sdk/bin/clang" --sysroot="$sdk/share/wasi-sysroot" -O2 -I"$src/Include" -I"$build" \
+"${cc[@]}" -O2 -I"$src/Include" -I"$build" \
     -c "$HERE/src/main.c" -o wizer_main.o
 link=$(printf 'link:\n\t@echo $(LINKCC) $(PY_CORE_LDFLAGS) $(LINKFORSHARED) $(LINK_PYTHON_OBJS) $(LIBS) $(MODLIBS) $(SYSLIBS)\n' |
     make -s -f Makefile -f - link)
@@ -76,6 +111,8 @@ mkdir -p "$DIST/lib/python$VERSION/lib-dynload"
 tar -C "$src/Lib" --exclude=test --exclude=tests --exclude=idlelib --exclude=tkinter \
     --exclude=turtledemo --exclude=ensurepip --exclude=__pycache__ -cf - . |
     tar -C "$DIST/lib/python$VERSION" -xf -
+# The WSGI gateway (`python.wasm --wsgi`), beside the stdlib it only uses.
+cp "$HERE/src/wasmbridge_wsgi.py" "$DIST/lib/python$VERSION/"
 # Debian's sysconfig names the build's data module without the platform (cgitb, pydoc need it).
 cp build/lib.*/_sysconfigdata_*.py "$DIST/lib/python$VERSION/_sysconfigdata__wasm32-wasi.py"
 # Bytecode made now, so that requests neither compile nor write into the stdlib directory.
