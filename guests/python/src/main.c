@@ -6,10 +6,18 @@
  * and the script. Without a snapshot, main initializes first, so the same binary also runs
  * plain.
  *
+ * `--wsgi MODULE:CALLABLE` serves a WSGI app through the gateway in wasmbridge_wsgi.py: one
+ * request from the CGI environment, or, in a CGI worker, request after request from the
+ * worker channel, which the builtin module `_wasmbridge` reaches. `wasmbridge-warm` is a second
+ * snapshot step that imports an app's modules (PYTHON_WARM), so that fresh instances start
+ * with the app loaded.
+ *
  * Usage: python.wasm SCRIPT [ARG...] | -c CODE [ARG...] | -m MODULE [ARG...]
+ *                    | --wsgi MODULE:CALLABLE
  */
 #include <Python.h>
 #include <errno.h>
+#include <stdint.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,9 +37,64 @@ static const char PRELOAD[] =
     "import base64, binascii, collections, datetime, decimal, email.message, email.parser\n"
     "import email.utils, functools, hashlib, hmac, html, http.cookies, io, itertools, json\n"
     "import math, mimetypes, os, pathlib, random, re, shutil, string, struct, tempfile\n"
-    "import textwrap, time, traceback, types, typing, urllib.parse, uuid\n";
+    "import textwrap, time, traceback, types, typing, urllib.parse, uuid\n"
+    "import wasmbridge_wsgi, wsgiref.util\n";
 
 static int initialized;
+
+/* Constructors are run by each entry point itself. Because this file calls them, wasm-ld does
+ * not wrap every export in a call to them, as it does for a command that leaves them to it:
+ * wrapped, cabi_realloc would run them in the middle of the host's call to the worker
+ * channel, where they may not call WASI (the clocks' constructor does), and trap. Each run
+ * calls them again, as the wrapper of _start did: the preopens are the run's. */
+extern void __wasm_call_ctors(void);
+
+/* The worker channel (wasmbridge:worker/channel, see wit/worker/channel.wit): the host's import,
+ * not a file descriptor, so nothing an app does with files reaches it. */
+typedef struct {
+    uint8_t *ptr;
+    size_t len;
+} channel_bytes;
+
+__attribute__((import_module("wasmbridge:worker/channel@0.1.0"), import_name("read")))
+extern void channel_read(int32_t max, channel_bytes *got);
+__attribute__((import_module("wasmbridge:worker/channel@0.1.0"), import_name("write")))
+extern int32_t channel_write(const void *data, size_t len);
+
+/* _wasmbridge.read(max) -> bytes: up to max bytes from the server, b'' when it has closed. */
+static PyObject *wasmbridge_read(PyObject *self, PyObject *arg) {
+    (void)self;
+    long max = PyLong_AsLong(arg);
+    if (max == -1 && PyErr_Occurred()) return NULL;
+    channel_bytes got = {NULL, 0};
+    channel_read((int32_t)(max > 0 && max < INT32_MAX ? max : INT32_MAX), &got);
+    /* The host allocated it with cabi_realloc, which is malloc. */
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)got.ptr, (Py_ssize_t)got.len);
+    free(got.ptr);
+    return bytes;
+}
+
+/* _wasmbridge.write(data) -> bool: all of data to the server; False when it has closed. */
+static PyObject *wasmbridge_write(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    int32_t ok = channel_write(view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(ok);
+}
+
+static PyMethodDef wasmbridge_methods[] = {
+    {"read", wasmbridge_read, METH_O, "read(max) -> bytes from the worker channel"},
+    {"write", wasmbridge_write, METH_O, "write(data) -> bool, to the worker channel"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef wasmbridge_module = {
+    PyModuleDef_HEAD_INIT, "_wasmbridge", "wasmbridge's worker channel", -1, wasmbridge_methods,
+};
+
+static PyObject *wasmbridge_init(void) { return PyModule_Create(&wasmbridge_module); }
 
 static void initialize(void) {
     PyConfig config;
@@ -40,6 +103,7 @@ static void initialize(void) {
     config.install_signal_handlers = 0;
     /* The stdlib is precompiled and mapped read-only; never try to write bytecode. */
     config.write_bytecode = 0;
+    PyImport_AppendInittab("_wasmbridge", wasmbridge_init);
     PyStatus status = Py_InitializeFromConfig(&config);
     PyConfig_Clear(&config);
     if (PyStatus_Exception(status)) {
@@ -49,11 +113,32 @@ static void initialize(void) {
 }
 
 __attribute__((export_name("wizer-initialize"))) void wizer_initialize(void) {
+    __wasm_call_ctors();
     initialize();
     if (PyRun_SimpleString(PRELOAD) != 0) {
         exit(1);
     }
     /* wasi-libc reads the environment once; forget the build's, so each run reads its own. */
+    __wasilibc_deinitialize_environ();
+}
+
+static int refresh_environ(void);
+static int prepare_run(int argc, char **argv, const char *path0);
+
+/* A second snapshot step (`wasmbridge wizer --init-func wasmbridge-warm`): imports what
+ * PYTHON_WARM names (MODULE or MODULE:CALLABLE, separated by spaces or commas; the callable is
+ * looked up too, so that a WSGI app object is made), with PYTHONPATH on sys.path, and leaves it
+ * in the snapshot. A failure is printed and fails the step. */
+__attribute__((export_name("wasmbridge-warm"))) void wasmbridge_warm(void) {
+    __wasm_call_ctors();
+    char *argv[] = {"python.wasm"};
+    if (refresh_environ() != 0 || prepare_run(1, argv, "") != 0 ||
+        PyRun_SimpleString("import os, wasmbridge_wsgi\n"
+                           "wasmbridge_wsgi.warm(os.environ.get('PYTHON_WARM', ''))\n") != 0) {
+        exit(1);
+    }
+    /* sys.path[0] was the run's; each run puts its own first again. */
+    PyRun_SimpleString("import sys; del sys.path[0]\n");
     __wasilibc_deinitialize_environ();
 }
 
@@ -78,13 +163,16 @@ static int refresh_environ(void) {
     PyObject *posix = PyImport_ImportModule("posix");
     PyObject *os = PyImport_ImportModule("os");
     PyObject *os_environ = os ? PyObject_GetAttrString(os, "environ") : NULL;
+    PyObject *os_environb = os ? PyObject_GetAttrString(os, "environb") : NULL;
     PyObject *copy = PyDict_Copy(data);
-    int result = (posix && os_environ && copy &&
+    int result = (posix && os_environ && os_environb && copy &&
                   PyObject_SetAttrString(posix, "environ", copy) == 0 &&
-                  PyObject_SetAttrString(os_environ, "_data", data) == 0)
+                  PyObject_SetAttrString(os_environ, "_data", data) == 0 &&
+                  PyObject_SetAttrString(os_environb, "_data", data) == 0)
                      ? 0
                      : -1;
     Py_XDECREF(copy);
+    Py_XDECREF(os_environb);
     Py_XDECREF(os_environ);
     Py_XDECREF(os);
     Py_XDECREF(posix);
@@ -176,19 +264,37 @@ static PyObject *run_file(const char *path) {
 }
 
 int main(int argc, char **argv) {
+    __wasm_call_ctors();
     if (!initialized) {
         initialize();
     }
     int option = argc > 1 && argv[1][0] == '-';
-    if (argc < 2 || (option && (argc < 3 || (strcmp(argv[1], "-c") && strcmp(argv[1], "-m"))))) {
-        fprintf(stderr,
-                "usage: python.wasm SCRIPT [ARG...] | -c CODE [ARG...] | -m MODULE [ARG...]\n");
+    int wsgi = option && strcmp(argv[1], "--wsgi") == 0;
+    if (argc < 2 || (wsgi && argc != 3) ||
+        (option && !wsgi && (argc < 3 || (strcmp(argv[1], "-c") && strcmp(argv[1], "-m"))))) {
+        fprintf(stderr, "usage: python.wasm SCRIPT [ARG...] | -c CODE [ARG...] | -m MODULE [ARG...]"
+                        " | --wsgi MODULE:CALLABLE\n");
         return 2;
     }
 
     PyObject *result = NULL;
     if (refresh_environ() == 0) {
-        if (!option) {
+        if (wsgi) {
+            /* sys.argv as under mod_wsgi: the server's name only. */
+            char *server[] = {"wasmbridge"};
+            if (prepare_run(1, server, "") == 0) {
+                PyObject *gateway = PyImport_ImportModule("wasmbridge_wsgi");
+                result = gateway ? PyObject_CallMethod(gateway, "main", "s", argv[2]) : NULL;
+                Py_XDECREF(gateway);
+                /* main returns the exit status. */
+                if (result != NULL && PyLong_Check(result) && PyLong_AsLong(result) != 0) {
+                    int code = (int)PyLong_AsLong(result);
+                    Py_DECREF(result);
+                    result = NULL;
+                    PyErr_SetObject(PyExc_SystemExit, PyLong_FromLong(code));
+                }
+            }
+        } else if (!option) {
             char *script_dir = strdup(argv[1]);
             if (prepare_run(argc - 1, argv + 1, dirname(script_dir)) == 0) {
                 result = run_file(argv[1]);
