@@ -137,6 +137,13 @@ pub(crate) enum Entry {
     Cgi,
 }
 
+/// What python.wasm's WSGI gateway finds in its environment when it is only to import the app
+/// and exit ([`App::check_start`]).
+pub const WSGI_CHECK_VARIABLE: &str = "WASMBRIDGE_WSGI_CHECK";
+
+/// How much of a start-up check's output is kept for its error.
+const CHECK_OUTPUT: usize = 64 * 1024;
+
 pub struct App {
     config: AppConfig,
     guest: Guest,
@@ -449,6 +456,40 @@ impl App {
             }
         });
         Ok(GuestTask::new(task, ending, log, id, name))
+    }
+
+    /// Checks, before the first request, what can be checked by running the program: that a
+    /// WSGI app ([`CgiConfig::wsgi`]) imports. One fresh instance imports it and exits; when
+    /// it cannot, the error says so with what the program wrote (Python's traceback names
+    /// the module and the line). Nothing to do for other apps.
+    ///
+    /// [`CgiConfig::wsgi`]: crate::cgi::CgiConfig::wsgi
+    pub async fn check_start(&self) -> Result<()> {
+        let Some(wsgi) = &self.config.cgi.wsgi else {
+            return Ok(());
+        };
+        let args = self.config.cgi.argv(&self.program_name);
+        let output = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(CHECK_OUTPUT);
+        let configure = |wasi: &mut WasiCtxBuilder| {
+            wasi.args(&args);
+            wasi.env(WSGI_CHECK_VARIABLE, "1");
+            wasi.stdout(output.clone());
+            wasi.stderr(output.clone());
+        };
+        let outcome = match self.spawn_guest(0, configure, |_| Ok(Entry::Cgi)).await {
+            Ok(task) => task.join().await,
+            Err(failure) => Err(failure),
+        };
+        let said = String::from_utf8_lossy(&output.contents())
+            .trim_end()
+            .to_string();
+        match outcome {
+            Ok(0) => Ok(()),
+            Ok(status) => {
+                bail!("the WSGI app `{wsgi}` does not load (exit status {status}):\n{said}")
+            }
+            Err(failure) => bail!("the WSGI app `{wsgi}` does not load: {failure}\n{said}"),
+        }
     }
 
     /// Prepares a CGI worker's run: the program runs while the returned future is polled, by

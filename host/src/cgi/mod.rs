@@ -59,6 +59,11 @@ pub struct CgiConfig {
     /// `WasmCGIScriptArg`): its `SCRIPT_FILENAME` is appended to the arguments, as the script
     /// `docroot` finds is.
     pub script_arg: bool,
+    /// A WSGI app (`MODULE:CALLABLE`) that python.wasm from guests/python serves through its
+    /// gateway: `--wsgi MODULE:CALLABLE` follows the arguments. See [`App::check_start`].
+    ///
+    /// [`App::check_start`]: crate::App::check_start
+    pub wsgi: Option<String>,
     /// Long-lived instances that serve one request after another over FastCGI on stdin and
     /// stdout (see [`WORKER_VARIABLE`]), at most this many; 0: a fresh instance per request.
     pub workers: usize,
@@ -78,6 +83,7 @@ impl Default for CgiConfig {
             fallback: None,
             extensions: Vec::new(),
             script_arg: false,
+            wsgi: None,
             workers: 0,
             worker_wait: WORKER_WAIT,
         }
@@ -103,6 +109,9 @@ impl CgiConfig {
     pub(crate) fn argv(&self, program: &str) -> Vec<String> {
         let mut argv = vec![program.to_string()];
         argv.extend(self.args.iter().cloned());
+        if let Some(app) = &self.wsgi {
+            argv.extend(["--wsgi".to_string(), app.clone()]);
+        }
         argv
     }
 

@@ -110,9 +110,23 @@ pub struct ServeCommand {
 
     /// CGI mode with up to N long-lived instances that serve one request after another over
     /// FastCGI on stdin and stdout (php-cgi from guests/php does), like PHP-FPM's children;
-    /// 0, the default, starts a fresh instance for every request.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    cgi_workers: usize,
+    /// 0 starts a fresh instance for every request. Default: 0, and with `--wsgi` one worker
+    /// per CPU.
+    #[arg(long, value_name = "N")]
+    cgi_workers: Option<usize>,
+
+    /// Serve a WSGI app (PEP 3333) with python.wasm from guests/python: `MODULE:CALLABLE`
+    /// (`MODULE` alone means its `application`), imported from `--python-path`. It runs in CGI
+    /// workers (see `--cgi-workers`), or in a fresh instance per request with
+    /// `--cgi-workers 0` (from a snapshot that imported it: `wasmbridge wizer --init-func
+    /// wasmbridge-warm`). The server does not start if the app does not import.
+    #[arg(long, value_name = "MODULE:CALLABLE", conflicts_with = "cgi_docroot")]
+    wsgi: Option<String>,
+
+    /// A guest directory to import Python modules from (PYTHONPATH), e.g. the app's and its
+    /// packages'; repeat for more.
+    #[arg(long, value_name = "GUEST_DIR")]
+    python_path: Vec<String>,
 
     /// How long a request waits for a free CGI worker before it is answered 503.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -220,6 +234,9 @@ impl ServeCommand {
                 self.component.display()
             );
         }
+        if self.wsgi.is_some() && !self.args.is_empty() {
+            bail!("`--wsgi` serves the app it names: no arguments may follow the program");
+        }
         if let Some(docroot) = self
             .cgi_options
             .cgi_docroot
@@ -241,6 +258,7 @@ impl ServeCommand {
             .enable_all()
             .build()?;
         runtime.block_on(async {
+            app.check_start().await?;
             let shutdown = shutdown_signal(self.shutdown_addr).await?;
             let listener = bind(self.addr)?;
             eprintln!("Serving HTTP on http://{}/", listener.local_addr()?);
@@ -321,6 +339,13 @@ impl ServeCommand {
             }
         }
         grant_env(&mut env, &self.vars)?;
+        if !self.python_path.is_empty() {
+            let mut path = self.python_path.join(":");
+            if let Some(i) = env.iter().position(|(name, _)| name == "PYTHONPATH") {
+                path = format!("{path}:{}", env.remove(i).1);
+            }
+            env.push(("PYTHONPATH".into(), path));
+        }
 
         let sandbox = Sandbox {
             env,
@@ -361,9 +386,17 @@ impl ServeCommand {
             .unwrap_or_else(|| "app".into());
         Ok(AppConfig {
             name,
-            mode: if self.cgi { Mode::Cgi } else { Mode::Auto },
+            mode: if self.cgi || self.wsgi.is_some() {
+                Mode::Cgi
+            } else {
+                Mode::Auto
+            },
             cgi: CgiConfig {
-                workers: self.cgi_workers,
+                wsgi: self.wsgi.clone(),
+                workers: self.cgi_workers.unwrap_or(match self.wsgi {
+                    Some(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    None => 0,
+                }),
                 worker_wait: self.cgi_worker_wait.unwrap_or(wasmbridge::cgi::WORKER_WAIT),
                 ..self.cgi_options.config(self.args.clone())
             },
