@@ -63,6 +63,10 @@ typedef struct {
     apr_off_t max_memory;          /* WasmMaxMemory */
     apr_interval_time_t timeout;   /* WasmTimeout */
     int cgi_workers;               /* WasmCGIWorkers */
+    const char *wsgi;              /* WasmWSGI: MODULE:CALLABLE */
+    const char *wsgi_at;           /* "file:line" of WasmWSGI, for messages */
+    const char *wsgi_mount;        /* the <Location> WasmWSGI is in: the app's SCRIPT_NAME */
+    apr_array_header_t *python_path; /* WasmPythonPath: guest directories */
     apr_array_header_t *exts;      /* WasmCGIExt: script extensions, without the dot */
 } wasm_dir_conf;
 
@@ -97,6 +101,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->timeout = UNSET;
     conf->cgi_workers = UNSET;
     conf->exts = apr_array_make(p, 1, sizeof(const char *));
+    conf->python_path = apr_array_make(p, 1, sizeof(const char *));
     return conf;
 }
 
@@ -121,6 +126,10 @@ static void *merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     conf->timeout = add->timeout != UNSET ? add->timeout : base->timeout;
     conf->cgi_workers = add->cgi_workers != UNSET ? add->cgi_workers : base->cgi_workers;
     conf->exts = add->exts->nelts ? add->exts : base->exts;
+    conf->wsgi = add->wsgi ? add->wsgi : base->wsgi;
+    conf->wsgi_at = add->wsgi ? add->wsgi_at : base->wsgi_at;
+    conf->wsgi_mount = add->wsgi ? add->wsgi_mount : base->wsgi_mount;
+    conf->python_path = add->python_path->nelts ? add->python_path : base->python_path;
     return conf;
 }
 
@@ -340,6 +349,34 @@ static const char *add_cgi_ext(cmd_parms *cmd, void *conf_, const char *ext)
     return NULL;
 }
 
+/* WasmWSGI MODULE:CALLABLE: serve a WSGI app with python.wasm (WasmModule) through its
+ * gateway, in CGI workers (WasmCGIWorkers; default one per CPU, 0 for a fresh instance per
+ * request). In a <Location>, its path is where the app is mounted (SCRIPT_NAME). */
+static const char *set_wsgi(cmd_parms *cmd, void *conf_, const char *app)
+{
+    wasm_dir_conf *conf = conf_;
+    const ap_directive_t *section = cmd->directive->parent;
+    if (!*app || *app == ':' || strchr(app, ' ')) {
+        return apr_psprintf(cmd->pool, "WasmWSGI: `%s` is not MODULE:CALLABLE", app);
+    }
+    conf->wsgi = app;
+    conf->wsgi_at = apr_psprintf(cmd->pool, "%s:%d", cmd->directive->filename,
+                                 cmd->directive->line_num);
+    conf->wsgi_mount = NULL;
+    if (section && !strcasecmp(section->directive, "<Location") && cmd->path) {
+        conf->wsgi_mount = cmd->path;
+    }
+    conf->cgi = 1;
+    return NULL;
+}
+
+/* WasmPythonPath /app /app/lib: guest directories python.wasm imports from (PYTHONPATH). */
+static const char *add_python_path(cmd_parms *cmd, void *conf_, const char *dir)
+{
+    *(const char **)apr_array_push(((wasm_dir_conf *)conf_)->python_path) = dir;
+    return NULL;
+}
+
 static const char *set_cache_dir(cmd_parms *cmd, void *dummy, const char *dir)
 {
     wasm_server_conf *conf = ap_get_module_config(cmd->server->module_config, &wasm_module);
@@ -404,6 +441,10 @@ static const command_rec wasm_cmds[] = {
     AP_INIT_TAKE1("WasmCGIWorkers", set_cgi_workers, NULL, WASM_CONF,
                   "long-lived instances per child that serve CGI requests over FastCGI "
                   "(default 0: a fresh instance per request)"),
+    AP_INIT_TAKE1("WasmWSGI", set_wsgi, NULL, WASM_CONF,
+                  "a WSGI app (MODULE:CALLABLE) for python.wasm to serve"),
+    AP_INIT_ITERATE("WasmPythonPath", add_python_path, NULL, WASM_CONF,
+                    "guest directories python.wasm imports modules from (PYTHONPATH)"),
     AP_INIT_TAKE1("WasmCacheDir", set_cache_dir, NULL, RSRC_CONF,
                   "where compiled modules are kept (default: wasmbridge-cache in the "
                   "runtime directory); off turns the cache off"),
@@ -437,12 +478,24 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
     if (conf->cgi_script_arg == 1) {
         text = apr_pstrcat(p, text, "script-arg on\n", NULL);
     }
+    if (conf->python_path->nelts) {
+        text = apr_pstrcat(p, text, "env PYTHONPATH=",
+                           apr_array_pstrcat(p, conf->python_path, ':'), "\n", NULL);
+    }
+    if (conf->wsgi) {
+        text = apr_pstrcat(p, text, "wsgi ", conf->wsgi, "\n", NULL);
+        if (conf->wsgi_mount) {
+            text = apr_pstrcat(p, text, "env WASMBRIDGE_WSGI_MOUNT=", conf->wsgi_mount, "\n",
+                               NULL);
+        }
+    }
     return apr_psprintf(p, "%scgi %s\nmax-memory %" APR_OFF_T_FMT "\ntimeout-ms %" APR_TIME_T_FMT
-                        "\ncgi-workers %d\n", text, conf->cgi == 1 ? "on" : "auto",
+                        "\ncgi-workers %s\n", text, conf->cgi == 1 ? "on" : "auto",
                         conf->max_memory != UNSET ? conf->max_memory : WASM_DEFAULT_MAX_MEMORY,
                         apr_time_as_msec(conf->timeout != UNSET ? conf->timeout
                                                                 : WASM_DEFAULT_TIMEOUT),
-                        conf->cgi_workers != UNSET ? conf->cgi_workers : 0);
+                        conf->cgi_workers != UNSET ? apr_itoa(p, conf->cgi_workers)
+                        : conf->wsgi ? "auto" : "0");
 }
 
 /* ---- start-up --------------------------------------------------------------------------- */
@@ -502,6 +555,9 @@ static void find_roots(apr_array_header_t *roots, apr_array_header_t *sections)
     }
 }
 
+static const char *cache_dir(apr_pool_t *p, server_rec *s);
+static const char *engine_options(server_rec *s);
+
 /* Checks a section's app as merged, and records it for the precompile step. */
 static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
                      apr_array_header_t *roots)
@@ -541,6 +597,16 @@ static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s, "WasmModule (%s): %s",
                      conf->module_at, error);
         return !OK;
+    }
+    /* A WSGI app that does not import fails here, configtest included, with its traceback. */
+    if (conf->wsgi) {
+        char check_error[8192];
+        if (wb_check_start(describe(p, conf), cache_dir(p, s), engine_options(s), check_error,
+                           sizeof check_error) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s, "WasmWSGI %s (%s): %s",
+                         conf->wsgi, conf->wsgi_at, check_error);
+            return !OK;
+        }
     }
     *(const char **)apr_array_push(configured_apps) = describe(p, conf);
     return OK;

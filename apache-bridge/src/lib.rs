@@ -222,6 +222,51 @@ pub unsafe extern "C" fn wb_inspect(
     }
 }
 
+/// Checks at configuration time what only running the app can check (a WSGI app that does
+/// not import: see [`App::check_start`]), compiling it into the cache at `cache_dir` (NULL:
+/// none) with `WasmEngineOptions` (`optimize`). Returns 0, or -1 with the reason in `error`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_check_start(
+    description: *const c_char,
+    cache_dir: *const c_char,
+    optimize: *const c_char,
+    error: *mut c_char,
+    error_len: usize,
+) -> c_int {
+    let description = unsafe { str_or_empty(description) };
+    let cache_dir = unsafe { opt_str(cache_dir) };
+    let optimize = unsafe { str_or_empty(optimize) };
+    // In a thread of its own: the parent must have none left when it forks the children.
+    let checked = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<(), String> {
+                let AppDescription { module, config } = AppDescription::parse(description)?;
+                let mut options = engine_options(optimize)?;
+                let engine = new_engine(&mut options, 1).map_err(|e| format!("{e:#}"))?;
+                let cache = cache_dir.and_then(|dir| CompileCache::open(dir).ok());
+                let app = App::load(&engine, &module, cache.as_ref(), false, config)
+                    .map_err(|e| format!("{e:#}"))?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let _ticker = EpochTicker::start(&engine);
+                runtime
+                    .block_on(app.check_start())
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the check panicked".into()))
+    });
+    match checked {
+        Ok(()) => 0,
+        Err(message) => {
+            unsafe { write_c(error, error_len, &message) };
+            -1
+        }
+    }
+}
+
 /// Makes the compile cache at `cache_dir` ready for the precompile step, in Apache's parent
 /// (as root): creates it, or takes it back from `user` (Apache's `User`) if an earlier
 /// mod_wasm left it to that user. Returns 0, with what was done in `note` (empty if nothing),
@@ -763,7 +808,12 @@ impl AppDescription {
                     limits.timeout =
                         Some(Duration::from_millis(number("a number of milliseconds")?))
                 }
+                // A WSGI app's default: one worker per CPU, as `wasmbridge serve --wsgi`.
+                "cgi-workers" if value == "auto" => {
+                    cgi.workers = std::thread::available_parallelism().map_or(1, |n| n.get())
+                }
                 "cgi-workers" => cgi.workers = number("a number of workers")? as usize,
+                "wsgi" => cgi.wsgi = Some(value.into()),
                 _ => return Err(format!("unknown key `{key}` in an app description")),
             }
         }
