@@ -50,16 +50,41 @@ ln -sfn /usr/lib/wasm32-wasi "$sdk/share/wasi-sysroot/lib/wasm32-wasi"
 build_python=$(command -v "python$VERSION" || command -v python3)
 cc=("$sdk/bin/clang" --sysroot="$sdk/share/wasi-sysroot")
 
-# zlib (zlib, gzip, zipfile's deflate; werkzeug needs it) and SQLite (sqlite3; Django's default
-# database), from Debian's sources, as static libraries the stdlib's modules link.
-zlib=$WORK/zlib-wasi
-if [ ! -f "$zlib/lib/libz.a" ]; then
-    zlib_src=$(debian_source zlib)
-    rm -rf "$WORK/zlib-build" && cp -r "$zlib_src" "$WORK/zlib-build"
-    (cd "$WORK/zlib-build" && CC="${cc[*]}" AR=/usr/lib/llvm-16/bin/llvm-ar \
-        RANLIB=/usr/lib/llvm-16/bin/llvm-ranlib CFLAGS=-O2 ./configure --static --prefix="$zlib" >/dev/null &&
-        make -s -j"$(nproc)" libz.a >/dev/null && make -s install >/dev/null)
-fi
+# Compression libraries from Debian's sources, as static libraries the stdlib's modules link:
+# zlib (zlib, gzip, zipfile's deflate; werkzeug needs it), bzip2 (bz2), xz (lzma).
+llvm=/usr/lib/llvm-16/bin
+static=(CC="${cc[*]}" AR="$llvm/llvm-ar" RANLIB="$llvm/llvm-ranlib")
+libs=$WORK/libs-wasi
+lib_zlib() { env "${static[@]}" CFLAGS=-O2 ./configure --static --prefix="$1" && make libz.a && make install; }
+lib_bzip2() {
+    make "${static[@]}" CFLAGS="-O2 -D_FILE_OFFSET_BITS=64" libbz2.a &&
+        mkdir -p "$1/lib" "$1/include" && cp libbz2.a "$1/lib/" && cp bzlib.h "$1/include/"
+}
+# liblzma alone, single-threaded; src/lzma_wasi.h stands in for the signal masks WASI lacks.
+lib_xz() {
+    ./configure --host=wasm32-unknown-wasi --prefix="$1" --disable-shared --enable-static \
+        --disable-threads --disable-xz --disable-xzdec --disable-lzmadec --disable-lzmainfo \
+        --disable-lzma-links --disable-scripts --disable-doc --disable-nls "${static[@]}" CFLAGS=-O2 &&
+        make -C src/liblzma CFLAGS="-O2 -D_WASI_EMULATED_SIGNAL -include $HERE/src/lzma_wasi.h" &&
+        make -C src/liblzma install
+}
+# build_lib NAME SOURCE_PACKAGE: lib_NAME's result in $libs/NAME, rebuilt when its recipe changes.
+build_lib() {
+    local recipe
+    recipe=$(declare -f "lib_$1" | cat - "$HERE/src/lzma_wasi.h" | sha256sum | cut -c1-16)
+    if [ "$(cat "$libs/$1/recipe" 2>/dev/null)" != "$recipe" ]; then
+        local source
+        source=$(debian_source "$2")
+        rm -rf "$libs/$1" "$WORK/lib-build" && cp -r "$source" "$WORK/lib-build"
+        (cd "$WORK/lib-build" && "lib_$1" "$libs/$1" >"$WORK/lib-$1.log" 2>&1) ||
+            { tail -20 "$WORK/lib-$1.log"; echo "error: building $1 for WASI failed" >&2; exit 1; }
+        echo "$recipe" >"$libs/$1/recipe"
+    fi
+}
+build_lib zlib zlib
+build_lib bzip2 bzip2
+build_lib xz xz-utils
+
 # The features Debian's libsqlite3 has that apps test for (full-text search, R*Tree, JSON,
 # column metadata); no threads, extensions, WAL or mmap in WASI. src/sqlite_wasi.* fill in
 # what the unix VFS names and make its lock-free variant the default.
@@ -75,25 +100,31 @@ if [ "$(cat "$sqlite/recipe" 2>/dev/null)" != "$sqlite_recipe" ]; then
     # shellcheck disable=SC2086
     "${cc[@]}" -O2 -c "$sqlite/gen/sqlite3.c" -o "$sqlite/sqlite3.o" -include "$HERE/src/sqlite_wasi.h" $sqlite_flags
     "${cc[@]}" -O2 -I"$sqlite/include" -c "$HERE/src/sqlite_wasi.c" -o "$sqlite/sqlite_wasi.o"
-    /usr/lib/llvm-16/bin/llvm-ar rcs "$sqlite/lib/libsqlite3.a" "$sqlite/sqlite3.o" "$sqlite/sqlite_wasi.o"
+    "$llvm/llvm-ar" rcs "$sqlite/lib/libsqlite3.a" "$sqlite/sqlite3.o" "$sqlite/sqlite_wasi.o"
     echo "$sqlite_recipe" >"$sqlite/recipe"
 fi
 
 build=$WORK/build-wasi
 mkdir -p "$build"
 cd "$build"
-# Linked into python.wasm: see the comment in src/cabi_realloc.c.
-"${cc[@]}" -O2 -c "$HERE/src/cabi_realloc.c" -o cabi_realloc.o
+# Linked into python.wasm: see the comment in src/cabi_realloc.c. (Kept out of the build
+# directory, which `make clean` empties.)
+"${cc[@]}" -O2 -c "$HERE/src/cabi_realloc.c" -o "$WORK/cabi_realloc.o"
 configure_args=(--host=wasm32-unknown-wasi --build="$("$src/config.guess")"
     --with-build-python="$build_python" --disable-test-modules
-    CFLAGS="-Wno-int-conversion" LIBS="$build/cabi_realloc.o"
-    ZLIB_CFLAGS="-I$zlib/include" ZLIB_LIBS="-L$zlib/lib -lz"
+    CFLAGS="-Wno-int-conversion" LIBS="$WORK/cabi_realloc.o"
+    ZLIB_CFLAGS="-I$libs/zlib/include" ZLIB_LIBS="-L$libs/zlib/lib -lz"
+    BZIP2_CFLAGS="-I$libs/bzip2/include" BZIP2_LIBS="-L$libs/bzip2/lib -lbz2"
+    LIBLZMA_CFLAGS="-I$libs/xz/include" LIBLZMA_LIBS="-L$libs/xz/lib -llzma"
     LIBSQLITE3_CFLAGS="-I$sqlite/include" LIBSQLITE3_LIBS="-L$sqlite/lib -lsqlite3 -lwasi-emulated-getpid")
-if [ "$(cat configured 2>/dev/null)" != "${configure_args[*]} $sqlite_recipe" ]; then
+# Configured again, and built anew, when the arguments or a library change.
+stamp="${configure_args[*]} $sqlite_recipe $(cat "$libs"/*/recipe | tr '\n' ' ')"
+if [ "$(cat configured 2>/dev/null)" != "$stamp" ]; then
+    if [ -f Makefile ]; then make -s clean >/dev/null 2>&1 || true; fi
     rm -f Makefile config.status
     CONFIG_SITE=$src/Tools/wasm/config.site-wasm32-wasi WASI_SDK_PATH=$sdk \
         "$src/Tools/wasm/wasi-env" "$src/configure" -q "${configure_args[@]}"
-    echo "${configure_args[*]} $sqlite_recipe" >configured
+    echo "$stamp" >configured
 fi
 WASI_SDK_PATH=$sdk "$src/Tools/wasm/wasi-env" make -j"$(nproc)" -s
 
