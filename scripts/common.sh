@@ -69,10 +69,8 @@ install_test_packages() {
         php8.2-xml fonts-dejavu-core
 }
 
-# Real PHP applications from Debian's archive, test data for tests/tests/php_apps.rs: the
-# packages of each app and what it depends on, downloaded and unpacked once into one tree laid
-# out as Debian installs it, with absolute symlinks made relative so that the tree stands on
-# its own. Exported as WASMBRIDGE_PHP_APPS.
+# Real applications from Debian's archive, test data for tests/tests/php_apps.rs and
+# wsgi_apps.rs: the packages of each app and what it depends on.
 PHP_APPS=(
     dokuwiki libphp-simplepie php-geshi php-phpseclib php-random-compat libjs-jquery
     libjs-jquery-cookie libjs-jquery-ui
@@ -80,16 +78,26 @@ PHP_APPS=(
     php-slim php-pimple php-psr-http-message php-nikic-fast-route php-psr-container
     mediawiki mediawiki-classes
 )
-fetch_php_apps() {
+PYTHON_APPS=(
+    python3-flask python3-werkzeug python3-jinja2 python3-markupsafe python3-itsdangerous
+    python3-click python3-django python3-asgiref python3-sqlparse python3-tz
+)
+fetch_php_apps() { WASMBRIDGE_PHP_APPS=$(debian_tree "${PHP_APPS[@]}"); export WASMBRIDGE_PHP_APPS; }
+fetch_python_apps() { WASMBRIDGE_PYTHON_APPS=$(debian_tree "${PYTHON_APPS[@]}"); export WASMBRIDGE_PYTHON_APPS; }
+
+# debian_tree PACKAGE...: the packages downloaded and unpacked once into one tree laid out as
+# Debian installs it, with absolute symlinks made relative so that the tree stands on its own;
+# prints the tree's path.
+debian_tree() {
     local cache=$HOME/.cache/wasmbridge-apps key root link target
-    key=$(printf '%s\n' "${PHP_APPS[@]}" | sha256sum | cut -c1-12)
+    key=$(printf '%s\n' "$@" | sha256sum | cut -c1-12)
     root=$cache/root-$key
     if [ ! -f "$root/.complete" ]; then
-        say "downloading PHP apps from Debian's archive (test data)"
-        rm -rf "$cache" && mkdir -p "$cache/debs" "$root"
-        (cd "$cache/debs" && { apt-get download -qq "${PHP_APPS[@]}" 2>/dev/null ||
-            { as_root apt-get update -qq && apt-get download -qq "${PHP_APPS[@]}"; }; })
-        for deb in "$cache"/debs/*.deb; do dpkg -x "$deb" "$root"; done
+        say "downloading $1 and the rest from Debian's archive (test data)"
+        rm -rf "$cache/debs-$key" "$root" && mkdir -p "$cache/debs-$key" "$root"
+        (cd "$cache/debs-$key" && { apt-get download -qq "$@" 2>/dev/null ||
+            { as_root apt-get update -qq && apt-get download -qq "$@"; }; }) >&2
+        for deb in "$cache/debs-$key"/*.deb; do dpkg -x "$deb" "$root"; done
         find "$root" -type l | while read -r link; do
             target=$(readlink "$link")
             case $target in
@@ -98,9 +106,10 @@ fetch_php_apps() {
         done
         # Links to what a package's install script would have made (e.g. dokuwiki's .htaccess).
         find "$root" -xtype l -delete
+        rm -rf "$cache/debs-$key"
         touch "$root/.complete"
     fi
-    export WASMBRIDGE_PHP_APPS=$root
+    echo "$root"
 }
 
 build_python() {

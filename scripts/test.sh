@@ -13,6 +13,7 @@ build_php
 install_template_tools
 install_test_packages
 fetch_php_apps
+fetch_python_apps
 say "running the tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

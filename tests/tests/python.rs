@@ -254,3 +254,176 @@ async fn while_true_is_stopped_by_the_deadline() {
         404
     );
 }
+
+/// The stdlib modules web apps use, which all import.
+const IMPORTS: &[&str] = &[
+    // compression and archives (zlib, bzip2 and xz are built in)
+    "zlib",
+    "gzip",
+    "bz2",
+    "lzma",
+    "zipfile",
+    "tarfile",
+    // databases
+    "sqlite3",
+    "dbm.dumb",
+    "shelve",
+    // XML and text
+    "pyexpat",
+    "xml.etree.ElementTree",
+    "xml.dom.minidom",
+    "xml.sax",
+    "html.parser",
+    "unicodedata",
+    "_multibytecodec",
+    "_codecs_jp",
+    "csv",
+    "json",
+    // numbers, hashes, randomness
+    "_decimal",
+    "decimal",
+    "fractions",
+    "statistics",
+    "hashlib",
+    "hmac",
+    "secrets",
+    "uuid",
+    "_sha256",
+    "_sha512",
+    "_sha3",
+    "_blake2",
+    "_md5",
+    "_sha1",
+    "crypt",
+    // time
+    "datetime",
+    "zoneinfo",
+    "time",
+    "calendar",
+    // the web
+    "cgi",
+    "wsgiref.handlers",
+    "wsgiref.simple_server",
+    "http.cookies",
+    "http.client",
+    "urllib.request",
+    "email.parser",
+    "mimetypes",
+    "smtplib",
+    // the rest of what frameworks import at start
+    "asyncio",
+    "threading",
+    "subprocess",
+    "multiprocessing",
+    "socket",
+    "select",
+    "selectors",
+    "signal",
+    "tempfile",
+    "logging.handlers",
+    "concurrent.futures",
+    "getpass",
+    "locale",
+    "pickle",
+    "copy",
+    "weakref",
+    "contextvars",
+    "dataclasses",
+    "typing",
+    "inspect",
+    "ast",
+    "importlib.metadata",
+    "cProfile",
+    "faulthandler",
+    "array",
+    "cmath",
+];
+
+/// What cannot import under WASI, and why (guests/python/README.md says the same).
+const MISSING: &[(&str, &str)] = &[
+    (
+        "ssl",
+        "no OpenSSL in the build: TLS is the front end's (Apache, or a proxy)",
+    ),
+    (
+        "_hashlib",
+        "no OpenSSL: hashlib's builtin md5, sha1, sha2, sha3 and blake2 serve",
+    ),
+    (
+        "ctypes",
+        "no foreign function interface: WebAssembly cannot call native code",
+    ),
+    (
+        "_posixsubprocess",
+        "WASI cannot start processes (subprocess imports; Popen fails)",
+    ),
+    ("_multiprocessing", "WASI cannot start processes"),
+    ("_posixshmem", "WASI has no shared memory"),
+    ("mmap", "WASI cannot map files into memory"),
+    ("pwd", "WASI has no users"),
+    ("grp", "WASI has no groups"),
+    ("spwd", "WASI has no users"),
+    ("nis", "WASI has no users"),
+    ("fcntl", "WASI has no fcntl and no file locks"),
+    (
+        "resource",
+        "WASI has no resource limits (the host's are the real ones)",
+    ),
+    ("termios", "WASI has no terminals"),
+    ("tty", "WASI has no terminals"),
+    ("pty", "WASI has no terminals"),
+    ("readline", "WASI has no terminals"),
+    ("curses", "WASI has no terminals"),
+    (
+        "syslog",
+        "WASI has no syslog: write to stderr, the server's log",
+    ),
+    ("_dbm", "no ndbm library in the build: dbm.dumb serves"),
+    ("_gdbm", "no gdbm library in the build: dbm.dumb serves"),
+    ("_uuid", "no libuuid in the build: uuid works without it"),
+    ("tkinter", "not shipped: no GUI"),
+];
+
+#[tokio::test]
+async fn the_stdlib_modules_that_import_and_the_ones_that_cannot_under_wasi() {
+    let server = start("/app/modules.py");
+    let names: Vec<&str> = IMPORTS
+        .iter()
+        .copied()
+        .chain(MISSING.iter().map(|(name, _)| *name))
+        .collect();
+    let response = client()
+        .get(server.url(&format!("/?{}", names.join(","))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", server.log());
+    let report = response.text().await.unwrap();
+    let result = |name: &str| -> String {
+        report
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name} not reported:\n{report}"))
+            .to_string()
+    };
+    let failed: Vec<String> = IMPORTS
+        .iter()
+        .filter(|name| result(name) != "ok")
+        .map(|name| format!("{name}: {}", result(name)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "these should import:\n{}",
+        failed.join("\n")
+    );
+    let imported: Vec<String> = MISSING
+        .iter()
+        .filter(|(name, _)| !result(name).starts_with("ModuleNotFoundError"))
+        .map(|(name, why)| format!("{name} ({why}): {}", result(name)))
+        .collect();
+    assert!(
+        imported.is_empty(),
+        "these were not expected to import (update MISSING and the README):\n{}",
+        imported.join("\n")
+    );
+}
