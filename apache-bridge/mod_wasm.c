@@ -33,6 +33,7 @@
 #include "apr_lib.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -356,7 +357,20 @@ static const char *set_wsgi(cmd_parms *cmd, void *conf_, const char *app)
 {
     wasm_dir_conf *conf = conf_;
     const ap_directive_t *section = cmd->directive->parent;
-    if (!*app || *app == ':' || strchr(app, ' ')) {
+    const char *c;
+    /* WasmWSGI off: a section inside one that serves a WSGI app serves its module as it is. */
+    if (!strcasecmp(app, "off")) {
+        conf->wsgi = "";
+        conf->wsgi_at = NULL;
+        conf->wsgi_mount = NULL;
+        return NULL;
+    }
+    for (c = app; *c; c++) {
+        if (!apr_isalnum(*c) && *c != '_' && *c != '.' && *c != ':') {
+            break;
+        }
+    }
+    if (*c || *app == ':' || *app == '.') {
         return apr_psprintf(cmd->pool, "WasmWSGI: `%s` is not MODULE:CALLABLE", app);
     }
     conf->wsgi = app;
@@ -442,7 +456,7 @@ static const command_rec wasm_cmds[] = {
                   "long-lived instances per child that serve CGI requests over FastCGI "
                   "(default 0: a fresh instance per request)"),
     AP_INIT_TAKE1("WasmWSGI", set_wsgi, NULL, WASM_CONF,
-                  "a WSGI app (MODULE:CALLABLE) for python.wasm to serve"),
+                  "a WSGI app (MODULE:CALLABLE) for python.wasm to serve, or off"),
     AP_INIT_ITERATE("WasmPythonPath", add_python_path, NULL, WASM_CONF,
                     "guest directories python.wasm imports modules from (PYTHONPATH)"),
     AP_INIT_TAKE1("WasmCacheDir", set_cache_dir, NULL, RSRC_CONF,
@@ -479,10 +493,17 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
         text = apr_pstrcat(p, text, "script-arg on\n", NULL);
     }
     if (conf->python_path->nelts) {
-        text = apr_pstrcat(p, text, "env PYTHONPATH=",
-                           apr_array_pstrcat(p, conf->python_path, ':'), "\n", NULL);
+        /* Before any PYTHONPATH of WasmEnv, as `--python-path` goes before `--env`'s. */
+        const char *path = apr_array_pstrcat(p, conf->python_path, ':');
+        for (i = 0; i < conf->envs->nelts; i++) {
+            const char *env = APR_ARRAY_IDX(conf->envs, i, const char *);
+            if (!strncmp(env, "PYTHONPATH=", 11) && env[11]) {
+                path = apr_pstrcat(p, path, ":", env + 11, NULL);
+            }
+        }
+        text = apr_pstrcat(p, text, "env PYTHONPATH=", path, "\n", NULL);
     }
-    if (conf->wsgi) {
+    if (conf->wsgi && *conf->wsgi) {
         text = apr_pstrcat(p, text, "wsgi ", conf->wsgi, "\n", NULL);
         if (conf->wsgi_mount) {
             text = apr_pstrcat(p, text, "env WASMBRIDGE_WSGI_MOUNT=", conf->wsgi_mount, "\n",
@@ -495,7 +516,7 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
                         apr_time_as_msec(conf->timeout != UNSET ? conf->timeout
                                                                 : WASM_DEFAULT_TIMEOUT),
                         conf->cgi_workers != UNSET ? apr_itoa(p, conf->cgi_workers)
-                        : conf->wsgi ? "auto" : "0");
+                        : conf->wsgi && *conf->wsgi ? "auto" : "0");
 }
 
 /* ---- start-up --------------------------------------------------------------------------- */
@@ -558,6 +579,71 @@ static void find_roots(apr_array_header_t *roots, apr_array_header_t *sections)
 static const char *cache_dir(apr_pool_t *p, server_rec *s);
 static const char *engine_options(server_rec *s);
 
+/* Why the last check_start failed. */
+static char check_error[8192];
+
+/* Runs what only running the app can check (a WSGI app imports: wb_check_start), in a process
+ * of its own, as the precompile step compiles: running a guest starts threads and installs
+ * signal handlers that the parent must not have when it forks the children. The module is
+ * compiled into the cache first, as precompile would, and the app runs as User, as its
+ * requests will: what it writes at import belongs to User. */
+static int check_start(apr_pool_t *p, server_rec *s, const char *description)
+{
+    const char *dir = cache_dir(p, s);
+    int fds[2], status;
+    size_t got = 0;
+    ssize_t n;
+    pid_t pid;
+    check_error[0] = 0;
+    if (pipe(fds) != 0) {
+        apr_snprintf(check_error, sizeof check_error, "cannot check the app: pipe: %s",
+                     strerror(errno));
+        return !OK;
+    }
+    pid = fork();
+    if (pid == 0) {
+        char note[2048], error[sizeof check_error] = "";
+        uid_t owner = geteuid();
+        int failed;
+        close(fds[0]);
+        if (dir && wb_cache_prepare(dir, ap_unixd_config.user_id, note, error, sizeof error)) {
+            dir = NULL;
+        }
+        failed = wb_precompile(&description, 1, dir, engine_options(s), error, sizeof error);
+        if (!failed && owner == 0 &&
+            (setgid(ap_unixd_config.group_id) != 0 ||
+             initgroups(ap_unixd_config.user_name, ap_unixd_config.group_id) != 0 ||
+             setuid(ap_unixd_config.user_id) != 0)) {
+            apr_snprintf(error, sizeof error, "cannot check the app as User %s: %s",
+                         ap_unixd_config.user_name, strerror(errno));
+            failed = 1;
+        }
+        if (!failed) {
+            failed = wb_check_start(description, dir, owner, engine_options(s), error,
+                                    sizeof error);
+        }
+        if (failed && write(fds[1], error, strlen(error)) < 0) {
+            _exit(2);
+        }
+        _exit(failed ? 1 : 0);
+    }
+    close(fds[1]);
+    while (pid > 0 && got < sizeof check_error - 1 &&
+           (n = read(fds[0], check_error + got, sizeof check_error - 1 - got)) > 0) {
+        got += n;
+    }
+    check_error[got] = 0;
+    close(fds[0]);
+    if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0) {
+        if (!got) {
+            apr_snprintf(check_error, sizeof check_error, "the check of the app failed");
+        }
+        return !OK;
+    }
+    return OK;
+}
+
 /* Checks a section's app as merged, and records it for the precompile step. */
 static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
                      apr_array_header_t *roots)
@@ -598,15 +684,17 @@ static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
                      conf->module_at, error);
         return !OK;
     }
+    if (conf->wsgi && *conf->wsgi && conf->args->nelts) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
+                     "WasmWSGI %s (%s): python.wasm takes no WasmArg beside it", conf->wsgi,
+                     conf->wsgi_at);
+        return !OK;
+    }
     /* A WSGI app that does not import fails here, configtest included, with its traceback. */
-    if (conf->wsgi) {
-        char check_error[8192];
-        if (wb_check_start(describe(p, conf), cache_dir(p, s), engine_options(s), check_error,
-                           sizeof check_error) != 0) {
-            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s, "WasmWSGI %s (%s): %s",
-                         conf->wsgi, conf->wsgi_at, check_error);
-            return !OK;
-        }
+    if (conf->wsgi && *conf->wsgi && check_start(p, s, describe(p, conf)) != OK) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s, "WasmWSGI %s (%s): %s",
+                     conf->wsgi, conf->wsgi_at, check_error);
+        return !OK;
     }
     *(const char **)apr_array_push(configured_apps) = describe(p, conf);
     return OK;

@@ -47,8 +47,8 @@ int wb_child_init(int threads, const char *cache_dir, uint32_t cache_owner,
 int wb_cache_prepare(const char *cache_dir, uint32_t user, char *note, char *error,
                      size_t len);
 int wb_inspect(const char *path, int cgi, char *error, size_t error_len);
-int wb_check_start(const char *description, const char *cache_dir, const char *optimize,
-                   char *error, size_t error_len);
+int wb_check_start(const char *description, const char *cache_dir, uint32_t cache_owner,
+                   const char *optimize, char *error, size_t error_len);
 int wb_precompile(const char *const *descriptions, size_t count, const char *cache_dir,
                   const char *optimize, char *error, size_t error_len);
 const wb_app *wb_app_get(const char *description, char *error, size_t error_len);

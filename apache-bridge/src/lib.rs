@@ -223,12 +223,14 @@ pub unsafe extern "C" fn wb_inspect(
 }
 
 /// Checks at configuration time what only running the app can check (a WSGI app that does
-/// not import: see [`App::check_start`]), compiling it into the cache at `cache_dir` (NULL:
-/// none) with `WasmEngineOptions` (`optimize`). Returns 0, or -1 with the reason in `error`.
+/// not import: see [`App::check_start`]), with the code compiled into the cache at `cache_dir`
+/// by `cache_owner` (NULL: no cache) and `WasmEngineOptions` (`optimize`). mod_wasm.c runs it
+/// in a process of its own, which ends after it. Returns 0, or -1 with the reason in `error`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wb_check_start(
     description: *const c_char,
     cache_dir: *const c_char,
+    cache_owner: u32,
     optimize: *const c_char,
     error: *mut c_char,
     error_len: usize,
@@ -236,28 +238,22 @@ pub unsafe extern "C" fn wb_check_start(
     let description = unsafe { str_or_empty(description) };
     let cache_dir = unsafe { opt_str(cache_dir) };
     let optimize = unsafe { str_or_empty(optimize) };
-    // In a thread of its own: the parent must have none left when it forks the children.
-    let checked = std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<(), String> {
-                let AppDescription { module, config } = AppDescription::parse(description)?;
-                let mut options = engine_options(optimize)?;
-                let engine = new_engine(&mut options, 1).map_err(|e| format!("{e:#}"))?;
-                let cache = cache_dir.and_then(|dir| CompileCache::open(dir).ok());
-                let app = App::load(&engine, &module, cache.as_ref(), false, config)
-                    .map_err(|e| format!("{e:#}"))?;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let _ticker = EpochTicker::start(&engine);
-                runtime
-                    .block_on(app.check_start())
-                    .map_err(|e| format!("{e:#}"))
-            })
-            .join()
-            .unwrap_or_else(|_| Err("the check panicked".into()))
-    });
+    let checked = (|| -> Result<(), String> {
+        let AppDescription { module, config } = AppDescription::parse(description)?;
+        let mut options = engine_options(optimize)?;
+        let engine = new_engine(&mut options, 1).map_err(|e| format!("{e:#}"))?;
+        let cache = cache_dir.and_then(|dir| CompileCache::open_shared(dir, cache_owner).ok());
+        let app = App::load(&engine, &module, cache.as_ref(), false, config)
+            .map_err(|e| format!("{e:#}"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let _ticker = EpochTicker::start(&engine);
+        runtime
+            .block_on(app.check_start())
+            .map_err(|e| format!("{e:#}"))
+    })();
     match checked {
         Ok(()) => 0,
         Err(message) => {
