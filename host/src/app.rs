@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Precompiled, Result, Store, bail};
+use wasmtime_wasi::cli::AsyncStdoutStream;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -141,8 +142,42 @@ pub(crate) enum Entry {
 /// and exit ([`App::check_start`]).
 pub const WSGI_CHECK_VARIABLE: &str = "WASMBRIDGE_WSGI_CHECK";
 
-/// How much of a start-up check's output is kept for its error.
+/// How much of a start-up check's output is kept for its error: the end, where Python's
+/// traceback is.
 const CHECK_OUTPUT: usize = 64 * 1024;
+
+/// The last [`CHECK_OUTPUT`] bytes written to it; what comes before is dropped, never refused
+/// (an app may print much at import).
+#[derive(Clone, Default)]
+struct Tail(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl tokio::io::AsyncWrite for Tail {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut kept = self.0.lock().unwrap();
+        kept.extend_from_slice(data);
+        let excess = kept.len().saturating_sub(CHECK_OUTPUT);
+        kept.drain(..excess);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
 
 pub struct App {
     config: AppConfig,
@@ -469,18 +504,18 @@ impl App {
             return Ok(());
         };
         let args = self.config.cgi.argv(&self.program_name);
-        let output = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(CHECK_OUTPUT);
+        let output = Tail::default();
         let configure = |wasi: &mut WasiCtxBuilder| {
             wasi.args(&args);
             wasi.env(WSGI_CHECK_VARIABLE, "1");
-            wasi.stdout(output.clone());
-            wasi.stderr(output.clone());
+            wasi.stdout(AsyncStdoutStream::new(CHECK_OUTPUT, output.clone()));
+            wasi.stderr(AsyncStdoutStream::new(CHECK_OUTPUT, output.clone()));
         };
         let outcome = match self.spawn_guest(0, configure, |_| Ok(Entry::Cgi)).await {
             Ok(task) => task.join().await,
             Err(failure) => Err(failure),
         };
-        let said = String::from_utf8_lossy(&output.contents())
+        let said = String::from_utf8_lossy(&output.0.lock().unwrap())
             .trim_end()
             .to_string();
         match outcome {
