@@ -385,6 +385,63 @@ async fn check_gateway(site: &Site, mode: Mode) {
     let (status, _) = text(site, "/environ").await;
     assert_eq!(status, 200, "{}", site.log());
 
+    // A chunked body (no Content-Length) reaches wsgi.input whole too.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        vec![Ok(b"chunked line\n".to_vec()), Ok(vec![b'y'; 100_000])];
+    let response = client()
+        .post(site.url("/echo"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", site.log());
+    assert_eq!(response.bytes().await.unwrap().len(), 13 + 100_000);
+
+    // What the app prints goes to the log, never into the response.
+    let (status, body) = text(site, "/print").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "printed\n"),
+        "{}",
+        site.log()
+    );
+    assert!(
+        site.wait_for_log("wsgi_probe: printed xxx"),
+        "{}",
+        site.log()
+    );
+
+    // A status with a CR LF cannot forge a header: it is the app's error, a 500.
+    let response = client().get(site.url("/inject")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    assert!(response.headers().get("x-injected").is_none());
+
+    // An app that fails after part of its body: the response is cut (or, when the front end
+    // had not sent its head yet, an error), never ended as if it were whole.
+    if let Ok(response) = client().get(site.url("/raise-late")).send().await {
+        match response.status().as_u16() {
+            200 => assert!(
+                response.bytes().await.is_err(),
+                "a cut response looked complete"
+            ),
+            status => assert!(status >= 500, "{status}"),
+        }
+    }
+    assert!(
+        site.wait_for_log("wsgi_probe raised after its first chunk"),
+        "{}",
+        site.log()
+    );
+
+    // An app that closes wsgi.input unread.
+    let response = client()
+        .post(site.url("/close-input"))
+        .body(vec![b'z'; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", site.log());
+
     // A body the app never reads does not spill into the next request.
     let response = client()
         .post(site.url("/unread"))

@@ -288,10 +288,9 @@ int main(int argc, char **argv) {
                 Py_XDECREF(gateway);
                 /* main returns the exit status. */
                 if (result != NULL && PyLong_Check(result) && PyLong_AsLong(result) != 0) {
-                    int code = (int)PyLong_AsLong(result);
+                    PyErr_SetObject(PyExc_SystemExit, result);
                     Py_DECREF(result);
                     result = NULL;
-                    PyErr_SetObject(PyExc_SystemExit, PyLong_FromLong(code));
                 }
             }
         } else if (!option) {

@@ -7,12 +7,15 @@ request as FastCGI records on the worker channel (`_wasmbridge`), which no file 
 reaches: what the app prints goes to the server's log, never to a client.
 
 An exception that escapes the app answers 500 (the traceback goes to the log only); in a
-worker it also ends the worker, so that the next request gets a fresh one.
+worker it also ends the worker, so that the next request gets a fresh one. After part of the
+response went out, the instance aborts, so that the server cuts the response rather than
+ending it as if it were whole.
 """
 
 import importlib
 import io
 import os
+import re
 import struct
 import sys
 import traceback
@@ -23,6 +26,12 @@ __all__ = ["main", "load", "warm"]
 _BEGIN_REQUEST, _END_REQUEST, _PARAMS, _STDIN, _STDOUT, _STDERR = 1, 3, 4, 5, 6, 7
 _HEADER = struct.Struct(">BBHHBx")
 _MAX_CONTENT = 0xFFFF
+
+# What start_response accepts: a status with its reason, token header names, values without
+# control characters (a CR or LF would let the app forge headers).
+_STATUS = re.compile(r"[1-9][0-9][0-9] [^\x00-\x1f\x7f]+\Z")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*\Z")
 
 
 def load(spec):
@@ -76,10 +85,13 @@ def _serve_cgi(app):
         for name, value in os.environ.items()
     }
     environ.pop("WASMBRIDGE_FASTCGI", None)
+    # Without a length (a chunked body), the body is all of stdin: the server ends it.
     length = _content_length(environ)
     stdin = io.BufferedReader(_LimitedReader(sys.stdin.buffer, length), 64 * 1024)
     stdout = sys.stdout.buffer
     response = _Response(stdout.write, stdout.flush)
+    # The response is stdout's: what the app prints goes to the log, as in a worker.
+    sys.stdout = sys.stderr
     failed = _call(app, environ, stdin, sys.stderr, response, run_once=True)
     stdout.flush()
     return 1 if failed else 0
@@ -102,9 +114,9 @@ def _serve_worker(app):
             failed = _call(app, params, stdin, errors, response, run_once=False)
         finally:
             sys.stderr = stderr
-        # The host sends the whole body; what the app left unread is read and dropped, so
-        # that the next request starts at its own records.
-        while stdin.read(64 * 1024):
+        # The host sends the whole body; what the app left unread (or closed) is read from
+        # the channel and dropped, so that the next request starts at its own records.
+        while channel.stdin():
             pass
         errors.flush()
         channel.send(_END_REQUEST, struct.pack(">IB3x", 0, 0))
@@ -138,6 +150,10 @@ def _call(app, environ, stdin, errors, response, run_once):
         where = f"{environ.get('REQUEST_METHOD', '')} {environ.get('REQUEST_URI', environ.get('PATH_INFO', ''))}"
         errors.write(f"wasmbridge: the WSGI app raised an exception for {where}:\n")
         traceback.print_exc(file=errors)
+        if response.sent:
+            # Part of the response is out: abort, so that the server cuts it.
+            errors.flush()
+            os.abort()
         response.fail()
         return True
     finally:
@@ -159,10 +175,12 @@ def _scheme(environ):
 
 def _split_mount(environ):
     """SCRIPT_NAME is where the app is mounted and PATH_INFO the rest of the path. A front end
-    that cannot tell (Apache's <Location>) names the mount in WASMBRIDGE_WSGI_MOUNT."""
-    mount = environ.get("WASMBRIDGE_WSGI_MOUNT", "").rstrip("/")
-    if not mount:
+    that cannot tell (Apache's <Location>) names the mount in WASMBRIDGE_WSGI_MOUNT (a variable
+    granted to the instance, not a request's)."""
+    mount = os.environ.get("WASMBRIDGE_WSGI_MOUNT")
+    if mount is None:
         return
+    mount = mount.rstrip("/")
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     if path == mount or path.startswith(mount + "/"):
         environ["SCRIPT_NAME"] = mount
@@ -170,10 +188,11 @@ def _split_mount(environ):
 
 
 def _content_length(environ):
+    """CONTENT_LENGTH, or None when the request does not say."""
     try:
-        return max(0, int(environ.get("CONTENT_LENGTH") or 0))
-    except ValueError:
-        return 0
+        return max(0, int(environ["CONTENT_LENGTH"]))
+    except (KeyError, ValueError):
+        return None
 
 
 class _Response:
@@ -185,23 +204,24 @@ class _Response:
         self._write = write
         self._flush = flush
         self._head = None
-        self._sent = False
+        self.sent = False
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info:
             try:
-                if self._sent:
+                if self.sent:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
         elif self._head is not None:
             raise AssertionError("start_response was already called")
-        _check_status(status)
+        if not isinstance(status, str) or not _STATUS.match(status):
+            raise ValueError(f"status {status!r} is not 'NNN Reason'")
         lines = [f"Status: {status}\r\n"]
         for name, value in headers:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError(f"header {name!r}: {value!r} is not a pair of strings")
-            if "\n" in name or "\r" in name or "\n" in value or "\r" in value or ":" in name:
+            if not _TOKEN.match(name) or not _VALUE.match(value):
                 raise ValueError(f"header {name!r}: {value!r} has a forbidden character")
             lines.append(f"{name}: {value}\r\n")
         lines.append("\r\n")
@@ -213,7 +233,7 @@ class _Response:
             raise AssertionError("the app wrote its body before start_response")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"the app's body holds {type(data).__name__}, not bytes")
-        if not self._sent:
+        if not self.sent:
             if not data:
                 return
             self._send_head()
@@ -224,31 +244,24 @@ class _Response:
     def finish(self):
         if self._head is None:
             raise AssertionError("the app returned without calling start_response")
-        if not self._sent:
+        if not self.sent:
             self._send_head()
 
     def fail(self):
-        if not self._sent:
+        if not self.sent:
             self._head = b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n"
             self._send_head()
             self._write(b"Internal Server Error\n")
             self._flush()
 
     def _send_head(self):
-        self._sent = True
+        self.sent = True
         self._write(self._head)
 
 
-def _check_status(status):
-    if not isinstance(status, str):
-        raise TypeError(f"status {status!r} is not a string")
-    code, _, _ = status.partition(" ")
-    if len(code) != 3 or not code.isdigit():
-        raise ValueError(f"status {status!r} is not 'NNN Reason'")
-
-
 class _LimitedReader(io.RawIOBase):
-    """A CGI request's body: CONTENT_LENGTH bytes of stdin, then end of file."""
+    """A CGI request's body: CONTENT_LENGTH bytes of stdin (all of it when None), then end
+    of file."""
 
     def __init__(self, stream, length):
         self._stream = stream
@@ -258,6 +271,8 @@ class _LimitedReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer):
+        if self._left is None:
+            return self._stream.readinto(buffer) or 0
         if self._left <= 0:
             return 0
         view = memoryview(buffer)[: self._left]
