@@ -6,11 +6,13 @@
 #     http://127.0.0.1:8082/                 cgi-hello, a Rust CGI program (wasm32-wasip1)
 #     http://127.0.0.1:8083/                 a guestbook on SQLite, PHP 8.2 for WASI
 #     http://127.0.0.1:8084/?file=hello.py   PrettyFy wrapped into one wasi:http component
+#     http://127.0.0.1:8085/                 Notes, a WSGI app on SQLite, in CPython workers
 #   Apache httpd with mod_wasm, both kinds behind one server:
 #     http://127.0.0.1:8088/hello                          hello-http
 #     http://127.0.0.1:8088/wasm-module?file=hello.py      PrettyFy, from mod_wasm's demo block
 #     http://127.0.0.1:8088/guestbook/                     the PHP guestbook
 #     http://127.0.0.1:8088/wrapped?file=hello.py          the wrapped PrettyFy component
+#     http://127.0.0.1:8088/notes/                         the Notes WSGI app
 # DEMO_HOST overrides the address (default 127.0.0.1). Ctrl-C stops them all.
 source "$(dirname "$0")/common.sh"
 
@@ -52,6 +54,11 @@ serve 8083 --dir "$PHP/apps/guestbook::/www::ro" \
 # PrettyFy again, wrapped (wasmbridge wrap): a component that wasmtime serve would run too.
 "$WASMBRIDGE_BIN" wrap -o "$DEMO/prettyfy.wasm" "$PY/dist/python.wasm" /app/prettyfy.py
 serve 8084 --dir "$PY/dist/lib::/usr/local/lib" --dir "$PY/apps/prettyfy::/app" "$DEMO/prettyfy.wasm"
+# A WSGI app in a long-lived CPython worker (one: it writes SQLite, which takes no locks).
+mkdir -p "$DEMO/notes-data"
+serve 8085 --dir "$PY/dist/lib::/usr/local/lib::ro" --dir "$PY/apps/notes::/app::ro" \
+    --dir "$DEMO/notes-data::/data" --python-path /app --cgi-workers 1 --wsgi notes:application \
+    "$PY/dist/python.wasm"
 
 # Apache's children run as www-data: the apps go where they can read them, laid out as in
 # mod_wasm's demo (the stdlib under /python/wasi-python).
@@ -61,9 +68,11 @@ cp -r "$PY/apps/prettyfy/." "$DEMO/python/"
 cp -r "$PY/dist/lib/python3.11" "$DEMO/python/wasi-python/lib/"
 cp -r "$PHP/dist" "$DEMO/php"
 cp -r "$PHP/apps/guestbook" "$DEMO/guestbook"
+cp -r "$PY/apps/notes" "$DEMO/notes"
+mkdir -p "$DEMO/notes-state"
 mkdir -p "$DEMO/guestbook-state/tmp" "$DEMO/guestbook-state/data"
 chmod -R a+rX "$DEMO"
-[ "$(id -u)" != 0 ] || chown -R www-data:www-data "$DEMO/guestbook-state"
+[ "$(id -u)" != 0 ] || chown -R www-data:www-data "$DEMO/guestbook-state" "$DEMO/notes-state"
 modules=/usr/lib/apache2/modules
 cat >"$DEMO/httpd.conf" <<CONF
 ServerRoot $DEMO
@@ -99,6 +108,16 @@ WasmCacheDir $DEMO/cache
     WasmMapDir /usr/local/lib $DEMO/python/wasi-python/lib
     WasmMapDir /app $DEMO/python
 </Location>
+<Location /notes>
+    SetHandler wasm-handler
+    WasmModule $DEMO/wasm_modules/python.wasm
+    WasmMapDir /usr/local/lib $DEMO/python/wasi-python/lib ro
+    WasmMapDir /app $DEMO/notes ro
+    WasmMapDir /data $DEMO/notes-state
+    WasmPythonPath /app
+    WasmWSGI notes:application
+    WasmCGIWorkers 1
+</Location>
 Alias /guestbook $DEMO/guestbook
 <Directory $DEMO/guestbook>
     Require all granted
@@ -123,8 +142,10 @@ say "serving, Ctrl-C stops:
     curl http://$HOST:8082/
     curl http://$HOST:8083/                                 # the PHP guestbook (a browser is nicer)
     curl 'http://$HOST:8084/?file=hello.py'                 # PrettyFy as one wrapped component
+    curl -d text=hello http://$HOST:8085/                   # a note for the WSGI app (see :8085/)
     curl http://$HOST:8088/hello                            # the same apps through Apache
     curl 'http://$HOST:8088/wasm-module?file=hello.py'
     curl http://$HOST:8088/guestbook/
-    curl 'http://$HOST:8088/wrapped?file=hello.py'"
+    curl 'http://$HOST:8088/wrapped?file=hello.py'
+    curl http://$HOST:8088/notes/"
 wait -n "${pids[@]}"
