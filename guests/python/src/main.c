@@ -112,12 +112,74 @@ static void initialize(void) {
     initialized = 1;
 }
 
+/* Runs `source` in __main__ as PyRun_SimpleString does, compiled once into `*code`: the
+ * snapshot keeps the code of what every run does, instead of each run compiling it again. */
+static int run_once_compiled(const char *source, PyObject **code) {
+    if (*code == NULL) {
+        *code = Py_CompileString(source, "<wasmbridge>", Py_file_input);
+    }
+    PyObject *globals = PyModule_GetDict(PyImport_AddModule("__main__"));
+    PyObject *result = *code ? PyEval_EvalCode(*code, globals, globals) : NULL;
+    if (result == NULL) {
+        PyErr_Print();
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* What each run does before and after its script (see prepare_run and main). */
+static const char PREPARE[] =
+    /* PYTHONHOME moves the stdlib (mod_wasm configurations point it at the stdlib itself);
+     * the snapshot's sys.path and its packages' __path__ have the build's. */
+    "import os as _os, sys as _sys\n"
+    "_home = _os.environ.get('PYTHONHOME')\n"
+    "if _home and _home != _sys.prefix:\n"
+    "    _v = 'python%d.%d' % _sys.version_info[:2]\n"
+    "    _old = _os.path.join(_sys.prefix, 'lib', _v)\n"
+    "    _new = _home if _os.path.exists(_os.path.join(_home, 'os.py'))\\\n"
+    "        else _os.path.join(_home, 'lib', _v)\n"
+    "    _sys.path[:] = [_new + p[len(_old):] if p.startswith(_old) else p\n"
+    "                    for p in _sys.path if not p.endswith('.zip')]\n"
+    "    for _m in list(_sys.modules.values()):\n"
+    "        _p = getattr(_m, '__path__', None)\n"
+    "        if type(_p) is list:\n"
+    "            _p[:] = [_new + p[len(_old):] if p.startswith(_old) else p for p in _p]\n"
+    "    _sys.prefix = _sys.exec_prefix = _home\n"
+    "    del _m, _p\n"
+    "_sys.path[1:1] = [p for p in _os.environ.get('PYTHONPATH', '').split(':')\n"
+    "                  if p and p not in _sys.path]\n"
+    "if 'random' in _sys.modules:\n"
+    "    _sys.modules['random'].seed()\n"
+    "del _os, _sys, _home\n";
+/* What finalization would do that a script can see; the rest dies with the instance. */
+static const char FINISH[] = "import atexit, sys\n"
+                             "atexit._run_exitfuncs()\n"
+                             "for stream in (sys.stdout, sys.stderr):\n"
+                             "    try:\n"
+                             "        stream.flush()\n"
+                             "    except Exception:\n"
+                             "        pass\n";
+static PyObject *prepare_code, *finish_code;
+
+/* Moves every object the snapshot holds out of the garbage collector's reach (gc.freeze), as
+ * servers that fork a warmed interpreter do: a collection in a request would otherwise visit
+ * the whole snapshot's heap and write to its pages, which each instance then copies. */
+static void freeze(void) {
+    if (PyRun_SimpleString("import gc\ngc.collect()\ngc.freeze()\n") != 0) {
+        exit(1);
+    }
+}
+
 __attribute__((export_name("wizer-initialize"))) void wizer_initialize(void) {
     __wasm_call_ctors();
     initialize();
     if (PyRun_SimpleString(PRELOAD) != 0) {
         exit(1);
     }
+    prepare_code = Py_CompileString(PREPARE, "<wasmbridge>", Py_file_input);
+    finish_code = Py_CompileString(FINISH, "<wasmbridge>", Py_file_input);
+    freeze();
     /* wasi-libc reads the environment once; forget the build's, so each run reads its own. */
     __wasilibc_deinitialize_environ();
 }
@@ -139,6 +201,7 @@ __attribute__((export_name("wasmbridge-warm"))) void wasmbridge_warm(void) {
     }
     /* sys.path[0] was the run's; each run puts its own first again. */
     PyRun_SimpleString("import sys; del sys.path[0]\n");
+    freeze();
     __wasilibc_deinitialize_environ();
 }
 
@@ -205,29 +268,7 @@ static int prepare_run(int argc, char **argv, const char *path0) {
         return -1;
     }
     Py_DECREF(dir);
-    /* PYTHONHOME moves the stdlib (mod_wasm configurations point it at the stdlib itself);
-     * the snapshot's sys.path and its packages' __path__ have the build's. */
-    return PyRun_SimpleString(
-        "import os as _os, sys as _sys\n"
-        "_home = _os.environ.get('PYTHONHOME')\n"
-        "if _home and _home != _sys.prefix:\n"
-        "    _v = 'python%d.%d' % _sys.version_info[:2]\n"
-        "    _old = _os.path.join(_sys.prefix, 'lib', _v)\n"
-        "    _new = _home if _os.path.exists(_os.path.join(_home, 'os.py'))\\\n"
-        "        else _os.path.join(_home, 'lib', _v)\n"
-        "    _sys.path[:] = [_new + p[len(_old):] if p.startswith(_old) else p\n"
-        "                    for p in _sys.path if not p.endswith('.zip')]\n"
-        "    for _m in list(_sys.modules.values()):\n"
-        "        _p = getattr(_m, '__path__', None)\n"
-        "        if type(_p) is list:\n"
-        "            _p[:] = [_new + p[len(_old):] if p.startswith(_old) else p for p in _p]\n"
-        "    _sys.prefix = _sys.exec_prefix = _home\n"
-        "    del _m, _p\n"
-        "_sys.path[1:1] = [p for p in _os.environ.get('PYTHONPATH', '').split(':')\n"
-        "                  if p and p not in _sys.path]\n"
-        "if 'random' in _sys.modules:\n"
-        "    _sys.modules['random'].seed()\n"
-        "del _os, _sys, _home\n");
+    return run_once_compiled(PREPARE, &prepare_code);
 }
 
 /* The exit status of a run that returned `result` (NULL: it raised). */
@@ -318,13 +359,6 @@ int main(int argc, char **argv) {
     }
     int status = exit_status(result);
 
-    /* What finalization would do that a script can see; the rest dies with the instance. */
-    PyRun_SimpleString("import atexit, sys\n"
-                       "atexit._run_exitfuncs()\n"
-                       "for stream in (sys.stdout, sys.stderr):\n"
-                       "    try:\n"
-                       "        stream.flush()\n"
-                       "    except Exception:\n"
-                       "        pass\n");
+    run_once_compiled(FINISH, &finish_code);
     return status;
 }
