@@ -2,8 +2,11 @@
 # Throughput and latency under wrk, every peer measured in the same run on the same machine:
 # - hello component: `wasmbridge serve` against `wasmtime serve -S cli` (when a wasmtime 48
 #   binary is at hand), and Apache + mod_wasm against Apache serving the same bytes as a file;
-# - Python hello CGI: the CPython snapshot through `wasmbridge serve` and through Apache +
-#   mod_wasm, against native `python3` run by Apache's mod_cgid;
+# - Python hello CGI (and a three-line print script): the CPython snapshot through
+#   `wasmbridge serve` and through Apache + mod_wasm, against native `python3` run by mod_cgid;
+# - a Flask page (Debian's Flask): WSGI workers through `wasmbridge serve --wsgi` against
+#   gunicorn, through Apache + mod_wasm (WasmWSGI) against mod_wsgi in daemon mode, and a fresh
+#   instance per request of an app snapshot against the app as a native CGI script;
 # - PHP page: php-cgi.wasm (a fresh instance per request, and CGI workers) through both,
 #   against native php-cgi under mod_cgid and PHP-FPM behind mod_proxy_fcgi;
 # - wrapped CGI apps (`wasmbridge wrap`) against the same programs in CGI mode;
@@ -27,6 +30,10 @@ CGI_CONNECTIONS=${BENCH_CGI_CONNECTIONS:-16}
 ROUNDS=${BENCH_ROUNDS:-4}
 # CGI workers per app (per Apache child): PHP-FPM's pool below has at most 5 children.
 PHP_WORKERS=${BENCH_PHP_WORKERS:-4}
+# WSGI processes of every server alike: gunicorn's and mod_wsgi's, wasmbridge's workers (under
+# Apache, per child: Debian's mpm_event starts 2 children, so half as many each).
+WSGI_WORKERS=${BENCH_WSGI_WORKERS:-2}
+APACHE_WSGI_WORKERS=$((WSGI_WORKERS / 2 > 0 ? WSGI_WORKERS / 2 : 1))
 WASMTIME_VERSION=48.0.8
 
 setup
@@ -39,6 +46,9 @@ build_guests
 build_python
 build_php
 fetch_php_apps
+fetch_python_apps
+need_packages gunicorn:gunicorn
+need_debian_packages libapache2-mod-wsgi-py3
 
 find_wasmtime() {
     if [ -n "${WASMTIME:-}" ]; then echo "$WASMTIME"; return; fi
@@ -132,6 +142,25 @@ cp "$ROOT/guests/fixtures/php/hello.php" "$RESULTS_DIR/php/www-workers/"
 { echo '#!/usr/bin/php-cgi8.2'; cat "$ROOT/guests/fixtures/php/hello.php"; } >"$RESULTS_DIR/cgi-bin/hello.php"
 chmod 755 "$RESULTS_DIR/cgi-bin/hello.php"
 printf 'Hello from WebAssembly!\n' >"$RESULTS_DIR/htdocs/hello.txt"
+# The three-line CGI script of guests/python/README.md's defaults.
+printf 'print("Content-Type: text/plain")\nprint()\nprint("Hello, World!")\n' >"$RESULTS_DIR/app/print.py"
+{ echo '#!/usr/bin/python3'; cat "$RESULTS_DIR/app/print.py"; } >"$RESULTS_DIR/cgi-bin/print.py"
+chmod 755 "$RESULTS_DIR/cgi-bin/print.py"
+# The Flask app of the tests on Debian's Flask 2.2: for python.wasm (granted at /app and
+# /packages), gunicorn, mod_wsgi (app.wsgi) and mod_cgid (wsgiref's CGI handler).
+FLASK=$RESULTS_DIR/flask
+mkdir -p "$FLASK"
+cp -r "$ROOT/guests/fixtures/python-wsgi/flaskapp" "$FLASK/app"
+cp -r "$WASMBRIDGE_PYTHON_APPS/usr/lib/python3/dist-packages" "$FLASK/packages"
+printf 'from app import app as application\n' >"$FLASK/app/app.wsgi"
+printf '#!/usr/bin/python3\nimport sys\nsys.path[:0] = ["%s/app", "%s/packages"]\nfrom wsgiref.handlers import CGIHandler\nfrom app import app\nCGIHandler().run(app)\n' \
+    "$FLASK" "$FLASK" >"$RESULTS_DIR/cgi-bin/flask.py"
+chmod 755 "$RESULTS_DIR/cgi-bin/flask.py"
+flask_grants=(--dir "$RESULTS_DIR/python/lib::/usr/local/lib::ro" --dir "$FLASK/app::/app::ro"
+    --dir "$FLASK/packages::/packages::ro")
+"$WASMBRIDGE_BIN" wizer --init-func wasmbridge-warm "${flask_grants[@]}" \
+    --env PYTHONPATH=/app:/packages --env PYTHON_WARM=app:app \
+    -o "$RESULTS_DIR/python/flask-python.wasm" "$RESULTS_DIR/python/python.wasm"
 # The same two apps wrapped into wasi:http components (wasmbridge wrap), each with its script
 # fixed, so that they can be mounted anywhere.
 "$WASMBRIDGE_BIN" wrap -o "$RESULTS_DIR/python/hello-wrapped.wasm" "$RESULTS_DIR/python/python.wasm" /app/hello.py
@@ -191,10 +220,19 @@ serve 18080 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18080 "$HELLO"
 serve 18082 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18082 \
     --dir "$RESULTS_DIR/python/lib::/usr/local/lib" --dir "$RESULTS_DIR/app::/app" \
     "$RESULTS_DIR/python/python.wasm" /app/hello.py
+serve 18093 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18093 \
+    --dir "$RESULTS_DIR/python/lib::/usr/local/lib" --dir "$RESULTS_DIR/app::/app" \
+    "$RESULTS_DIR/python/python.wasm" /app/print.py
 
 serve 18083 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18083 \
     --dir "$RESULTS_DIR/php/www::/www::ro" \
     --dir "$RESULTS_DIR/php/tmp::/tmp" --cgi-docroot /www "$RESULTS_DIR/php/php-cgi.wasm"
+# Flask: WSGI workers, and gunicorn with as many.
+serve 18091 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18091 "${flask_grants[@]}" \
+    --python-path /app --python-path /packages --cgi-workers "$WSGI_WORKERS" --wsgi app:app \
+    "$RESULTS_DIR/python/python.wasm"
+serve 18092 env PYTHONPATH="$FLASK/app:$FLASK/packages" gunicorn --workers "$WSGI_WORKERS" \
+    --bind 127.0.0.1:18092 app:app
 # The same with CGI workers: long-lived php-cgi instances taking requests over FastCGI.
 serve 18088 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18088 --cgi-workers "$PHP_WORKERS" \
     --dir "$RESULTS_DIR/php/www::/www::ro" \
@@ -306,6 +344,7 @@ LoadModule env_module $modules/mod_env.so
 LoadModule proxy_module $modules/mod_proxy.so
 LoadModule proxy_fcgi_module $modules/mod_proxy_fcgi.so
 LoadModule wasm_module $WASMBRIDGE_MOD_WASM
+LoadModule wsgi_module $modules/mod_wsgi.so
 ScriptSock $RESULTS_DIR/cgid.sock
 DocumentRoot $RESULTS_DIR/htdocs
 # As Debian's apache2.conf has it: no .htaccess lookups.
@@ -372,6 +411,39 @@ $(php_app_conf mediawiki "$MW" 19002 \
     WasmArg /app/hello.py
     WasmEnableCGI On
 </Location>
+# Flask: WSGI workers and fresh instances of the app's snapshot, and mod_wsgi in daemon mode
+# with as many processes, one thread each.
+<Location /flask>
+    SetHandler wasm-handler
+    WasmModule $RESULTS_DIR/python/python.wasm
+    WasmMapDir /usr/local/lib $RESULTS_DIR/python/lib ro
+    WasmMapDir /app $FLASK/app ro
+    WasmMapDir /packages $FLASK/packages ro
+    WasmPythonPath /app /packages
+    WasmWSGI app:app
+    WasmCGIWorkers $APACHE_WSGI_WORKERS
+</Location>
+<Location /flask-fresh>
+    SetHandler wasm-handler
+    WasmModule $RESULTS_DIR/python/flask-python.wasm
+    WasmMapDir /usr/local/lib $RESULTS_DIR/python/lib ro
+    WasmMapDir /app $FLASK/app ro
+    WasmMapDir /packages $FLASK/packages ro
+    WasmPythonPath /app /packages
+    WasmWSGI app:app
+    WasmCGIWorkers 0
+</Location>
+WSGISocketPrefix $RESULTS_DIR/wsgi
+WSGIDaemonProcess flask processes=$WSGI_WORKERS threads=1 python-path=$FLASK/app:$FLASK/packages
+WSGIScriptAlias /flask-wsgi $FLASK/app/app.wsgi process-group=flask application-group=%{GLOBAL}
+<Location /python-print>
+    SetHandler wasm-handler
+    WasmModule $RESULTS_DIR/python/python.wasm
+    WasmMapDir /usr/local/lib $RESULTS_DIR/python/lib
+    WasmMapDir /app $RESULTS_DIR/app
+    WasmArg /app/print.py
+    WasmEnableCGI On
+</Location>
 <Location /python-wrapped>
     SetHandler wasm-handler
     WasmModule $RESULTS_DIR/python/hello-wrapped.wasm
@@ -388,7 +460,8 @@ EOF
 /usr/sbin/apache2 -f "$RESULTS_DIR/httpd.conf" -k start
 APACHE=http://127.0.0.1:18090
 for path in /hello.txt /hello /python /cgi/hello.py /php/hello.php /php-workers/hello.php \
-    /cgi/hello.php /fpm/hello.php /python-wrapped /php-wrapped; do
+    /cgi/hello.php /fpm/hello.php /python-wrapped /php-wrapped /flask/ /flask-fresh/ /flask-wsgi/ \
+    /cgi/flask.py/ /python-print /cgi/print.py; do
     wait_for "$APACHE$path"
 done
 DOKUWIKI_ROWS=(dokuwiki-apache-wasm "$APACHE/dokuwiki/doku.php?id=bench"
@@ -413,6 +486,14 @@ args=(python-wasmbridge http://127.0.0.1:18082/ python-apache-wasm "$APACHE/pyth
     python-apache-wrapped "$APACHE/python-wrapped")
 [ -z "$WASMTIME" ] || args+=(python-wrapped-wasmtime http://127.0.0.1:18086/)
 rounds "$CGI_CONNECTIONS" "${args[@]}"
+say "Python three-line print CGI: wasmbridge serve, Apache + mod_wasm, Apache + mod_cgid + python3"
+rounds "$CGI_CONNECTIONS" print-wasmbridge http://127.0.0.1:18093/ \
+    print-apache-wasm "$APACHE/python-print" print-native "$APACHE/cgi/print.py"
+say "Flask page: wasmbridge serve --wsgi, gunicorn, Apache + mod_wasm (workers, fresh instances), Apache + mod_wsgi, Apache + mod_cgid"
+rounds "$CGI_CONNECTIONS" flask-wasmbridge "http://127.0.0.1:18091/?name=bench" \
+    flask-gunicorn "http://127.0.0.1:18092/?name=bench" \
+    flask-apache-wasm "$APACHE/flask/?name=bench" flask-mod-wsgi "$APACHE/flask-wsgi/?name=bench" \
+    flask-apache-fresh "$APACHE/flask-fresh/?name=bench" flask-native "$APACHE/cgi/flask.py/?name=bench"
 say "PHP page: wasmbridge serve, Apache + mod_wasm (fresh instances, workers), Apache + mod_cgid + php-cgi, Apache + PHP-FPM, wrapped"
 args=(php-wasmbridge http://127.0.0.1:18083/hello.php php-apache-wasm "$APACHE/php/hello.php"
     php-wasmbridge-workers http://127.0.0.1:18088/hello.php
@@ -442,6 +523,15 @@ declare -A LABELS=(
     [python-wasmbridge]="wasmbridge serve python.wasm hello.py"
     [python-apache-wasm]="Apache + mod_wasm, python.wasm hello.py"
     [python-native]="Apache + mod_cgid, native python3 hello.py"
+    [print-wasmbridge]="wasmbridge serve python.wasm print.py"
+    [print-apache-wasm]="Apache + mod_wasm, python.wasm print.py"
+    [print-native]="Apache + mod_cgid, native python3 print.py"
+    [flask-wasmbridge]="wasmbridge serve --wsgi app:app --cgi-workers $WSGI_WORKERS python.wasm"
+    [flask-gunicorn]="gunicorn --workers $WSGI_WORKERS app:app (native python3)"
+    [flask-apache-wasm]="Apache + mod_wasm, WasmWSGI app:app, WasmCGIWorkers $APACHE_WSGI_WORKERS per child"
+    [flask-mod-wsgi]="Apache + mod_wsgi, daemon mode, processes=$WSGI_WORKERS threads=1 (native python3)"
+    [flask-apache-fresh]="Apache + mod_wasm, a fresh instance per request of a snapshot with the app imported"
+    [flask-native]="Apache + mod_cgid, the app as a native CGI script (wsgiref's CGIHandler)"
     [php-wasmbridge]="wasmbridge serve php-cgi.wasm hello.php"
     [php-apache-wasm]="Apache + mod_wasm, php-cgi.wasm hello.php"
     [php-wasmbridge-workers]="wasmbridge serve --cgi-workers $PHP_WORKERS, php-cgi.wasm hello.php"
@@ -506,6 +596,22 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo "| server | requests/s | p50 (ms) | p99 (ms) | vs native CGI |"
     echo "|---|---:|---:|---:|---:|"
     for name in python-wasmbridge python-apache-wasm python-native; do row "$name" python-native; done
+    echo
+    echo "The three-line \`print\` script (no imports) the same ways:"
+    echo
+    echo "| server | requests/s | p50 (ms) | p99 (ms) | vs native CGI |"
+    echo "|---|---:|---:|---:|---:|"
+    for name in print-wasmbridge print-apache-wasm print-native; do row "$name" print-native; done
+    echo
+    echo "## A Flask page (Debian's Flask 2.2, a Jinja2 template: \`guests/fixtures/python-wsgi/flaskapp\`), $CGI_CONNECTIONS connections"
+    echo
+    echo "python.wasm serving the app through its WSGI gateway, in long-lived workers or in a fresh instance per request of a snapshot taken with the app imported (\`wasmbridge wizer --init-func wasmbridge-warm\`), against the same app and packages on $(/usr/bin/python3 --version): gunicorn $(gunicorn --version 2>&1 | awk '{ print $NF }' | tr -d ')') with $WSGI_WORKERS sync workers, mod_wsgi $(dpkg-query -W -f '${Version}' libapache2-mod-wsgi-py3) in daemon mode with $WSGI_WORKERS processes of one thread, and a native CGI script under mod_cgid. Under Apache, wasmbridge's workers are per child: $APACHE_WSGI_WORKERS in each of the 2 children Debian's mpm_event starts."
+    echo
+    echo "| server | requests/s | p50 (ms) | p99 (ms) | vs gunicorn | vs mod_wsgi | vs native CGI |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for name in flask-wasmbridge flask-gunicorn flask-apache-wasm flask-mod-wsgi flask-apache-fresh flask-native; do
+        row "$name" flask-gunicorn flask-mod-wsgi flask-native
+    done
     echo
     echo "## PHP page (\`guests/fixtures/php/hello.php\`), $CGI_CONNECTIONS connections"
     echo
