@@ -289,6 +289,18 @@ fn cookie_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A test per front end and mode of an app: `CHECK(&START(front, mode))` in each.
+macro_rules! each_front_and_mode {
+    ($check:ident($start:ident); $($name:ident: $front:ident, $mode:ident;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                $check(&$start(Front::$front, Mode::$mode)).await;
+            }
+        )*
+    };
+}
+
 // ---- the gateway, with a bare WSGI app -------------------------------------------------------
 
 fn probe(front: Front, mode: Mode, options: &[&str]) -> Site {
@@ -677,24 +689,12 @@ async fn check_flask(site: &Site) {
     );
 }
 
-#[tokio::test]
-async fn flask_runs_in_workers_through_serve() {
-    check_flask(&flask(Front::Serve, Mode::Workers)).await;
-}
-
-#[tokio::test]
-async fn flask_runs_in_fresh_instances_from_a_snapshot_through_serve() {
-    check_flask(&flask(Front::Serve, Mode::Snapshot)).await;
-}
-
-#[tokio::test]
-async fn flask_runs_in_workers_through_apache() {
-    check_flask(&flask(Front::Apache, Mode::Workers)).await;
-}
-
-#[tokio::test]
-async fn flask_runs_in_fresh_instances_from_a_snapshot_through_apache() {
-    check_flask(&flask(Front::Apache, Mode::Snapshot)).await;
+each_front_and_mode! {
+    check_flask(flask);
+    flask_runs_in_workers_through_serve: Serve, Workers;
+    flask_runs_in_fresh_instances_from_a_snapshot_through_serve: Serve, Snapshot;
+    flask_runs_in_workers_through_apache: Apache, Workers;
+    flask_runs_in_fresh_instances_from_a_snapshot_through_apache: Apache, Snapshot;
 }
 
 // ---- Django 3.2 -------------------------------------------------------------------------------
@@ -846,22 +846,10 @@ async fn check_django(site: &Site) {
     assert!(page.contains("wasm-editors"), "{page}");
 }
 
-#[tokio::test]
-async fn django_runs_in_workers_through_serve() {
-    check_django(&django(Front::Serve, Mode::Workers)).await;
-}
-
-#[tokio::test]
-async fn django_runs_in_fresh_instances_from_a_snapshot_through_serve() {
-    check_django(&django(Front::Serve, Mode::Snapshot)).await;
-}
-
-#[tokio::test]
-async fn django_runs_in_workers_through_apache() {
-    check_django(&django(Front::Apache, Mode::Workers)).await;
-}
-
-#[tokio::test]
-async fn django_runs_in_fresh_instances_from_a_snapshot_through_apache() {
-    check_django(&django(Front::Apache, Mode::Snapshot)).await;
+each_front_and_mode! {
+    check_django(django);
+    django_runs_in_workers_through_serve: Serve, Workers;
+    django_runs_in_fresh_instances_from_a_snapshot_through_serve: Serve, Snapshot;
+    django_runs_in_workers_through_apache: Apache, Workers;
+    django_runs_in_fresh_instances_from_a_snapshot_through_apache: Apache, Snapshot;
 }
