@@ -384,6 +384,12 @@ static const char *set_wsgi(cmd_parms *cmd, void *conf_, const char *app)
     return NULL;
 }
 
+/* Whether the section serves a WSGI app (WasmWSGI, and not WasmWSGI off, which leaves ""). */
+static int serves_wsgi(const wasm_dir_conf *conf)
+{
+    return conf->wsgi && *conf->wsgi;
+}
+
 /* WasmPythonPath /app /app/lib: guest directories python.wasm imports from (PYTHONPATH). */
 static const char *add_python_path(cmd_parms *cmd, void *conf_, const char *dir)
 {
@@ -492,18 +498,11 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
     if (conf->cgi_script_arg == 1) {
         text = apr_pstrcat(p, text, "script-arg on\n", NULL);
     }
-    if (conf->python_path->nelts) {
-        /* Before any PYTHONPATH of WasmEnv, as `--python-path` goes before `--env`'s. */
-        const char *path = apr_array_pstrcat(p, conf->python_path, ':');
-        for (i = 0; i < conf->envs->nelts; i++) {
-            const char *env = APR_ARRAY_IDX(conf->envs, i, const char *);
-            if (!strncmp(env, "PYTHONPATH=", 11) && env[11]) {
-                path = apr_pstrcat(p, path, ":", env + 11, NULL);
-            }
-        }
-        text = apr_pstrcat(p, text, "env PYTHONPATH=", path, "\n", NULL);
+    for (i = 0; i < conf->python_path->nelts; i++) {
+        text = apr_pstrcat(p, text, "python-path ",
+                           APR_ARRAY_IDX(conf->python_path, i, const char *), "\n", NULL);
     }
-    if (conf->wsgi && *conf->wsgi) {
+    if (serves_wsgi(conf)) {
         text = apr_pstrcat(p, text, "wsgi ", conf->wsgi, "\n", NULL);
         if (conf->wsgi_mount) {
             text = apr_pstrcat(p, text, "env WASMBRIDGE_WSGI_MOUNT=", conf->wsgi_mount, "\n",
@@ -516,7 +515,7 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
                         apr_time_as_msec(conf->timeout != UNSET ? conf->timeout
                                                                 : WASM_DEFAULT_TIMEOUT),
                         conf->cgi_workers != UNSET ? apr_itoa(p, conf->cgi_workers)
-                        : conf->wsgi && *conf->wsgi ? "auto" : "0");
+                        : serves_wsgi(conf) ? "auto" : "0");
 }
 
 /* ---- start-up --------------------------------------------------------------------------- */
@@ -649,6 +648,7 @@ static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
                      apr_array_header_t *roots)
 {
     char error[1024];
+    const char *description;
     int i, found = 0;
     if (!conf->module) {
         return OK;
@@ -684,19 +684,20 @@ static int check_app(apr_pool_t *p, server_rec *s, wasm_dir_conf *conf,
                      conf->module_at, error);
         return !OK;
     }
-    if (conf->wsgi && *conf->wsgi && conf->args->nelts) {
+    description = describe(p, conf);
+    if (serves_wsgi(conf) && conf->args->nelts) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
                      "WasmWSGI %s (%s): python.wasm takes no WasmArg beside it", conf->wsgi,
                      conf->wsgi_at);
         return !OK;
     }
     /* A WSGI app that does not import fails here, configtest included, with its traceback. */
-    if (conf->wsgi && *conf->wsgi && check_start(p, s, describe(p, conf)) != OK) {
+    if (serves_wsgi(conf) && check_start(p, s, description) != OK) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s, "WasmWSGI %s (%s): %s",
                      conf->wsgi, conf->wsgi_at, check_error);
         return !OK;
     }
-    *(const char **)apr_array_push(configured_apps) = describe(p, conf);
+    *(const char **)apr_array_push(configured_apps) = description;
     return OK;
 }
 

@@ -774,6 +774,7 @@ impl AppDescription {
         let mut sandbox = Sandbox::default();
         let mut limits = Limits::default();
         let mut cgi = CgiConfig::default();
+        let mut python_path = Vec::new();
         for line in text.lines() {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             let number = |what: &str| {
@@ -804,12 +805,13 @@ impl AppDescription {
                     limits.timeout =
                         Some(Duration::from_millis(number("a number of milliseconds")?))
                 }
-                // A WSGI app's default: one worker per CPU, as `wasmbridge serve --wsgi`.
+                // A WSGI app's default, as `wasmbridge serve --wsgi` has it.
                 "cgi-workers" if value == "auto" => {
-                    cgi.workers = std::thread::available_parallelism().map_or(1, |n| n.get())
+                    cgi.workers = wasmbridge::cgi::default_wsgi_workers()
                 }
                 "cgi-workers" => cgi.workers = number("a number of workers")? as usize,
                 "wsgi" => cgi.wsgi = Some(value.into()),
+                "python-path" => python_path.push(value.into()),
                 _ => return Err(format!("unknown key `{key}` in an app description")),
             }
         }
@@ -817,6 +819,7 @@ impl AppDescription {
         config.name = module
             .file_stem()
             .map_or_else(|| "app".into(), |s| s.to_string_lossy().into_owned());
+        sandbox.add_python_path(&python_path);
         config.sandbox = sandbox;
         config.limits = limits;
         config.cgi = cgi;
@@ -1043,5 +1046,29 @@ mod tests {
             AppDescription::parse(&format!("{base}max-memory 1048576\ntimeout-ms 500\n")).unwrap();
         assert_eq!(app.config.limits.max_memory_size, Some(1 << 20));
         assert_eq!(app.config.limits.timeout, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_wsgi_app_puts_its_python_path_before_a_granted_one_and_gets_workers_by_default() {
+        let app = AppDescription::parse(
+            "module /srv/python.wasm\nenv PYTHONPATH=/extra\npython-path /app\n\
+             python-path /usr/lib/python3/dist-packages\nwsgi app:app\ncgi on\ncgi-workers auto\n",
+        )
+        .unwrap();
+        let env = &app.config.sandbox.env;
+        assert_eq!(
+            env.iter()
+                .filter(|(name, _)| name == "PYTHONPATH")
+                .collect::<Vec<_>>(),
+            [&(
+                "PYTHONPATH".to_string(),
+                "/app:/usr/lib/python3/dist-packages:/extra".to_string()
+            )]
+        );
+        assert_eq!(app.config.cgi.wsgi.as_deref(), Some("app:app"));
+        assert_eq!(
+            app.config.cgi.workers,
+            wasmbridge::cgi::default_wsgi_workers()
+        );
     }
 }

@@ -63,6 +63,19 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// Grants `dirs` (guest paths) as python.wasm's import path: first in `PYTHONPATH`, before
+    /// what a granted `PYTHONPATH` already holds (`--python-path`, `WasmPythonPath`).
+    pub fn add_python_path(&mut self, dirs: &[String]) {
+        if dirs.is_empty() {
+            return;
+        }
+        let mut path = dirs.join(":");
+        if let Some(i) = self.env.iter().position(|(name, _)| name == "PYTHONPATH") {
+            path = format!("{path}:{}", self.env.remove(i).1);
+        }
+        self.env.push(("PYTHONPATH".into(), path));
+    }
+
     /// Checks the grants against the host once, at start-up, so that a typo in a directory
     /// fails loudly instead of on the first request.
     pub fn validate(&self) -> Result<()> {

@@ -71,6 +71,12 @@ pub struct CgiConfig {
     pub worker_wait: Duration,
 }
 
+/// How many workers a WSGI app ([`CgiConfig::wsgi`]) gets when the configuration does not
+/// say: one per CPU, as gunicorn's and mod_wsgi's own guides start from.
+pub fn default_wsgi_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Default for [`CgiConfig::worker_wait`].
 pub const WORKER_WAIT: Duration = Duration::from_secs(10);
 

@@ -339,15 +339,8 @@ impl ServeCommand {
             }
         }
         grant_env(&mut env, &self.vars)?;
-        if !self.python_path.is_empty() {
-            let mut path = self.python_path.join(":");
-            if let Some(i) = env.iter().position(|(name, _)| name == "PYTHONPATH") {
-                path = format!("{path}:{}", env.remove(i).1);
-            }
-            env.push(("PYTHONPATH".into(), path));
-        }
 
-        let sandbox = Sandbox {
+        let mut sandbox = Sandbox {
             env,
             dirs: self.dirs.clone(),
             cwd: wasi.cwd.clone(),
@@ -357,6 +350,7 @@ impl ServeCommand {
             udp: wasi.udp,
             max_random_size: wasi.max_random_size,
         };
+        sandbox.add_python_path(&self.python_path);
         // What a server can survive unless told otherwise; 0 turns the deadline off.
         let limits = Limits {
             max_memory_size: Some(wasm.max_memory_size.unwrap_or(MAX_MEMORY_SIZE)),
@@ -394,7 +388,7 @@ impl ServeCommand {
             cgi: CgiConfig {
                 wsgi: self.wsgi.clone(),
                 workers: self.cgi_workers.unwrap_or(match self.wsgi {
-                    Some(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    Some(_) => wasmbridge::cgi::default_wsgi_workers(),
                     None => 0,
                 }),
                 worker_wait: self.cgi_worker_wait.unwrap_or(wasmbridge::cgi::WORKER_WAIT),
