@@ -112,14 +112,19 @@ static void initialize(void) {
     initialized = 1;
 }
 
-/* Runs `source` in __main__ as PyRun_SimpleString does, compiled once into `*code`: the
- * snapshot keeps the code of what every run does, instead of each run compiling it again. */
-static int run_once_compiled(const char *source, PyObject **code) {
+/* `source` compiled, once, into `*code`: the snapshot keeps the code of what every run does
+ * (its initialization compiles it), instead of each run compiling it again. */
+static PyObject *compiled(const char *source, PyObject **code) {
     if (*code == NULL) {
         *code = Py_CompileString(source, "<wasmbridge>", Py_file_input);
     }
+    return *code;
+}
+
+/* Runs `source` in __main__ as PyRun_SimpleString does, from its compiled code. */
+static int run_compiled(const char *source, PyObject **code) {
     PyObject *globals = PyModule_GetDict(PyImport_AddModule("__main__"));
-    PyObject *result = *code ? PyEval_EvalCode(*code, globals, globals) : NULL;
+    PyObject *result = compiled(source, code) ? PyEval_EvalCode(*code, globals, globals) : NULL;
     if (result == NULL) {
         PyErr_Print();
         return -1;
@@ -177,8 +182,8 @@ __attribute__((export_name("wizer-initialize"))) void wizer_initialize(void) {
     if (PyRun_SimpleString(PRELOAD) != 0) {
         exit(1);
     }
-    prepare_code = Py_CompileString(PREPARE, "<wasmbridge>", Py_file_input);
-    finish_code = Py_CompileString(FINISH, "<wasmbridge>", Py_file_input);
+    compiled(PREPARE, &prepare_code);
+    compiled(FINISH, &finish_code);
     freeze();
     /* wasi-libc reads the environment once; forget the build's, so each run reads its own. */
     __wasilibc_deinitialize_environ();
@@ -268,7 +273,7 @@ static int prepare_run(int argc, char **argv, const char *path0) {
         return -1;
     }
     Py_DECREF(dir);
-    return run_once_compiled(PREPARE, &prepare_code);
+    return run_compiled(PREPARE, &prepare_code);
 }
 
 /* The exit status of a run that returned `result` (NULL: it raised). */
@@ -359,6 +364,6 @@ int main(int argc, char **argv) {
     }
     int status = exit_status(result);
 
-    run_once_compiled(FINISH, &finish_code);
+    run_compiled(FINISH, &finish_code);
     return status;
 }
