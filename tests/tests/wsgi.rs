@@ -317,10 +317,15 @@ fn probe(front: Front, mode: Mode, options: &[&str]) -> Site {
     )
 }
 
-async fn text(site: &Site, path: &str) -> (u16, String) {
-    let response = client().get(site.url(path)).send().await.unwrap();
+/// GETs `path` of the site with `http`: the status and the body as text.
+async fn get_with(http: &reqwest::Client, site: &Site, path: &str) -> (u16, String) {
+    let response = http.get(site.url(path)).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.text().await.unwrap())
+}
+
+async fn text(site: &Site, path: &str) -> (u16, String) {
+    get_with(&client(), site, path).await
 }
 
 /// What every front end and mode must do with the probe app.
@@ -619,14 +624,7 @@ async fn check_flask(site: &Site) {
             "{location}"
         );
     }
-    let page = http
-        .get(site.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, page) = get_with(&http, site, "/").await;
     assert!(page.contains("Visits: 2"), "{page}");
 
     // A form.
@@ -813,14 +811,7 @@ async fn check_django(site: &Site) {
     assert_eq!(response.status(), 302, "{}", site.log());
     assert_eq!(response.headers()["location"], &format!("{base}/admin/"));
 
-    let page = http
-        .get(site.url("/admin/auth/group/add/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, page) = get_with(&http, site, "/admin/auth/group/add/").await;
     let response = post(
         &http,
         site.url("/admin/auth/group/add/"),
