@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -16,6 +17,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HostOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView as _};
 
 use crate::body::{BodyWatch, RequestBody};
@@ -25,12 +27,15 @@ use crate::cgi::{CgiConfig, GuestRun, Workers};
 use crate::guest::{ClientWatch, End, Ending, GuardedBody, GuestTask};
 use crate::limits::{Limiter, Limits};
 use crate::log::{GuestOutput, GuestStream, Log, StderrLog};
+use crate::reuse::{InstanceReuse, Pool};
 use crate::sandbox::Sandbox;
 use crate::state::{HttpHooks, RequestState, Scratch};
 use crate::{Body, Failure};
 
 /// The export that makes a component a `wasi:http` app.
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+/// The export that makes a component a WASI 0.3 `wasi:http` app.
+const HANDLER: &str = "wasi:http/handler@0.3";
 /// The export that makes a component a command, served in CGI mode.
 const CLI_RUN: &str = "wasi:cli/run@0.2";
 
@@ -58,6 +63,10 @@ pub struct AppConfig {
     /// grants of `sandbox`, so that components built with a language's standard library run.
     /// When false, only the interfaces of the `wasi:http/proxy` world are available.
     pub link_cli: bool,
+    /// Link WASI 0.3 beside 0.2 (`-S p3`), so that WASI 0.3 components run.
+    pub link_p3: bool,
+    /// How instances of a WASI 0.3 component serve many requests.
+    pub reuse: InstanceReuse,
     /// Requests of this app that run at once; later ones wait for a free slot.
     pub max_concurrent: usize,
     /// Largest size of a header or trailer set, in bytes (`-S max-http-fields-size`).
@@ -78,6 +87,8 @@ impl AppConfig {
             limits: Limits::default(),
             cgi: CgiConfig::default(),
             link_cli: true,
+            link_p3: true,
+            reuse: InstanceReuse::default(),
             max_concurrent: 1000,
             max_http_fields_size: None,
             outgoing_body_buffer_chunks: None,
@@ -122,10 +133,12 @@ impl RequestContext {
     }
 }
 
-/// The two kinds of guest, pre-instantiated.
+/// The kinds of guest, pre-instantiated.
 #[derive(Clone)]
 enum Guest {
     Http(ProxyPre<RequestState>),
+    /// A WASI 0.3 handler, with the instances that serve it.
+    Http3(Pool),
     Cgi(CommandPre<RequestState>),
 }
 
@@ -235,10 +248,11 @@ impl App {
             .map(|(name, _)| name.to_string())
             .collect();
         let exports_any = |prefix: &str| exports.iter().any(|name| name.starts_with(prefix));
+        let http = exports_any(INCOMING_HANDLER) || exports_any(HANDLER);
         let cgi = match config.mode {
-            Mode::Auto if exports_any(INCOMING_HANDLER) => false,
+            Mode::Auto if http => false,
             Mode::Auto | Mode::Cgi if exports_any(CLI_RUN) => true,
-            Mode::Http if exports_any(INCOMING_HANDLER) => false,
+            Mode::Http if http => false,
             mode => {
                 let found = if exports.is_empty() {
                     "nothing".to_string()
@@ -247,13 +261,13 @@ impl App {
                 };
                 let expected = match mode {
                     Mode::Http => format!(
-                        "a wasi:http component: it exports {found}, but `{INCOMING_HANDLER}.x` was expected"
+                        "a wasi:http component: it exports {found}, but `{HANDLER}.x` or `{INCOMING_HANDLER}.x` was expected"
                     ),
                     Mode::Cgi => {
                         format!("a CGI program: it exports {found}, but `{CLI_RUN}.x` was expected")
                     }
                     Mode::Auto => format!(
-                        "a wasi:http component or a command: it exports {found}, but `{INCOMING_HANDLER}.x` or `{CLI_RUN}.x` was expected"
+                        "a wasi:http component or a command: it exports {found}, but `{HANDLER}.x`, `{INCOMING_HANDLER}.x` or `{CLI_RUN}.x` was expected"
                     ),
                 };
                 bail!("it is not {expected}");
@@ -262,6 +276,12 @@ impl App {
         if cgi && !config.link_cli {
             bail!("a CGI program needs the WASI command world, which `-S cli=n` leaves out");
         }
+        let http3 = !cgi && exports_any(HANDLER);
+        if http3 && !config.link_p3 {
+            bail!(
+                "it is a WASI 0.3 component (it exports `{HANDLER}.x`), which `-S p3=n` turns off"
+            );
+        }
 
         let mut linker = Linker::new(engine);
         if config.link_cli {
@@ -269,6 +289,18 @@ impl App {
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         } else {
             wasmtime_wasi_http::p2::add_to_linker_async(&mut linker)?;
+        }
+        // WASI 0.3 beside 0.2, as `wasmtime serve` links them: a 0.3 component built by Rust's
+        // standard library imports some 0.2 interfaces too.
+        if config.link_p3 {
+            if config.link_cli {
+                wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+            } else {
+                wasmtime_wasi::p3::clocks::add_to_linker(&mut linker)?;
+                wasmtime_wasi::p3::random::add_to_linker(&mut linker)?;
+                wasmtime_wasi::p3::cli::add_to_linker(&mut linker)?;
+            }
+            wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         }
         let serves_workers = component
             .component_type()
@@ -284,7 +316,15 @@ impl App {
         })?;
         let guest = if cgi {
             Guest::Cgi(CommandPre::new(pre)?)
+        } else if http3 {
+            Guest::Http3(Pool::new(ServicePre::new(pre)?, &config))
         } else {
+            if config.reuse.is_set() {
+                bail!(
+                    "instance reuse (`--max-instance-reuse-count`, ...) is for WASI 0.3 \
+                     components; this WASI 0.2 one gets a fresh instance for every request"
+                );
+            }
             Guest::Http(ProxyPre::new(pre)?)
         };
         config.sandbox.validate()?;
@@ -340,6 +380,15 @@ impl App {
         &self.program_name
     }
 
+    pub(crate) fn slots(&self) -> &Arc<Semaphore> {
+        &self.slots
+    }
+
+    /// Whether instances serve many requests (a WASI 0.3 component).
+    pub fn reuses_instances(&self) -> bool {
+        matches!(self.guest, Guest::Http3(_))
+    }
+
     pub(crate) fn workers(&self) -> Option<&Arc<Workers>> {
         self.workers.as_ref()
     }
@@ -384,8 +433,9 @@ impl App {
             }
         });
         let respond = async {
-            match self.guest {
+            match &self.guest {
                 Guest::Http(_) => self.handle_http(request, cx, watch.clone()).await,
+                Guest::Http3(pool) => pool.handle(self, request, cx, watch.clone()).await,
                 Guest::Cgi(_) => crate::cgi::handle(self, request, cx, watch.clone()).await,
             }
         };
@@ -434,7 +484,7 @@ impl App {
             Ok(Ok(response)) => {
                 response.map(|body| GuardedBody::new(body, guest, watch, false).boxed())
             }
-            Ok(Err(code)) => self.fail(id, Failure::GuestError(code)),
+            Ok(Err(code)) => self.fail(id, Failure::GuestError(format!("{code:?}"))),
             // The guest ended without setting a response; its task says why.
             Err(_) => match guest.join().await {
                 Err(failure) => error_response(&failure),
@@ -463,8 +513,7 @@ impl App {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return Err(Failure::Overloaded("the app is shutting down".into()));
         };
-        let mut store = self
-            .new_store(id, configure)
+        let mut store = new_store(self.engine(), &self.config, id, self.is_cgi(), configure)
             .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
         let entry = entry(&mut store)?;
         let guest = self.guest.clone();
@@ -535,8 +584,7 @@ impl App {
         configure: impl FnOnce(&mut WasiCtxBuilder),
         channel: Channel,
     ) -> Result<GuestRun, Failure> {
-        let mut store = self
-            .new_store(id, configure)
+        let mut store = new_store(self.engine(), &self.config, id, true, configure)
             .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
         store.data_mut().channel = Some(channel);
         let guest = self.guest.clone();
@@ -545,88 +593,88 @@ impl App {
         }))
     }
 
-    fn new_store(
-        &self,
-        id: u64,
-        configure: impl FnOnce(&mut WasiCtxBuilder),
-    ) -> Result<Store<RequestState>> {
-        let config = &self.config;
-        let limits = &config.limits;
-        let mut wasi = WasiCtxBuilder::new();
-        // A guest's files are its local grants: a syscall on the request's own thread costs
-        // less than a hand-off to tokio's blocking pool and back. Set before the grants: each
-        // preopened directory keeps the setting it was made with.
-        wasi.allow_blocking_current_thread(true);
-        config.sandbox.configure(&mut wasi)?;
-        wasi.stdout(GuestOutput::new(
-            config.log.clone(),
-            id,
-            GuestStream::Stdout,
-        ));
-        wasi.stderr(GuestOutput::new(
-            config.log.clone(),
-            id,
-            GuestStream::Stderr,
-        ));
-        configure(&mut wasi);
-        // A CGI program's temporary files (PHP's uploads among them) go to a directory of the
-        // instance's own, gone with it: nothing an instance cut short leaves behind reaches the
-        // app's writable grants, or the next request.
-        let scratch = match self.is_cgi() {
-            true => Some(Scratch::new(&mut wasi, &config.sandbox)?),
-            false => None,
-        };
-
-        let mut table = ResourceTable::new();
-        if let Some(max) = limits.max_resources {
-            table.set_max_capacity(max);
-        }
-        let mut http = WasiHttpCtx::new();
-        if let Some(max) = config.max_http_fields_size {
-            http.set_field_size_limit(max);
-        }
-        let hooks = HttpHooks {
-            outgoing_allowed: config.sandbox.inherit_network,
-            outgoing_body_buffer_chunks: config
-                .outgoing_body_buffer_chunks
-                .unwrap_or(wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_BUFFER_CHUNKS),
-            outgoing_body_chunk_size: config
-                .outgoing_body_chunk_size
-                .unwrap_or(wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_CHUNK_SIZE),
-        };
-        let state = RequestState {
-            table,
-            wasi: wasi.build(),
-            http,
-            hooks,
-            limiter: Limiter::new(limits),
-            channel: None,
-            _scratch: scratch,
-        };
-
-        let mut store = Store::new(self.engine(), state);
-        store.limiter(|state| &mut state.limiter);
-        if let Some(fuel) = limits.fuel {
-            store.set_fuel(fuel)?;
-        }
-        if let Some(fuel) = limits.hostcall_fuel {
-            store.set_hostcall_fuel(fuel);
-        }
-        if let Some(max) = limits.max_component_handles {
-            store.set_max_component_handles(max);
-        }
-        // Yield to the other requests at every epoch tick; the deadline itself is a timer.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
-        Ok(store)
-    }
-
     fn engine(&self) -> &Engine {
         match &self.guest {
             Guest::Http(pre) => pre.engine(),
+            Guest::Http3(pool) => pool.engine(),
             Guest::Cgi(pre) => pre.engine(),
         }
     }
+}
+
+/// A store for one request, or for one instance that serves many: the app's grants, limits
+/// and output, and `configure`'s additions to its WASI context. A CGI program (`scratch`) gets
+/// a temporary directory of its own.
+pub(crate) fn new_store(
+    engine: &Engine,
+    config: &AppConfig,
+    id: u64,
+    scratch: bool,
+    configure: impl FnOnce(&mut WasiCtxBuilder),
+) -> Result<Store<RequestState>> {
+    let limits = &config.limits;
+    let mut wasi = WasiCtxBuilder::new();
+    // A guest's files are its local grants: a syscall on the request's own thread costs
+    // less than a hand-off to tokio's blocking pool and back. Set before the grants: each
+    // preopened directory keeps the setting it was made with.
+    wasi.allow_blocking_current_thread(true);
+    config.sandbox.configure(&mut wasi)?;
+    let request_id = Arc::new(AtomicU64::new(id));
+    let output = |stream| GuestOutput::tagged(config.log.clone(), request_id.clone(), stream);
+    wasi.stdout(output(GuestStream::Stdout));
+    wasi.stderr(output(GuestStream::Stderr));
+    configure(&mut wasi);
+    // A CGI program's temporary files (PHP's uploads among them) go to a directory of the
+    // instance's own, gone with it: nothing an instance cut short leaves behind reaches the
+    // app's writable grants, or the next request.
+    let scratch = match scratch {
+        true => Some(Scratch::new(&mut wasi, &config.sandbox)?),
+        false => None,
+    };
+
+    let mut table = ResourceTable::new();
+    if let Some(max) = limits.max_resources {
+        table.set_max_capacity(max);
+    }
+    let mut http = WasiHttpCtx::new();
+    if let Some(max) = config.max_http_fields_size {
+        http.set_field_size_limit(max);
+    }
+    let hooks = HttpHooks {
+        outgoing_allowed: config.sandbox.inherit_network,
+        outgoing_body_buffer_chunks: config
+            .outgoing_body_buffer_chunks
+            .unwrap_or(wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_BUFFER_CHUNKS),
+        outgoing_body_chunk_size: config
+            .outgoing_body_chunk_size
+            .unwrap_or(wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_CHUNK_SIZE),
+    };
+    let state = RequestState {
+        table,
+        wasi: wasi.build(),
+        http,
+        hooks,
+        limiter: Limiter::new(limits),
+        channel: None,
+        _scratch: scratch,
+        request_id,
+    };
+
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    if let Some(fuel) = limits.fuel {
+        store.set_fuel(fuel)?;
+    }
+    if let Some(fuel) = limits.hostcall_fuel {
+        store.set_hostcall_fuel(fuel);
+    }
+    if let Some(max) = limits.max_component_handles {
+        store.set_max_component_handles(max);
+    }
+    // Yield to the other requests at every epoch tick; the deadline itself is a timer.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    Ok(store)
 }
 
 /// Instantiates the guest and calls its entry point, within the deadline if there is one.

@@ -62,6 +62,10 @@ pub fn new_engine(options: &mut CommonOptions, max_concurrent: u32) -> Result<En
     }
     let mut config = options.config(pooling_by_default)?;
     config.wasm_component_model(true);
+    // WASI 0.3 components are async ones, as `wasmtime serve` runs them by default.
+    if options.wasm.component_model_async.is_none() {
+        config.wasm_component_model_async(true);
+    }
     config.epoch_interruption(true);
     config.memory_init_cow(true);
     Engine::new(&config)

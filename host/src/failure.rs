@@ -23,11 +23,10 @@ use std::time::Duration;
 use http::StatusCode;
 use wasmtime::Trap;
 use wasmtime::component::ResourceTableError;
-use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
 use crate::limits::LimitHit;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Failure {
     /// The guest trapped.
     Trap(String),
@@ -35,8 +34,9 @@ pub enum Failure {
     Instantiate(String),
     /// `handle` returned without setting the response.
     NoResponse,
-    /// The guest set the response to an `error-code`.
-    GuestError(ErrorCode),
+    /// The guest answered with an `error-code` (named as the WIT variant's Rust case) instead
+    /// of a response.
+    GuestError(String),
     /// The request could not be handed to the guest.
     BadRequest(String),
     /// A CGI program's output was not a CGI response; `exit` is its exit status if it ended.
@@ -185,7 +185,7 @@ impl fmt::Display for Failure {
             Failure::Trap(m) => write!(f, "guest trapped: {m}"),
             Failure::Instantiate(m) => write!(f, "instantiation failed: {m}"),
             Failure::NoResponse => write!(f, "guest returned without setting a response"),
-            Failure::GuestError(code) => write!(f, "guest answered with error code {code:?}"),
+            Failure::GuestError(code) => write!(f, "guest answered with error code {code}"),
             Failure::BadRequest(m) => write!(f, "bad request: {m}"),
             Failure::BadCgiOutput {
                 malformed,

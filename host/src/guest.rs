@@ -30,6 +30,9 @@ pub(crate) enum End {
 #[derive(Default)]
 pub(crate) struct Ending {
     end: Mutex<Option<End>>,
+    /// Why the run failed, for the requests of an instance that serves many: each logs it
+    /// for itself.
+    failure: Mutex<Option<Failure>>,
     notify: Notify,
 }
 
@@ -37,6 +40,20 @@ impl Ending {
     pub(crate) fn set(&self, end: End) {
         self.end.lock().unwrap().get_or_insert(end);
         self.notify.notify_waiters();
+    }
+
+    /// Ends a run that served many requests, with the failure that cut them, if it failed.
+    pub(crate) fn set_shared(&self, failure: Option<Failure>) {
+        let end = match &failure {
+            Some(_) => End::Failed { response_cut: true },
+            None => End::Exited(0),
+        };
+        *self.failure.lock().unwrap() = failure;
+        self.set(end);
+    }
+
+    pub(crate) fn failure(&self) -> Option<Failure> {
+        self.failure.lock().unwrap().clone()
     }
 
     pub(crate) fn get(&self) -> Option<End> {
@@ -56,6 +73,9 @@ impl Ending {
 
 /// A guest running in a task of its own for one request. Dropped before [`GuestTask::detach`],
 /// it stops the guest: the request it was serving is gone.
+///
+/// Or one request's share of an instance that serves many ([`GuestTask::shared`]): nothing
+/// to stop, and the instance's failure is for the request to log.
 pub(crate) struct GuestTask {
     handle: Option<JoinHandle<Result<i32, Failure>>>,
     pub(crate) ending: Arc<Ending>,
@@ -63,6 +83,9 @@ pub(crate) struct GuestTask {
     pub(crate) log: Arc<dyn Log>,
     pub(crate) id: u64,
     pub(crate) app: String,
+    /// What the request holds while its response is unfinished (its slot, its place on the
+    /// instance); set for a request on a shared instance.
+    shared: Option<Box<dyn Send + Sync>>,
 }
 
 impl GuestTask {
@@ -79,6 +102,26 @@ impl GuestTask {
             log,
             id,
             app,
+            shared: None,
+        }
+    }
+
+    /// A request's share of an instance that serves many, ending with `ending`; `hold` is
+    /// dropped when the request is done.
+    pub(crate) fn shared(
+        ending: Arc<Ending>,
+        log: Arc<dyn Log>,
+        id: u64,
+        app: String,
+        hold: Box<dyn Send + Sync>,
+    ) -> GuestTask {
+        GuestTask {
+            handle: None,
+            ending,
+            log,
+            id,
+            app,
+            shared: Some(hold),
         }
     }
 
@@ -152,6 +195,10 @@ pub(crate) struct GuardedBody {
     ending: Option<Pin<Box<dyn Future<Output = End> + Send>>>,
     /// Exit statuses other than 0 are logged, once the body has ended.
     log_exit: bool,
+    /// When the request's deadline passes, for a guest whose run does not end with the
+    /// request (a shared instance): the body is cut there.
+    deadline: Option<(std::time::Duration, tokio::time::Instant)>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl GuardedBody {
@@ -168,7 +215,19 @@ impl GuardedBody {
             wait_for_end,
             ending: None,
             log_exit: wait_for_end,
+            deadline: None,
+            timer: None,
         }
+    }
+
+    /// Cuts the body when `limit` has passed since `start`.
+    pub(crate) fn with_deadline(
+        mut self,
+        limit: Option<std::time::Duration>,
+        start: tokio::time::Instant,
+    ) -> GuardedBody {
+        self.deadline = limit.map(|limit| (limit, start + limit));
+        self
     }
 
     pub(crate) fn boxed(self) -> Body {
@@ -183,6 +242,12 @@ impl GuardedBody {
         let guest = self.guest.take().expect("finished once");
         match end {
             Some(End::Failed { response_cut: true }) => {
+                // A task logs its own failure; a shared instance's is for each request it cut.
+                if guest.shared.is_some()
+                    && let Some(failure) = guest.ending.failure()
+                {
+                    guest.log.request_failed(guest.id, &guest.app, &failure);
+                }
                 guest.stop();
                 Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
             }
@@ -237,7 +302,31 @@ impl http_body::Body for GuardedBody {
                 Poll::Pending => Poll::Pending,
             };
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        if poll.is_pending()
+            && let Some((limit, at)) = this.deadline
+        {
+            // Made here, where it is polled: on the front end's runtime.
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if timer.as_mut().poll(cx).is_ready() {
+                let guest = this.guest.take().expect("checked");
+                guest
+                    .log
+                    .request_failed(guest.id, &guest.app, &Failure::Deadline(limit));
+                guest.stop();
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)));
+            }
+        }
+        match poll {
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
+                // The last frame: the response is complete, whether or not it is polled again.
+                if let Some(guest) = this.guest.take() {
+                    guest.detach();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(Some(Err(e))) => {
                 // The guest broke its own body off (an aborted wasi:http body).

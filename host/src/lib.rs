@@ -23,6 +23,7 @@ pub mod limits;
 pub mod log;
 pub mod preinit;
 pub mod program;
+pub mod reuse;
 pub mod sandbox;
 pub mod server;
 mod state;

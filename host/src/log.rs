@@ -6,6 +6,7 @@
 
 use std::io::Write as _;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -80,13 +81,19 @@ pub(crate) struct GuestOutput(Arc<LineBuffer>);
 
 struct LineBuffer {
     log: Arc<dyn Log>,
-    request: u64,
+    /// The request the lines are tagged with: an instance that serves many requests is
+    /// retagged with each one it starts.
+    request: Arc<AtomicU64>,
     stream: GuestStream,
     pending: Mutex<Vec<u8>>,
 }
 
 impl GuestOutput {
     pub(crate) fn new(log: Arc<dyn Log>, request: u64, stream: GuestStream) -> Self {
+        Self::tagged(log, Arc::new(AtomicU64::new(request)), stream)
+    }
+
+    pub(crate) fn tagged(log: Arc<dyn Log>, request: Arc<AtomicU64>, stream: GuestStream) -> Self {
         GuestOutput(Arc::new(LineBuffer {
             log,
             request,
@@ -115,7 +122,8 @@ impl LineBuffer {
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        self.log.guest_output(self.request, self.stream, line);
+        let request = self.request.load(Ordering::Relaxed);
+        self.log.guest_output(request, self.stream, line);
         line.clear();
     }
 }

@@ -25,6 +25,9 @@ pub(crate) struct RequestState {
     pub channel: Option<Channel>,
     /// The instance's own temporary directory, removed with the store.
     pub _scratch: Option<Scratch>,
+    /// The request the guest's output lines are tagged with: an instance that serves many
+    /// requests is retagged as it starts each.
+    pub request_id: std::sync::Arc<AtomicU64>,
 }
 
 /// Where a CGI program finds its own temporary directory (`TMPDIR`).

@@ -20,7 +20,7 @@ pub enum CgiResponse {
 }
 
 /// Why the output was not a CGI response.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Malformed {
     /// The output ended before the blank line that ends the header block.
     NoHeaderBlock {

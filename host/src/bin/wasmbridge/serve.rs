@@ -17,6 +17,7 @@ use wasmbridge::cgi::CgiConfig;
 use wasmbridge::engine::{EpochTicker, new_engine};
 use wasmbridge::limits::Limits;
 use wasmbridge::log::StderrLog;
+use wasmbridge::reuse::InstanceReuse;
 use wasmbridge::sandbox::{Preopen, Sandbox};
 use wasmbridge::server::{ServerOptions, serve};
 use wasmbridge::{App, AppConfig, Mode};
@@ -52,17 +53,19 @@ pub struct ServeCommand {
     #[arg(long)]
     no_logging_prefix: bool,
 
-    /// Requests served by one instance. Only 1 is supported: every request gets a fresh one.
-    #[arg(long)]
-    max_instance_reuse_count: Option<usize>,
+    /// Requests one instance of a WASI 0.3 component serves before it is dropped. Default
+    /// 128; WASI 0.2 components and CGI programs get a fresh instance for every request.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_instance_reuse_count: Option<u64>,
 
-    /// Concurrent requests per instance. Only 1 is supported.
-    #[arg(long)]
-    max_instance_concurrent_reuse_count: Option<usize>,
+    /// Requests one instance of a WASI 0.3 component serves at once. Default 16.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_instance_concurrent_reuse_count: Option<u64>,
 
-    /// Accepted for compatibility; instances are never kept idle, so it has no effect.
-    #[arg(long, value_name = "DURATION")]
-    idle_instance_timeout: Option<String>,
+    /// How long an idle instance of a WASI 0.3 component is kept for the next request.
+    /// Default 1s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_instance_timeout: Option<Duration>,
 
     /// Replace or add a request header (`name: value`) before the component sees it;
     /// `@FILE` reads one header a line.
@@ -292,7 +295,6 @@ impl ServeCommand {
                 wasi.keyvalue == Some(true) || !wasi.keyvalue_in_memory_data.is_empty(),
             ),
             ("-S tls", wasi.tls == Some(true)),
-            ("-S p3", wasi.p3 == Some(true)),
             ("-S listenfd", wasi.listenfd == Some(true)),
             ("-S tcplisten", !wasi.tcplisten.is_empty()),
             ("-S preview0", wasi.preview0 == Some(true)),
@@ -306,15 +308,6 @@ impl ServeCommand {
             (
                 "-R (execution recording)",
                 self.common.record.path.is_some(),
-            ),
-            (
-                "--max-instance-reuse-count other than 1",
-                self.max_instance_reuse_count.is_some_and(|n| n != 1),
-            ),
-            (
-                "--max-instance-concurrent-reuse-count other than 1",
-                self.max_instance_concurrent_reuse_count
-                    .is_some_and(|n| n != 1),
             ),
         ];
         if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
@@ -397,6 +390,12 @@ impl ServeCommand {
             sandbox,
             limits,
             link_cli: wasi.cli.or(wasi.common).unwrap_or(true),
+            link_p3: wasi.p3.unwrap_or(true),
+            reuse: InstanceReuse {
+                max_requests: self.max_instance_reuse_count.map(|n| n as usize),
+                max_concurrent: self.max_instance_concurrent_reuse_count.map(|n| n as usize),
+                idle_timeout: self.idle_instance_timeout,
+            },
             max_concurrent,
             max_http_fields_size: wasi.max_http_fields_size,
             outgoing_body_buffer_chunks: wasi.http_outgoing_body_buffer_chunks,
@@ -448,7 +447,8 @@ fn print_limits(config: &AppConfig, options: &ServerOptions) {
     );
 }
 
-/// `500ms`, `30s`, `2m`, `1h`, or a number of seconds.
+/// `500ms`, `30s`, `2m`, `1h`, or a number of seconds; `us` (`μs`) and `ns` as `wasmtime serve`
+/// takes them too.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
@@ -456,6 +456,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration> {
         .parse()
         .map_err(|_| format_err!("`{s}` is not a duration (500ms, 30s, 2m, 1h)"))?;
     Ok(match unit {
+        "ns" => Duration::from_nanos(n),
+        "us" | "μs" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
