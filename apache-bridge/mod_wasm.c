@@ -64,6 +64,9 @@ typedef struct {
     apr_off_t max_memory;          /* WasmMaxMemory */
     apr_interval_time_t timeout;   /* WasmTimeout */
     int cgi_workers;               /* WasmCGIWorkers */
+    int instance_reuse;            /* WasmMaxInstanceReuse */
+    int instance_concurrency;      /* WasmMaxInstanceConcurrentReuse */
+    apr_interval_time_t idle_instance_timeout; /* WasmIdleInstanceTimeout */
     const char *wsgi;              /* WasmWSGI: MODULE:CALLABLE */
     const char *wsgi_at;           /* "file:line" of WasmWSGI, for messages */
     const char *wsgi_mount;        /* the <Location> WasmWSGI is in: the app's SCRIPT_NAME */
@@ -101,6 +104,9 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->max_memory = UNSET;
     conf->timeout = UNSET;
     conf->cgi_workers = UNSET;
+    conf->instance_reuse = UNSET;
+    conf->instance_concurrency = UNSET;
+    conf->idle_instance_timeout = UNSET;
     conf->exts = apr_array_make(p, 1, sizeof(const char *));
     conf->python_path = apr_array_make(p, 1, sizeof(const char *));
     return conf;
@@ -126,6 +132,12 @@ static void *merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     conf->max_memory = add->max_memory != UNSET ? add->max_memory : base->max_memory;
     conf->timeout = add->timeout != UNSET ? add->timeout : base->timeout;
     conf->cgi_workers = add->cgi_workers != UNSET ? add->cgi_workers : base->cgi_workers;
+    conf->instance_reuse =
+        add->instance_reuse != UNSET ? add->instance_reuse : base->instance_reuse;
+    conf->instance_concurrency = add->instance_concurrency != UNSET
+        ? add->instance_concurrency : base->instance_concurrency;
+    conf->idle_instance_timeout = add->idle_instance_timeout != UNSET
+        ? add->idle_instance_timeout : base->idle_instance_timeout;
     conf->exts = add->exts->nelts ? add->exts : base->exts;
     conf->wsgi = add->wsgi ? add->wsgi : base->wsgi;
     conf->wsgi_at = add->wsgi ? add->wsgi_at : base->wsgi_at;
@@ -154,11 +166,11 @@ static const char *module_path(apr_pool_t *p, const wasm_dir_conf *conf)
     return apr_pstrcat(p, conf->root, "/", conf->module, NULL);
 }
 
-/* How wb_inspect is to check a section's module: 2 as a CGI worker, 1 as a CGI program, 0 by
- * what it exports. */
+/* How wb_inspect is to check a section's module: 2 as a CGI worker, 1 as a CGI program, 3 as
+ * a component whose instances serve many requests (WASI 0.3), 0 by what it exports. */
 static int inspect_as(const wasm_dir_conf *conf)
 {
-    return conf->cgi_workers > 0 ? 2 : conf->cgi == 1;
+    return conf->cgi_workers > 0 ? 2 : conf->cgi == 1 ? 1 : conf->instance_reuse > 1 ? 3 : 0;
 }
 
 /* Checks the module as far as the section says yet; called by every directive it depends on,
@@ -328,6 +340,40 @@ static const char *set_cgi_workers(cmd_parms *cmd, void *conf_, const char *valu
     return check_module(cmd, conf_);
 }
 
+/* WasmMaxInstanceReuse 128 and WasmMaxInstanceConcurrentReuse 16: how many requests one
+ * instance of a WASI 0.3 component serves in all and at once (`wasmtime serve`'s
+ * --max-instance-reuse-count and --max-instance-concurrent-reuse-count, with their defaults).
+ * WASI 0.2 components and CGI programs get a fresh instance for every request. */
+static const char *set_instance_count(cmd_parms *cmd, void *conf_, const char *value)
+{
+    wasm_dir_conf *conf = conf_;
+    char *end;
+    apr_int64_t n = apr_strtoi64(value, &end, 10);
+    if (*end || end == value || n < 1 || n > 1000000) {
+        return apr_psprintf(cmd->pool, "%s: `%s` is not a number of requests (1 to 1000000)",
+                            cmd->directive->directive, value);
+    }
+    if (cmd->info) {
+        conf->instance_concurrency = (int)n;
+        return NULL;
+    }
+    conf->instance_reuse = (int)n;
+    return check_module(cmd, conf);
+}
+
+/* WasmIdleInstanceTimeout 1 (seconds) or 500ms: how long an idle instance of a WASI 0.3
+ * component waits for its next request (`--idle-instance-timeout`; default 1 second). */
+static const char *set_idle_instance_timeout(cmd_parms *cmd, void *conf_, const char *value)
+{
+    apr_interval_time_t timeout;
+    if (ap_timeout_parameter_parse(value, &timeout, "s") != APR_SUCCESS || timeout < 0) {
+        return apr_psprintf(cmd->pool, "WasmIdleInstanceTimeout: `%s` is not a duration "
+                            "(seconds, or with ms, s, mi, h)", value);
+    }
+    ((wasm_dir_conf *)conf_)->idle_instance_timeout = timeout;
+    return NULL;
+}
+
 /* WasmCGIExt php phtml: with WasmMapCGIFileNames, only scripts with these extensions run (by
  * default .php for PHP, .py for Python, else .cgi, by the module's name); other files, and
  * anything through a dot-file or dot-directory, are answered 404. */
@@ -461,6 +507,12 @@ static const command_rec wasm_cmds[] = {
     AP_INIT_TAKE1("WasmCGIWorkers", set_cgi_workers, NULL, WASM_CONF,
                   "long-lived instances per child that serve CGI requests over FastCGI "
                   "(default 0: a fresh instance per request)"),
+    AP_INIT_TAKE1("WasmMaxInstanceReuse", set_instance_count, NULL, WASM_CONF,
+                  "requests one instance of a WASI 0.3 component serves (default 128)"),
+    AP_INIT_TAKE1("WasmMaxInstanceConcurrentReuse", set_instance_count, (void *)1, WASM_CONF,
+                  "requests one instance of a WASI 0.3 component serves at once (default 16)"),
+    AP_INIT_TAKE1("WasmIdleInstanceTimeout", set_idle_instance_timeout, NULL, WASM_CONF,
+                  "how long an idle instance of a WASI 0.3 component is kept (default 1 second)"),
     AP_INIT_TAKE1("WasmWSGI", set_wsgi, NULL, WASM_CONF,
                   "a WSGI app (MODULE:CALLABLE) for python.wasm to serve, or off"),
     AP_INIT_ITERATE("WasmPythonPath", add_python_path, NULL, WASM_CONF,
@@ -501,6 +553,17 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
     for (i = 0; i < conf->python_path->nelts; i++) {
         text = apr_pstrcat(p, text, "python-path ",
                            APR_ARRAY_IDX(conf->python_path, i, const char *), "\n", NULL);
+    }
+    if (conf->instance_reuse != UNSET) {
+        text = apr_psprintf(p, "%sinstance-reuse %d\n", text, conf->instance_reuse);
+    }
+    if (conf->instance_concurrency != UNSET) {
+        text = apr_psprintf(p, "%sinstance-concurrent-reuse %d\n", text,
+                            conf->instance_concurrency);
+    }
+    if (conf->idle_instance_timeout != UNSET) {
+        text = apr_psprintf(p, "%sidle-instance-timeout-ms %" APR_TIME_T_FMT "\n", text,
+                            apr_time_as_msec(conf->idle_instance_timeout));
     }
     if (serves_wsgi(conf)) {
         text = apr_pstrcat(p, text, "wsgi ", conf->wsgi, "\n", NULL);

@@ -2,6 +2,7 @@
 # Throughput and latency under wrk, every peer measured in the same run on the same machine:
 # - hello component: `wasmbridge serve` against `wasmtime serve -S cli` (when a wasmtime 48
 #   binary is at hand), and Apache + mod_wasm against Apache serving the same bytes as a file;
+#   the same for a WASI 0.3 component (guests/fixtures/http3), whose instances serve many requests;
 # - Python hello CGI (and a three-line print script): the CPython snapshot through
 #   `wasmbridge serve` and through Apache + mod_wasm, against native `python3` run by mod_cgid;
 # - a Flask page (Debian's Flask): WSGI workers through `wasmbridge serve --wsgi` against
@@ -129,6 +130,8 @@ rounds() {
 # The apps, where www-data can read them.
 HELLO=$RESULTS_DIR/hello_http.wasm
 cp "$WASMBRIDGE_GUESTS/hello_http.wasm" "$HELLO"
+HELLO3=$RESULTS_DIR/http3.wasm
+cp "$WASMBRIDGE_GUESTS/http3.wasm" "$HELLO3"
 mkdir -p "$RESULTS_DIR/python" "$RESULTS_DIR/app" "$RESULTS_DIR/cgi-bin" "$RESULTS_DIR/htdocs"
 cp -r "$ROOT/guests/python/dist/python.wasm" "$ROOT/guests/python/dist/lib" "$RESULTS_DIR/python/"
 cp "$ROOT/guests/fixtures/python/hello.py" "$RESULTS_DIR/app/"
@@ -217,6 +220,8 @@ chmod -R a+rX "$RESULTS_DIR"
 # wasmbridge serve, and wasmtime serve when there is one.
 serve 18080 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18080 "$HELLO"
 [ -z "$WASMTIME" ] || serve 18081 "$WASMTIME" serve --addr 127.0.0.1:18081 -S cli "$HELLO"
+serve 18094 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18094 "$HELLO3"
+[ -z "$WASMTIME" ] || serve 18095 "$WASMTIME" serve --addr 127.0.0.1:18095 -S cli "$HELLO3"
 serve 18082 "$WASMBRIDGE_BIN" serve --addr 127.0.0.1:18082 \
     --dir "$RESULTS_DIR/python/lib::/usr/local/lib" --dir "$RESULTS_DIR/app::/app" \
     "$RESULTS_DIR/python/python.wasm" /app/hello.py
@@ -402,6 +407,10 @@ $(php_app_conf mediawiki "$MW" 19002 \
     SetHandler wasm-handler
     WasmModule $HELLO
 </Location>
+<Location /hello3>
+    SetHandler wasm-handler
+    WasmModule $HELLO3
+</Location>
 <Location /python>
     SetHandler wasm-handler
     WasmRoot $RESULTS_DIR/python
@@ -480,6 +489,11 @@ args=(wasmbridge http://127.0.0.1:18080/)
 [ -z "$WASMTIME" ] || args+=(wasmtime http://127.0.0.1:18081/)
 args+=(apache-wasm "$APACHE/hello" apache-static "$APACHE/hello.txt")
 rounds "$CONNECTIONS" "${args[@]}"
+say "WASI 0.3 hello: wasmbridge serve, wasmtime serve, Apache + mod_wasm, Apache static file"
+args=(hello3-wasmbridge http://127.0.0.1:18094/)
+[ -z "$WASMTIME" ] || args+=(hello3-wasmtime http://127.0.0.1:18095/)
+args+=(hello3-apache-wasm "$APACHE/hello3/" apache-static "$APACHE/hello.txt")
+rounds "$CONNECTIONS" "${args[@]}"
 say "Python hello CGI: wasmbridge serve, Apache + mod_wasm, Apache + mod_cgid + python3, wrapped"
 args=(python-wasmbridge http://127.0.0.1:18082/ python-apache-wasm "$APACHE/python"
     python-native "$APACHE/cgi/hello.py" python-wrapped http://127.0.0.1:18084/
@@ -520,6 +534,9 @@ declare -A LABELS=(
     [wasmtime]="wasmtime serve -S cli hello_http.wasm"
     [apache-wasm]="Apache + mod_wasm, hello_http.wasm"
     [apache-static]="Apache, the same 24 bytes as a static file"
+    [hello3-wasmbridge]="wasmbridge serve http3.wasm (WASI 0.3, instances reused)"
+    [hello3-wasmtime]="wasmtime serve -S cli http3.wasm (WASI 0.3, instances reused)"
+    [hello3-apache-wasm]="Apache + mod_wasm, http3.wasm (WASI 0.3, instances reused)"
     [python-wasmbridge]="wasmbridge serve python.wasm hello.py"
     [python-apache-wasm]="Apache + mod_wasm, python.wasm hello.py"
     [python-native]="Apache + mod_cgid, native python3 hello.py"
@@ -588,6 +605,14 @@ mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
     echo "| server | requests/s | p50 (ms) | p99 (ms) | vs wasmtime serve | vs Apache static |"
     echo "|---|---:|---:|---:|---:|---:|"
     for name in wasmbridge wasmtime apache-wasm apache-static; do row "$name" wasmtime apache-static; done
+    echo
+    echo "## WASI 0.3 hello component (\`guests/fixtures/http3\`, \`/\`, 33 bytes), $CONNECTIONS connections"
+    echo
+    echo "An async handler (\`wasi:http/handler@0.3.0\`) whose instances serve up to 128 requests, 16 at once, under both servers' defaults; Apache's static file is the one above."
+    echo
+    echo "| server | requests/s | p50 (ms) | p99 (ms) | vs wasmtime serve | vs Apache static |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for name in hello3-wasmbridge hello3-wasmtime hello3-apache-wasm apache-static; do row "$name" hello3-wasmtime apache-static; done
     echo
     echo "## Python hello CGI (\`guests/fixtures/python/hello.py\`, \`cgi.FieldStorage\`), $CGI_CONNECTIONS connections"
     echo

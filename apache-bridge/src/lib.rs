@@ -186,8 +186,8 @@ pub unsafe extern "C" fn wb_child_init(
 }
 
 /// Checks at configuration time that `path` can be served: CGI-style when `cgi` is 1, by CGI
-/// workers when it is 2. Returns 0, or -1 with the reason in `error` (NUL-terminated, cut to
-/// `error_len`).
+/// workers when it is 2, by instances that serve many requests (a WASI 0.3 component) when it
+/// is 3. Returns 0, or -1 with the reason in `error` (NUL-terminated, cut to `error_len`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wb_inspect(
     path: *const c_char,
@@ -202,9 +202,17 @@ pub unsafe extern "C" fn wb_inspect(
         .and_then(|wasm| {
             let kind = inspect(&wasm).map_err(|e| format!("{path}: {e}"))?;
             match kind {
-                Kind::HttpComponent if cgi != 0 => Err(format!(
+                Kind::HttpComponent | Kind::Http3Component if cgi == 1 || cgi == 2 => Err(format!(
                     "{path} is a wasi:http component, not a CGI program: remove `WasmEnableCGI On`"
                 )),
+                Kind::HttpComponent | Kind::CommandComponent | Kind::Preview1Command
+                    if cgi == 3 =>
+                {
+                    Err(format!(
+                        "{path} gets a fresh instance for every request: instance reuse \
+                         (`WasmMaxInstanceReuse` above 1) is for WASI 0.3 components"
+                    ))
+                }
                 _ if cgi == 2 && !serves_workers(&wasm).unwrap_or(false) => Err(format!(
                     "{path} cannot serve as a CGI worker: it does not import `{}` (php-cgi from \
                      guests/php does); remove `WasmCGIWorkers`",
@@ -812,6 +820,16 @@ impl AppDescription {
                 "cgi-workers" => cgi.workers = number("a number of workers")? as usize,
                 "wsgi" => cgi.wsgi = Some(value.into()),
                 "python-path" => python_path.push(value.into()),
+                "instance-reuse" => {
+                    config.reuse.max_requests = Some(number("a number of requests")? as usize)
+                }
+                "instance-concurrent-reuse" => {
+                    config.reuse.max_concurrent = Some(number("a number of requests")? as usize)
+                }
+                "idle-instance-timeout-ms" => {
+                    config.reuse.idle_timeout =
+                        Some(Duration::from_millis(number("a number of milliseconds")?))
+                }
                 _ => return Err(format!("unknown key `{key}` in an app description")),
             }
         }
@@ -1034,6 +1052,11 @@ mod tests {
             ("max-memory -1", "is not a number of bytes"),
             ("timeout-ms soon", "is not a number of milliseconds"),
             ("cgi-workers four", "is not a number of workers"),
+            ("instance-reuse many", "is not a number of requests"),
+            (
+                "idle-instance-timeout-ms 1s",
+                "is not a number of milliseconds",
+            ),
             ("dir /srv::/data::RO", "is not an access mode"),
             ("cache big", "unknown key `cache`"),
         ] {

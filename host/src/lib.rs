@@ -1,7 +1,8 @@
 //! wasmbridge: a WebAssembly host for web servers.
 //!
-//! It serves two kinds of guest: `wasi:http/proxy` components, natively, and CGI programs
-//! (preview-1 command modules, wrapped into components, and `wasi:cli/command` components).
+//! It serves two kinds of guest: `wasi:http` components, natively (WASI 0.2's
+//! `wasi:http/proxy` and WASI 0.3's async `wasi:http/handler`), and CGI programs (preview-1
+//! command modules, wrapped into components, and `wasi:cli/command` components).
 //!
 //! The library is the engine every front end shares. The `wasmbridge serve` command line and
 //! the Apache module both load an [`App`] and hand it requests with [`App::handle`]: a request
@@ -10,7 +11,8 @@
 //!
 //! Each request runs in a fresh [`wasmtime::Store`] with its own limits, so nothing a guest does
 //! survives into the next request, and a guest that traps, loops or runs out of memory costs only
-//! the request it was serving.
+//! the request it was serving. WASI 0.3 components are the exception they ask to be: an instance
+//! serves many requests, some at once ([`reuse`]), and a failure costs the requests it serves.
 
 pub mod app;
 pub mod body;

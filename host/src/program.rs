@@ -173,8 +173,11 @@ fn route_proc_exit(module: &[u8]) -> anyhow::Result<Vec<u8>> {
 /// What a `.wasm` file holds, as far as serving it goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A component exporting `wasi:http/incoming-handler`.
+    /// A component exporting `wasi:http/incoming-handler` (WASI 0.2).
     HttpComponent,
+    /// A component exporting `wasi:http/handler` (WASI 0.3), whose instances serve many
+    /// requests.
+    Http3Component,
     /// A component exporting `wasi:cli/run`: a CGI program.
     CommandComponent,
     /// A WASI preview-1 core module with `_start`: a CGI program.
@@ -239,14 +242,16 @@ pub fn inspect(wasm: &[u8]) -> Result<Kind> {
         }
     }
     let exports_any = |prefix: &str| exports.iter().any(|name| name.starts_with(prefix));
-    if exports_any("wasi:http/incoming-handler@") {
+    if exports_any("wasi:http/handler@") {
+        Ok(Kind::Http3Component)
+    } else if exports_any("wasi:http/incoming-handler@") {
         Ok(Kind::HttpComponent)
     } else if exports_any("wasi:cli/run@") {
         Ok(Kind::CommandComponent)
     } else {
         bail!(
-            "it is a component that exports neither `wasi:http/incoming-handler` nor `wasi:cli/run` \
-             (it exports {})",
+            "it is a component that exports none of `wasi:http/handler`, \
+             `wasi:http/incoming-handler` and `wasi:cli/run` (it exports {})",
             if exports.is_empty() {
                 "nothing".into()
             } else {

@@ -85,6 +85,7 @@ fn new_lists_the_templates_for_an_unknown_one_and_keeps_out_of_full_directories(
     );
     for template in [
         "rust-http",
+        "rust-http3",
         "js-http",
         "rust-cgi",
         "python-http",
@@ -119,6 +120,16 @@ async fn rust_http_builds_and_serves_its_routes() {
     let project = new("rust-http", "hello-app");
     let wasm = cargo_build(&project, "wasm32-wasip2", "hello_app.wasm");
     check_component(&wasm, "hello-app", |name| {
+        format!("{{\"greeting\":\"Hello, {name}!\"}}\n")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rust_http3_builds_and_serves_its_routes() {
+    let project = new("rust-http3", "async-app");
+    let wasm = cargo_build(&project, "wasm32-wasip2", "async_app.wasm");
+    check_component(&wasm, "async-app", |name| {
         format!("{{\"greeting\":\"Hello, {name}!\"}}\n")
     })
     .await;

@@ -15,7 +15,7 @@ static TEMPLATES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../guests/template
 /// unless it brings its own (js-http: the version its JavaScript engine was built against).
 static PINNED_WIT: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../wit/deps");
 
-/// Create a project from a template: rust-http, js-http, python-cgi, php-app, …
+/// Create a project from a template: rust-http, rust-http3, js-http, python-cgi, php-app, …
 #[derive(Parser)]
 pub struct NewCommand {
     /// The template (an unknown name lists them all).

@@ -256,6 +256,16 @@ impl ServeCommand {
             keep_alive_timeout: limit(self.keep_alive_timeout, defaults.keep_alive_timeout),
         };
         print_limits(app.config(), &options);
+        if app.reuses_instances() {
+            let reuse = &app.config().reuse;
+            eprintln!(
+                "WASI 0.3 instances: up to {} requests each (--max-instance-reuse-count), {} at once \
+                 (--max-instance-concurrent-reuse-count), kept {:?} idle (--idle-instance-timeout)",
+                reuse.max_requests(),
+                reuse.max_concurrent(),
+                reuse.idle_timeout()
+            );
+        }
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
