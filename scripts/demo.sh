@@ -7,12 +7,14 @@
 #     http://127.0.0.1:8083/                 a guestbook on SQLite, PHP 8.2 for WASI
 #     http://127.0.0.1:8084/?file=hello.py   PrettyFy wrapped into one wasi:http component
 #     http://127.0.0.1:8085/                 Notes, a WSGI app on SQLite, in CPython workers
+#     http://127.0.0.1:8086/count            a WASI 0.3 (async) component: one instance, many requests
 #   Apache httpd with mod_wasm, both kinds behind one server:
 #     http://127.0.0.1:8088/hello                          hello-http
 #     http://127.0.0.1:8088/wasm-module?file=hello.py      PrettyFy, from mod_wasm's demo block
 #     http://127.0.0.1:8088/guestbook/                     the PHP guestbook
 #     http://127.0.0.1:8088/wrapped?file=hello.py          the wrapped PrettyFy component
 #     http://127.0.0.1:8088/notes/                         the Notes WSGI app
+#     http://127.0.0.1:8088/async/count                    the WASI 0.3 component
 # DEMO_HOST overrides the address (default 127.0.0.1). Ctrl-C stops them all.
 source "$(dirname "$0")/common.sh"
 
@@ -59,11 +61,14 @@ mkdir -p "$DEMO/notes-data"
 serve 8085 --dir "$PY/dist/lib::/usr/local/lib::ro" --dir "$PY/apps/notes::/app::ro" \
     --dir "$DEMO/notes-data::/data" --python-path /app --cgi-workers 1 --wsgi notes:application \
     "$PY/dist/python.wasm"
+# A WASI 0.3 component (guests/fixtures/http3): /count says which instance answers and how
+# many requests it has served; /sleep?ms=500 shows several at once on one instance.
+serve 8086 "$WASMBRIDGE_GUESTS/http3.wasm"
 
 # Apache's children run as www-data: the apps go where they can read them, laid out as in
 # mod_wasm's demo (the stdlib under /python/wasi-python).
 mkdir -p "$DEMO/wasm_modules" "$DEMO/python/wasi-python/lib"
-cp "$WASMBRIDGE_GUESTS/hello_http.wasm" "$PY/dist/python.wasm" "$DEMO/prettyfy.wasm" "$DEMO/wasm_modules/"
+cp "$WASMBRIDGE_GUESTS/hello_http.wasm" "$WASMBRIDGE_GUESTS/http3.wasm" "$PY/dist/python.wasm" "$DEMO/prettyfy.wasm" "$DEMO/wasm_modules/"
 cp -r "$PY/apps/prettyfy/." "$DEMO/python/"
 cp -r "$PY/dist/lib/python3.11" "$DEMO/python/wasi-python/lib/"
 cp -r "$PHP/dist" "$DEMO/php"
@@ -108,6 +113,10 @@ WasmCacheDir $DEMO/cache
     WasmMapDir /usr/local/lib $DEMO/python/wasi-python/lib
     WasmMapDir /app $DEMO/python
 </Location>
+<Location /async>
+    SetHandler wasm-handler
+    WasmModule $DEMO/wasm_modules/http3.wasm
+</Location>
 <Location /notes>
     SetHandler wasm-handler
     WasmModule $DEMO/wasm_modules/python.wasm
@@ -143,9 +152,11 @@ say "serving, Ctrl-C stops:
     curl http://$HOST:8083/                                 # the PHP guestbook (a browser is nicer)
     curl 'http://$HOST:8084/?file=hello.py'                 # PrettyFy as one wrapped component
     curl -d text=hello http://$HOST:8085/                   # a note for the WSGI app (see :8085/)
+    curl http://$HOST:8086/count                            # run it twice: the same instance
     curl http://$HOST:8088/hello                            # the same apps through Apache
     curl 'http://$HOST:8088/wasm-module?file=hello.py'
     curl http://$HOST:8088/guestbook/
     curl 'http://$HOST:8088/wrapped?file=hello.py'
-    curl http://$HOST:8088/notes/"
+    curl http://$HOST:8088/notes/
+    curl http://$HOST:8088/async/count"
 wait -n "${pids[@]}"
