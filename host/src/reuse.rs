@@ -84,7 +84,17 @@ struct Instances {
 /// What a request learns of the instance that takes it.
 struct Ticket {
     id: u64,
-    instance: Arc<OnceLock<Arc<Shared>>>,
+    instance: Arc<OnceLock<Taken>>,
+}
+
+/// A request's place on the instance that took it, held until its response is complete (or
+/// nobody waits for it any more).
+struct Taken(Arc<Shared>);
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One instance, as the requests it serves see it.
@@ -149,14 +159,16 @@ impl Pool {
                 .unwrap_or_else(|e| Err(format_err!("host task failed: {e}"))),
             _ => call.await,
         };
-        let shared = instance.get().cloned();
+        let shared = instance.get().map(|taken| taken.0.clone());
         let served = Served {
-            shared: shared.clone(),
+            _taken: instance,
             _slot: slot,
         };
         match outcome {
             Ok(response) => {
-                let ending = shared.map_or_else(Default::default, |s| s.ending.clone());
+                let ending = shared
+                    .as_ref()
+                    .map_or_else(Default::default, |s| s.ending.clone());
                 let log = app.config().log.clone();
                 let task = GuestTask::shared(ending, log, id, app.name().into(), Box::new(served));
                 response.map(|body| {
@@ -201,16 +213,8 @@ impl Pool {
 
 /// What a request holds until its response is complete.
 struct Served {
-    shared: Option<Arc<Shared>>,
+    _taken: Arc<OnceLock<Taken>>,
     _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(shared) = &self.shared {
-            shared.open.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
 }
 
 /// The runtime that runs instances for front ends without a multi-threaded one: one thread
@@ -369,7 +373,7 @@ impl WorkerState for Worker {
         shared.open.fetch_add(1, Ordering::SeqCst);
         shared.last_request.store(ticket.id, Ordering::SeqCst);
         shared.output_tag.store(ticket.id, Ordering::Relaxed);
-        let _ = ticket.instance.set(shared.clone());
+        let _ = ticket.instance.set(Taken(shared.clone()));
         if let Some(fuel) = self.config.limits.fuel {
             let _ = store.set_fuel(fuel);
         }

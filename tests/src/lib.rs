@@ -309,6 +309,34 @@ pub fn no_redirect_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// POSTs `mib` MiB in chunks of unknown total length (so it goes out chunked) to an echo at
+/// `url` and checks that the same bytes come back.
+pub async fn check_chunked_echo(url: String, mib: usize) {
+    use futures::StreamExt as _;
+    use sha2::{Digest as _, Sha256};
+    const MIB: usize = 1 << 20;
+    let chunk = |i: usize| bytes::Bytes::from(vec![(i % 251) as u8; MIB]);
+    let mut expected = Sha256::new();
+    (0..mib).for_each(|i| expected.update(chunk(i)));
+    let upload = futures::stream::iter(0..mib).map(move |i| Ok::<_, std::io::Error>(chunk(i)));
+    let response = client()
+        .post(url)
+        .body(reqwest::Body::wrap_stream(upload))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let (mut hasher, mut length) = (Sha256::new(), 0);
+    while let Some(piece) = stream.next().await {
+        let piece = piece.unwrap();
+        length += piece.len();
+        hasher.update(&piece);
+    }
+    assert_eq!(length, mib * MIB);
+    assert_eq!(hasher.finalize(), expected.finalize());
+}
+
 /// GETs `url`: the status and the body as text.
 pub async fn get(url: String) -> (u16, String) {
     let response = client().get(url).send().await.unwrap();

@@ -3,13 +3,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::StreamExt as _;
-use sha2::{Digest, Sha256};
 use wasmbridge_tests::apache::{Apache, fixtures};
-use wasmbridge_tests::{client, get, h2c_client};
-
-const MIB: usize = 1 << 20;
+use wasmbridge_tests::{check_chunked_echo, client, get, h2c_client};
 
 fn hello(location: &str) -> String {
     format!(
@@ -85,27 +80,8 @@ async fn a_64_mib_chunked_upload_streams_through_echo() {
         "event",
         "<Location />\n SetHandler wasm-handler\n WasmModule {fixtures}/wasm/echo.wasm\n</Location>",
     );
-    let chunk = |i: usize| Bytes::from(vec![(i % 251) as u8; MIB]);
-    let mut expected = Sha256::new();
-    (0..64).for_each(|i| expected.update(chunk(i)));
     // A stream of unknown length goes out chunked.
-    let upload = futures::stream::iter(0..64).map(move |i| Ok::<_, std::io::Error>(chunk(i)));
-    let response = client()
-        .post(apache.url("/"))
-        .body(reqwest::Body::wrap_stream(upload))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut stream = response.bytes_stream();
-    let (mut hasher, mut length) = (Sha256::new(), 0);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.unwrap();
-        length += chunk.len();
-        hasher.update(&chunk);
-    }
-    assert_eq!(length, 64 * MIB);
-    assert_eq!(hasher.finalize(), expected.finalize());
+    check_chunked_echo(apache.url("/"), 64).await;
 }
 
 #[tokio::test]

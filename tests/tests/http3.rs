@@ -6,14 +6,10 @@ use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::StreamExt as _;
-use sha2::{Digest, Sha256};
 use wasmbridge_tests::apache::Apache;
-use wasmbridge_tests::{Server, client, get, guest, start_error};
+use wasmbridge_tests::{Server, check_chunked_echo, client, get, guest, start_error};
 
 const HELLO: &str = "Hello from a WASI 0.3 component!\n";
-const MIB: usize = 1 << 20;
 
 /// `instance X request N` (from `/count` and `/sleep`): the instance and its request count.
 fn instance_and_count(body: &str) -> (String, u64) {
@@ -42,31 +38,6 @@ fn raw_get_with_trailers(port: u16, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
-}
-
-/// Uploads `mib` MiB in chunks of unknown total length to `url` and checks that the same bytes
-/// come back.
-async fn check_streamed_echo(url: String, mib: usize) {
-    let chunk = |i: usize| Bytes::from(vec![(i % 251) as u8; MIB]);
-    let mut expected = Sha256::new();
-    (0..mib).for_each(|i| expected.update(chunk(i)));
-    let upload = futures::stream::iter(0..mib).map(move |i| Ok::<_, std::io::Error>(chunk(i)));
-    let response = client()
-        .post(url)
-        .body(reqwest::Body::wrap_stream(upload))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut stream = response.bytes_stream();
-    let (mut hasher, mut length) = (Sha256::new(), 0);
-    while let Some(piece) = stream.next().await {
-        let piece = piece.unwrap();
-        length += piece.len();
-        hasher.update(&piece);
-    }
-    assert_eq!(length, mib * MIB);
-    assert_eq!(hasher.finalize(), expected.finalize());
 }
 
 /// Starts `n` requests to `/sleep?ms=1500`, 100 ms apart, so that they overlap; returns how
@@ -99,7 +70,7 @@ async fn a_wasi_0_3_component_is_served_with_streams_and_trailers() {
     assert_eq!(first, second);
     assert_eq!(m, n + 1);
 
-    check_streamed_echo(server.url("/echo"), 32).await;
+    check_chunked_echo(server.url("/echo"), 32).await;
 
     let response = client()
         .get(server.url("/stream?chunks=3&ms=50"))
@@ -290,7 +261,7 @@ async fn apache_serves_a_wasi_0_3_component_with_instance_reuse() {
         "{}",
         apache.error_log()
     );
-    check_streamed_echo(apache.url("/p3/echo"), 16).await;
+    check_chunked_echo(apache.url("/p3/echo"), 16).await;
 
     // Apache's threads hand requests to shared instances.
     count(apache.url("/p3/count")).await;
