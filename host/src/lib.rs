@@ -14,6 +14,7 @@
 //! the request it was serving. WASI 0.3 components are the exception they ask to be: an instance
 //! serves many requests, some at once ([`reuse`]), and a failure costs the requests it serves.
 
+pub mod access_log;
 pub mod app;
 pub mod body;
 pub mod cache;

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use wasmtime::Result;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use crate::access_log::{AccessEntry, AccessLog};
 use crate::{App, Body, RequestContext};
 
 /// Default for [`ServerOptions::header_read_timeout`] (mod_reqtimeout's first limit).
@@ -39,6 +40,8 @@ pub struct ServerOptions {
     pub header_read_timeout: Option<Duration>,
     /// How long a connection with no request in flight is kept open without traffic.
     pub keep_alive_timeout: Option<Duration>,
+    /// Where each request gets its line (`--access-log`).
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Default for ServerOptions {
@@ -48,6 +51,7 @@ impl Default for ServerOptions {
             request_headers: Vec::new(),
             header_read_timeout: Some(HEADER_READ_TIMEOUT),
             keep_alive_timeout: Some(KEEP_ALIVE_TIMEOUT),
+            access_log: None,
         }
     }
 }
@@ -105,6 +109,12 @@ pub async fn serve(
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let in_flight = InFlight::start(activity);
                 async move {
+                    let access = options.access_log.clone().map(|log| {
+                        let mut entry = AccessEntry::new(&request, Some(remote));
+                        entry.id = id;
+                        entry.app = app.name().to_string();
+                        (log, entry)
+                    });
                     prepare(&mut request, &options, local);
                     let head_only = request.method() == http::Method::HEAD;
                     let cx = RequestContext {
@@ -114,10 +124,13 @@ pub async fn serve(
                     };
                     let response = app.handle(request, cx).await;
                     let response = without_unread_body(response, head_only);
+                    let status = response.status().as_u16();
                     Ok::<http::Response<Body>, Infallible>(response.map(|body| {
                         Counted {
                             inner: body,
                             _in_flight: in_flight,
+                            sent: 0,
+                            access: access.map(|(log, entry)| (log, entry, status)),
                         }
                         .boxed_unsync()
                     }))
@@ -260,10 +273,22 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that counts as a request in flight while it lives.
+/// A response body that counts as a request in flight while it lives, and writes the
+/// request's access log line when it goes.
 struct Counted {
     inner: Body,
     _in_flight: InFlight,
+    /// Body bytes passed on so far.
+    sent: u64,
+    access: Option<(Arc<AccessLog>, AccessEntry, u16)>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some((log, entry, status)) = &self.access {
+            entry.finish(log, *status, self.sent);
+        }
+    }
 }
 
 impl http_body::Body for Counted {
@@ -274,7 +299,13 @@ impl http_body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &poll
+            && let Some(data) = frame.data_ref()
+        {
+            self.sent += data.len() as u64;
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {

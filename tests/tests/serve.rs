@@ -170,3 +170,46 @@ async fn a_wasmtime_serve_command_line_works_unchanged() {
     assert_eq!(file.text().await.unwrap(), "hi there");
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_combined_format_line_per_request() {
+    let log = wasmbridge_tests::temp_dir("access-log").join("access.log");
+    let server = Server::start(&["--access-log", log.to_str().unwrap(), &guest("hello_http")]);
+    let response = client()
+        .get(server.url("/page?x=1"))
+        .header("user-agent", "a \"quoted\" agent")
+        .header("referer", "http://example.test/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "Hello from WebAssembly!\n");
+    let head = client().head(server.url("/")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+
+    // Written as each response ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 2 || std::time::Instant::now() > deadline {
+            break text.lines().map(String::from).collect::<Vec<_>>();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let get = &lines[0];
+    assert!(get.starts_with("127.0.0.1 - - ["), "{get}");
+    assert!(
+        get.contains(
+            "] \"GET /page?x=1 HTTP/1.1\" 200 24 \"http://example.test/\" \"a \\\"quoted\\\" agent\" 0 hello_http "
+        ),
+        "{get}"
+    );
+    let micros = get.rsplit(' ').next().unwrap();
+    assert!(micros.parse::<u64>().is_ok(), "{get}");
+    // A HEAD sends no body: `-` for its size, as Apache logs it.
+    assert!(
+        lines[1].contains("\"HEAD / HTTP/1.1\" 200 - \"-\" "),
+        "{}",
+        lines[1]
+    );
+}

@@ -11,6 +11,7 @@ use wasmtime::error::Context as _;
 use wasmtime::{Result, bail, format_err};
 use wasmtime_cli_flags::CommonOptions;
 
+use wasmbridge::access_log::AccessLog;
 use wasmbridge::body::BodyLimits;
 use wasmbridge::cache::CompileCache;
 use wasmbridge::cgi::CgiConfig;
@@ -79,6 +80,11 @@ pub struct ServeCommand {
     /// Connections held at once. Default 1000.
     #[arg(long)]
     max_concurrent_connections: Option<usize>,
+
+    /// Log every request to FILE (`-`: stdout) in Apache's combined format, followed by the
+    /// request id, the app and the microseconds it took.
+    #[arg(long, value_name = "FILE")]
+    access_log: Option<PathBuf>,
 
     /// How long a client may take to send a request's headers (HTTP/1.1); 0 for no limit.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -254,6 +260,10 @@ impl ServeCommand {
             request_headers: parse_headers(&self.headers)?,
             header_read_timeout: limit(self.header_read_timeout, defaults.header_read_timeout),
             keep_alive_timeout: limit(self.keep_alive_timeout, defaults.keep_alive_timeout),
+            access_log: match &self.access_log {
+                Some(path) => Some(Arc::new(AccessLog::open(path)?)),
+                None => None,
+            },
         };
         print_limits(app.config(), &options);
         if app.reuses_instances() {
