@@ -234,6 +234,19 @@ impl GuardedBody {
         http_body_util::BodyExt::boxed_unsync(self)
     }
 
+    /// The request's deadline passed with the body unfinished: it ends with an error.
+    fn cut_at_deadline(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Poll<Option<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>> {
+        let guest = self.guest.take().expect("not finished yet");
+        guest
+            .log
+            .request_failed(guest.id, &guest.app, &Failure::Deadline(limit));
+        guest.stop();
+        Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)))
+    }
+
     /// The body ends here: cleanly, or with an error if the guest failed with it unfinished.
     fn finish(
         &mut self,
@@ -302,21 +315,22 @@ impl http_body::Body for GuardedBody {
                 Poll::Pending => Poll::Pending,
             };
         }
+        // Checked first, for a body that always has data ready.
+        if let Some((limit, at)) = this.deadline
+            && tokio::time::Instant::now() >= at
+        {
+            return this.cut_at_deadline(limit);
+        }
         let poll = Pin::new(&mut this.inner).poll_frame(cx);
         if poll.is_pending()
             && let Some((limit, at)) = this.deadline
         {
-            // Made here, where it is polled: on the front end's runtime.
+            // Made here, on the runtime that polls the body, to wake one that waits.
             let timer = this
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
             if timer.as_mut().poll(cx).is_ready() {
-                let guest = this.guest.take().expect("checked");
-                guest
-                    .log
-                    .request_failed(guest.id, &guest.app, &Failure::Deadline(limit));
-                guest.stop();
-                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpResponseIncomplete)));
+                return this.cut_at_deadline(limit);
             }
         }
         match poll {

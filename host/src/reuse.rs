@@ -400,10 +400,11 @@ impl WorkerState for Worker {
             }
         });
         // A failure that cut no request (the instance's own work after its responses) is
-        // the instance's: one line, under the last request it took.
+        // the instance's: one line, under the last request it took. Not a deadline: a request
+        // past its deadline has said so in its own line (504, or its body cut).
         if let Some(failure) = &failure
             && shared.open.load(Ordering::SeqCst) == 0
-            && !matches!(failure, Failure::Overloaded(_))
+            && !matches!(failure, Failure::Overloaded(_) | Failure::Deadline(_))
         {
             let request = shared.last_request.load(Ordering::SeqCst);
             self.config
