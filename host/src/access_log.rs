@@ -53,13 +53,25 @@ impl AccessLog {
     }
 }
 
+/// An entry on its way, written with 499 (nginx's "client closed request") if it is dropped
+/// before the response is handed over: the client left while the app was still working.
+pub(crate) struct PendingEntry(pub Option<(std::sync::Arc<AccessLog>, AccessEntry)>);
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        if let Some((log, entry)) = self.0.take() {
+            entry.finish(&log, 499, 0);
+        }
+    }
+}
+
 /// What the line of one request says, gathered as it is served.
 pub(crate) struct AccessEntry {
     pub remote: Option<SocketAddr>,
     /// `METHOD TARGET VERSION`, as the request line had it.
     pub request_line: String,
-    pub referer: Option<String>,
-    pub user_agent: Option<String>,
+    pub referer: Option<Vec<u8>>,
+    pub user_agent: Option<Vec<u8>>,
     pub id: u64,
     pub app: String,
     pub received: SystemTime,
@@ -72,7 +84,7 @@ impl AccessEntry {
             request
                 .headers()
                 .get(name)
-                .map(|v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .map(|v: &http::HeaderValue| v.as_bytes().to_vec())
         };
         let target = request
             .uri()
@@ -93,7 +105,7 @@ impl AccessEntry {
 
     /// Writes the line for a response with `status` of which `bytes` of body went out.
     pub(crate) fn finish(&self, log: &AccessLog, status: u16, bytes: u64) {
-        let quoted = |value: &Option<String>| match value {
+        let quoted = |value: &Option<Vec<u8>>| match value {
             Some(value) => escape(value),
             None => "-".into(),
         };
@@ -107,7 +119,7 @@ impl AccessEntry {
         log.write(&format!(
             "{host} - - [{}] \"{}\" {status} {size} \"{}\" \"{}\" {} {} {}\n",
             clf_time(self.received),
-            escape(&self.request_line),
+            escape(self.request_line.as_bytes()),
             quoted(&self.referer),
             quoted(&self.user_agent),
             self.id,
@@ -117,15 +129,16 @@ impl AccessEntry {
     }
 }
 
-/// Quotes and control characters escaped, as Apache escapes what it logs.
-fn escape(text: &str) -> String {
+/// Quotes, backslashes, control characters and bytes outside ASCII escaped, as Apache escapes
+/// what it logs.
+fn escape(text: &[u8]) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32 & 0xff)),
-            c => out.push(c),
+    for &byte in text {
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..0x7f => out.push(byte as char),
+            _ => out.push_str(&format!("\\x{byte:02x}")),
         }
     }
     out
@@ -171,6 +184,7 @@ mod tests {
 
     #[test]
     fn quotes_and_control_characters_are_escaped() {
-        assert_eq!(escape("a \"b\"\n"), "a \\\"b\\\"\\x0a");
+        assert_eq!(escape(b"a \"b\"\n"), "a \\\"b\\\"\\x0a");
+        assert_eq!(escape("Jürgen".as_bytes()), "J\\xc3\\xbcrgen");
     }
 }

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use wasmtime::Result;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use crate::access_log::{AccessEntry, AccessLog};
+use crate::access_log::{AccessEntry, AccessLog, PendingEntry};
 use crate::{App, Body, RequestContext};
 
 /// Default for [`ServerOptions::header_read_timeout`] (mod_reqtimeout's first limit).
@@ -109,12 +109,12 @@ pub async fn serve(
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let in_flight = InFlight::start(activity);
                 async move {
-                    let access = options.access_log.clone().map(|log| {
+                    let mut access = PendingEntry(options.access_log.clone().map(|log| {
                         let mut entry = AccessEntry::new(&request, Some(remote));
                         entry.id = id;
                         entry.app = app.name().to_string();
                         (log, entry)
-                    });
+                    }));
                     prepare(&mut request, &options, local);
                     let head_only = request.method() == http::Method::HEAD;
                     let cx = RequestContext {
@@ -130,7 +130,7 @@ pub async fn serve(
                             inner: body,
                             _in_flight: in_flight,
                             sent: 0,
-                            access: access.map(|(log, entry)| (log, entry, status)),
+                            access: access.0.take().map(|(log, entry)| (log, entry, status)),
                         }
                         .boxed_unsync()
                     }))

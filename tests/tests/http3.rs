@@ -308,3 +308,33 @@ fn apache_refuses_instance_reuse_for_a_wasi_0_2_component() {
     assert!(!ok, "{output}");
     assert!(output.contains("instance reuse"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_head_is_logged_with_499() {
+    let log = wasmbridge_tests::temp_dir("access-log-499").join("access.log");
+    let server = Server::start(&["--access-log", log.to_str().unwrap(), &guest("http3")]);
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert!(
+        impatient
+            .get(server.url("/sleep?ms=1500"))
+            .send()
+            .await
+            .is_err()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if !text.is_empty() || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        text.contains("\"GET /sleep?ms=1500 HTTP/1.1\" 499 - "),
+        "{text}"
+    );
+}
