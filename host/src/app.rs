@@ -27,6 +27,7 @@ use crate::cgi::{CgiConfig, GuestRun, Workers};
 use crate::guest::{ClientWatch, End, Ending, GuardedBody, GuestTask};
 use crate::limits::{Limiter, Limits};
 use crate::log::{GuestOutput, GuestStream, Log, StderrLog};
+use crate::metrics::AppStats;
 use crate::reuse::{InstanceReuse, Pool};
 use crate::sandbox::Sandbox;
 use crate::state::{HttpHooks, RequestState, Scratch};
@@ -76,6 +77,8 @@ pub struct AppConfig {
     pub outgoing_body_chunk_size: Option<usize>,
     /// Where guest output and failures are logged.
     pub log: Arc<dyn Log>,
+    /// What the app's requests count into (shared by the versions of an app across reloads).
+    pub stats: Arc<AppStats>,
 }
 
 impl AppConfig {
@@ -94,6 +97,7 @@ impl AppConfig {
             outgoing_body_buffer_chunks: None,
             outgoing_body_chunk_size: None,
             log: Arc::new(StderrLog { guest_prefix: true }),
+            stats: AppStats::new(),
         }
     }
 }
@@ -113,6 +117,9 @@ pub struct RequestContext {
     pub remote_user: Option<String>,
     /// CGI local redirects followed so far.
     pub redirects: u8,
+    /// Where the front end mounted the app: the start of the URL path its route matched
+    /// (`/api` for `/api/...`), empty at the root. A CGI program gets it as `SCRIPT_NAME`.
+    pub mount: String,
     /// CGI meta-variables the front end made itself (Apache's own, as mod_cgi passes them),
     /// used in CGI mode instead of wasmbridge's.
     pub cgi_env: Option<Vec<(String, String)>>,
@@ -128,6 +135,7 @@ impl RequestContext {
             auth_type: None,
             remote_user: None,
             redirects: 0,
+            mount: String::new(),
             cgi_env: None,
         }
     }
@@ -197,6 +205,8 @@ pub struct App {
     guest: Guest,
     /// `argv[0]` of a CGI program: the file name it was loaded from.
     program_name: String,
+    /// The file the app was loaded from, if it was.
+    source: Option<std::path::PathBuf>,
     slots: Arc<Semaphore>,
     /// A CGI app's long-lived instances, when it has them.
     workers: Option<Arc<Workers>>,
@@ -237,11 +247,17 @@ impl App {
         let mut app = App::new(engine, &component, config)
             .with_context(|| format!("cannot serve `{shown}`"))?;
         app.program_name = program_name;
+        app.source = Some(path.to_path_buf());
         Ok(app)
     }
 
     /// Links an already compiled component.
-    pub fn new(engine: &Engine, component: &Component, config: AppConfig) -> Result<App> {
+    pub fn new(engine: &Engine, component: &Component, mut config: AppConfig) -> Result<App> {
+        // Every failure is logged once; counted there, it is counted once.
+        config.log = Arc::new(CountingLog {
+            inner: config.log.clone(),
+            stats: config.stats.clone(),
+        });
         let exports: Vec<String> = component
             .component_type()
             .exports(engine)
@@ -351,6 +367,7 @@ impl App {
             workers,
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
             program_name: config.name.clone(),
+            source: None,
             config,
             guest,
         })
@@ -362,6 +379,19 @@ impl App {
 
     pub fn config(&self) -> &AppConfig {
         &self.config
+    }
+
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    /// The app's counters, with its CGI workers' state as of now.
+    pub fn stats(&self) -> &Arc<AppStats> {
+        if let Some(workers) = &self.workers {
+            let (busy, idle) = workers.busy_and_idle();
+            self.config.stats.set_workers(busy, idle);
+        }
+        &self.config.stats
     }
 
     /// Whether requests are served in CGI mode.
@@ -401,6 +431,29 @@ impl App {
     /// Deadlines rely on the engine's epoch advancing: keep an
     /// [`EpochTicker`](crate::engine::EpochTicker) running for the engine.
     pub async fn handle<B>(
+        &self,
+        request: http::Request<B>,
+        cx: RequestContext,
+    ) -> http::Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let mut counted = self.config.stats.request();
+        let response = self.respond(request, cx).await;
+        counted.set_status(response.status().as_u16());
+        // The request counts as served when its body is done with: moved into the body's
+        // frame mapper, the guard goes with the body.
+        response.map(|body| {
+            body.map_frame(move |frame| {
+                let _ = &counted;
+                frame
+            })
+            .boxed_unsync()
+        })
+    }
+
+    async fn respond<B>(
         &self,
         request: http::Request<B>,
         cx: RequestContext,
@@ -642,6 +695,7 @@ pub(crate) fn new_store(
     }
     let hooks = HttpHooks {
         outgoing_allowed: config.sandbox.inherit_network,
+        allowed_hosts: config.sandbox.allowed_outbound_hosts.clone(),
         outgoing_body_buffer_chunks: config
             .outgoing_body_buffer_chunks
             .unwrap_or(wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_BUFFER_CHUNKS),
@@ -657,6 +711,7 @@ pub(crate) fn new_store(
         limiter: Limiter::new(limits),
         channel: None,
         _scratch: scratch,
+        instance: config.stats.instance(),
         request_id,
     };
 
@@ -688,10 +743,12 @@ async fn run_guest(
     let call = async {
         match (guest, entry) {
             (Guest::Http(pre), Entry::Http(incoming, outparam)) => {
+                let start = std::time::Instant::now();
                 let proxy = pre
                     .instantiate_async(&mut *store)
                     .await
                     .map_err(|e| (e, true))?;
+                store.data().instance.stats().instantiated(start.elapsed());
                 let handler = proxy.wasi_http_incoming_handler();
                 // A handler may end with `wasi:cli/exit`, as a wrapped CGI program does.
                 match handler.call_handle(&mut *store, incoming, outparam).await {
@@ -703,10 +760,12 @@ async fn run_guest(
                 }
             }
             (Guest::Cgi(pre), Entry::Cgi) => {
+                let start = std::time::Instant::now();
                 let command = pre
                     .instantiate_async(&mut *store)
                     .await
                     .map_err(|e| (e, true))?;
+                store.data().instance.stats().instantiated(start.elapsed());
                 match command.wasi_cli_run().call_run(&mut *store).await {
                     Ok(Ok(())) => Ok(0),
                     Ok(Err(())) => Ok(1),
@@ -762,4 +821,21 @@ pub(crate) fn simple_response(status: http::StatusCode, body: String) -> http::R
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// Passes log lines on, and counts failures by cause.
+struct CountingLog {
+    inner: Arc<dyn Log>,
+    stats: Arc<AppStats>,
+}
+
+impl Log for CountingLog {
+    fn guest_output(&self, request: u64, stream: GuestStream, line: &[u8]) {
+        self.inner.guest_output(request, stream, line);
+    }
+
+    fn request_failed(&self, request: u64, app: &str, failure: &Failure) {
+        self.stats.failed(failure);
+        self.inner.request_failed(request, app, failure);
+    }
 }

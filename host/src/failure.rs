@@ -72,6 +72,27 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The cause in one word, as metrics count it.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Failure::Trap(_) => "trap",
+            Failure::Deadline(_) => "deadline",
+            Failure::Limit(_) | Failure::ResourceTableFull => "memory",
+            Failure::OutOfFuel => "fuel",
+            Failure::Overloaded(_) => "overloaded",
+            Failure::Instantiate(_) => "instantiate",
+            Failure::NoResponse | Failure::GuestError(_) => "guest_error",
+            Failure::BadCgiOutput { .. } | Failure::RedirectLoop(_) => "bad_cgi_output",
+            Failure::BodyTimeout(_)
+            | Failure::BodyTooLarge(_)
+            | Failure::BodyBroken(_)
+            | Failure::HeadersTooLarge(_)
+            | Failure::BadRequest(_) => "request_body",
+            Failure::ClientGone => "client_gone",
+            Failure::ExitAfterResponse(_) => "exit_status",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Failure::Trap(_)

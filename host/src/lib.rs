@@ -24,12 +24,17 @@ pub mod failure;
 mod guest;
 pub mod limits;
 pub mod log;
+pub mod manifest;
+pub mod metrics;
+pub mod outbound;
 pub mod preinit;
 pub mod program;
 pub mod reuse;
+pub mod router;
 pub mod sandbox;
 pub mod server;
 mod state;
+pub mod tls;
 pub mod wrap;
 
 pub use app::{App, AppConfig, Mode, RequestContext};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Result, StoreLimits, StoreLimitsBuilder, bail, format_err};
 
 /// What one request may use. `None` means no limit beyond the engine's own.
 #[derive(Clone, Debug, Default)]
@@ -125,4 +125,38 @@ impl ResourceLimiter for Limiter {
     fn memories(&self) -> usize {
         self.inner.memories()
     }
+}
+
+/// `500ms`, `30s`, `2m`, `1h`, or a number of seconds; `us` (`μs`) and `ns` as `wasmtime serve`
+/// takes them too.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format_err!("`{s}` is not a duration (500ms, 30s, 2m, 1h)"))?;
+    Ok(match unit {
+        "ns" => Duration::from_nanos(n),
+        "us" | "μs" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => bail!("`{s}` is not a duration (500ms, 30s, 2m, 1h)"),
+    })
+}
+
+/// A number of bytes, with an optional K, M or G (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let (number, shift) = match s.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&s[..s.len() - 1], 10),
+        Some(b'M') => (&s[..s.len() - 1], 20),
+        Some(b'G') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format_err!("`{s}` is not a size (bytes, or with K, M or G)"))
 }

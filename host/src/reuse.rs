@@ -268,6 +268,7 @@ impl HandlerState for Instances {
     async fn instantiate(&self) -> Result<Instance<RequestState, Expiration, Worker>> {
         let config = &self.config;
         let mut store = new_store(self.pre.engine(), config, 0, false, |_| {})?;
+        let start = std::time::Instant::now();
         let instantiate = self.pre.instantiate_async(&mut store);
         let service = match config.limits.timeout {
             Some(limit) => tokio::time::timeout(limit, instantiate)
@@ -275,6 +276,7 @@ impl HandlerState for Instances {
                 .map_err(|_| format_err!("instantiation took longer than {limit:?}"))??,
             None => instantiate.await?,
         };
+        config.stats.instantiated(start.elapsed());
         let shared = Arc::new(Shared {
             ending: Arc::default(),
             expired: AtomicBool::new(false),

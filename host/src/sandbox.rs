@@ -60,6 +60,9 @@ pub struct Sandbox {
     pub udp: Option<bool>,
     /// Largest `wasi:random` request, in bytes (`-S max-random-size`).
     pub max_random_size: Option<u64>,
+    /// Hosts outgoing `wasi:http` requests may reach without `inherit_network`
+    /// (`--allowed-outbound-host`, a manifest's `allowed_outbound_hosts`).
+    pub allowed_outbound_hosts: crate::outbound::AllowedHosts,
 }
 
 impl Sandbox {

@@ -1,10 +1,10 @@
 //! The HTTP front end of `wasmbridge serve`: hyper, HTTP/1.1 and HTTP/2 (h2c with prior
-//! knowledge) on one port, connection timeouts, graceful shutdown.
+//! knowledge, or ALPN over TLS) on one port, routes to apps, connection timeouts, reload and
+//! graceful shutdown.
 
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -18,12 +18,16 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use wasmtime::Result;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::access_log::{AccessEntry, AccessLog, PendingEntry};
-use crate::{App, Body, RequestContext};
+use crate::app::simple_response;
+use crate::router::{Route, Router};
+use crate::{Body, RequestContext};
+use std::sync::{Arc, RwLock};
 
 /// Default for [`ServerOptions::header_read_timeout`] (mod_reqtimeout's first limit).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
@@ -56,11 +60,41 @@ impl Default for ServerOptions {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops accepting, closes the
+/// What a server serves, replaced whole on reload: requests that started keep the apps they
+/// started with, new ones get the new apps.
+pub struct Site {
+    router: RwLock<Arc<Router>>,
+    tls: RwLock<Option<TlsAcceptor>>,
+}
+
+impl Site {
+    pub fn new(router: Router, tls: Option<TlsAcceptor>) -> Site {
+        Site {
+            router: RwLock::new(Arc::new(router)),
+            tls: RwLock::new(tls),
+        }
+    }
+
+    pub fn router(&self) -> Arc<Router> {
+        self.router.read().unwrap().clone()
+    }
+
+    fn tls(&self) -> Option<TlsAcceptor> {
+        self.tls.read().unwrap().clone()
+    }
+
+    /// Takes new apps (and certificates) for the requests that come from now on.
+    pub fn replace(&self, router: Router, tls: Option<TlsAcceptor>) {
+        *self.router.write().unwrap() = Arc::new(router);
+        *self.tls.write().unwrap() = tls;
+    }
+}
+
+/// Serves `site` on `listener` until `shutdown` completes, then stops accepting, closes the
 /// connections that have no request in flight and waits for the requests in flight to finish.
 pub async fn serve(
     listener: TcpListener,
-    app: Arc<App>,
+    site: Arc<Site>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
@@ -97,33 +131,50 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let activity = Arc::new(Activity::new());
+        let tls = site.tls();
+        let scheme = match tls {
+            Some(_) => Scheme::Https,
+            None => Scheme::Http,
+        };
         let service = {
-            let (app, options, next_id, activity) = (
-                app.clone(),
+            let (site, options, next_id, activity) = (
+                site.clone(),
                 options.clone(),
                 next_id.clone(),
                 activity.clone(),
             );
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                let (app, options, activity) = (app.clone(), options.clone(), activity.clone());
+                let (options, activity, scheme) =
+                    (options.clone(), activity.clone(), scheme.clone());
+                let router = site.router();
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let in_flight = InFlight::start(activity);
                 async move {
+                    let route = router.route(request.uri().path());
                     let mut access = PendingEntry(options.access_log.clone().map(|log| {
                         let mut entry = AccessEntry::new(&request, Some(remote));
                         entry.id = id;
-                        entry.app = app.name().to_string();
+                        entry.app = route.map_or("-", |(route, _)| route.app.name()).to_string();
                         (log, entry)
                     }));
-                    prepare(&mut request, &options, local);
-                    let head_only = request.method() == http::Method::HEAD;
-                    let cx = RequestContext {
-                        local,
-                        remote: Some(remote),
-                        ..RequestContext::new(id, Scheme::Http)
+                    let response = match route {
+                        Some((route, mount)) => {
+                            prepare(&mut request, &options, local);
+                            if route.spin_headers {
+                                spin_headers(&mut request, route, mount, &scheme, remote);
+                            }
+                            let head_only = request.method() == http::Method::HEAD;
+                            let cx = RequestContext {
+                                local,
+                                remote: Some(remote),
+                                mount: mount.to_string(),
+                                ..RequestContext::new(id, scheme)
+                            };
+                            let response = route.app.handle(request, cx).await;
+                            without_unread_body(response, head_only)
+                        }
+                        None => simple_response(http::StatusCode::NOT_FOUND, "Not Found\n".into()),
                     };
-                    let response = app.handle(request, cx).await;
-                    let response = without_unread_body(response, head_only);
                     let status = response.status().as_u16();
                     Ok::<http::Response<Body>, Infallible>(response.map(|body| {
                         Counted {
@@ -137,30 +188,29 @@ pub async fn serve(
                 }
             })
         };
-        let io = TokioIo::new(Tracked {
-            stream,
-            activity: activity.clone(),
-        });
-        let connection = builder.serve_connection(io, service).into_owned();
-        let (mut stopping, idle_after) = (stopping.clone(), options.keep_alive_timeout);
+        let (builder, stopping, options) = (builder.clone(), stopping.clone(), options.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            tokio::pin!(connection);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    // Errors here are the client's doing (reset, bad framing, a header
-                    // timeout): nothing to report.
-                    _ = connection.as_mut() => break,
-                    _ = stopping.wait_for(|stop| *stop), if !closing => {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    _ = activity.idle(idle_after), if !closing => {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
+            let stream = Tracked {
+                stream,
+                activity: activity.clone(),
+            };
+            let Some(tls) = tls else {
+                return serve_connection(&builder, stream, service, activity, stopping, &options)
+                    .await;
+            };
+            // A client gets as long for its handshake as for its request's headers. A failed
+            // handshake is the client's business (a scanner, an old client).
+            let handshake = tls.accept(stream);
+            let stream = match options.header_read_timeout {
+                Some(limit) => match tokio::time::timeout(limit, handshake).await {
+                    Ok(stream) => stream,
+                    Err(_) => return,
+                },
+                None => handshake.await,
+            };
+            if let Ok(stream) = stream {
+                serve_connection(&builder, stream, service, activity, stopping, &options).await
             }
         });
     }
@@ -170,6 +220,87 @@ pub async fn serve(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Serves one connection's requests until it closes, the server stops, or it has idled for
+/// the keep-alive timeout.
+async fn serve_connection<S, Svc>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    service: Svc,
+    activity: Arc<Activity>,
+    mut stopping: watch::Receiver<bool>,
+    options: &ServerOptions,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+{
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            // Errors here are the client's doing (reset, bad framing, a header timeout):
+            // nothing to report.
+            _ = connection.as_mut() => break,
+            _ = stopping.wait_for(|stop| *stop), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = activity.idle(options.keep_alive_timeout), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// The headers Spin gives a component about its route (Spin's SDK routers read them).
+fn spin_headers(
+    request: &mut http::Request<hyper::body::Incoming>,
+    route: &Route,
+    mount: &str,
+    scheme: &Scheme,
+    remote: std::net::SocketAddr,
+) {
+    let path = request.uri().path();
+    let path_info = path.strip_prefix(mount).unwrap_or(path).to_string();
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let scheme = match scheme {
+        Scheme::Https => "https",
+        _ => "http",
+    };
+    let full_url = format!(
+        "{scheme}://{host}{}",
+        request.uri().path_and_query().map_or("/", |p| p.as_str())
+    );
+    let pattern = route.pattern.to_string();
+    let component_route = pattern.strip_suffix("/...").unwrap_or(&pattern).to_string();
+    let headers = request.headers_mut();
+    for (name, value) in [
+        ("spin-full-url", full_url),
+        ("spin-path-info", path_info),
+        ("spin-matched-route", pattern.clone()),
+        ("spin-base-path", "/".to_string()),
+        ("spin-raw-component-route", pattern),
+        ("spin-component-route", component_route),
+        ("spin-client-addr", remote.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
 }
 
 fn prepare(
@@ -373,5 +504,30 @@ impl AsyncWrite for Tracked {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Serves the apps' metrics in Prometheus' text format, on any path, until the process ends.
+pub async fn serve_metrics(listener: TcpListener, site: Arc<Site>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let site = site.clone();
+        let service = hyper::service::service_fn(move |_request| {
+            let apps = site.router().apps();
+            let text = crate::metrics::render(apps.iter().map(|app| (app.name(), &**app.stats())));
+            let mut response = http::Response::new(http_body_util::Full::new(Bytes::from(text)));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            std::future::ready(Ok::<_, Infallible>(response))
+        });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service),
+        );
     }
 }

@@ -13,6 +13,7 @@ use wasmtime_wasi_http::{
 
 use crate::cgi::channel::Channel;
 use crate::limits::Limiter;
+use crate::outbound::{AllowedHosts, Verdict, is_internal};
 use crate::sandbox::Sandbox;
 
 pub(crate) struct RequestState {
@@ -25,6 +26,8 @@ pub(crate) struct RequestState {
     pub channel: Option<Channel>,
     /// The instance's own temporary directory, removed with the store.
     pub _scratch: Option<Scratch>,
+    /// Counts the instance as live for as long as its store lives.
+    pub instance: crate::metrics::LiveInstance,
     /// The request the guest's output lines are tagged with: an instance that serves many
     /// requests is retagged as it starts each.
     pub request_id: std::sync::Arc<AtomicU64>,
@@ -100,10 +103,12 @@ impl WasiHttpView for RequestState {
 }
 
 /// How `wasi:http` behaves for one app.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct HttpHooks {
-    /// Outgoing requests are network access: denied unless the network was granted.
+    /// Outgoing requests are network access: all allowed when the network was granted
+    /// (`-S inherit-network`), else those the app's allowed hosts name.
     pub outgoing_allowed: bool,
+    pub allowed_hosts: AllowedHosts,
     pub outgoing_body_buffer_chunks: usize,
     pub outgoing_body_chunk_size: usize,
 }
@@ -120,9 +125,9 @@ impl WasiHttpHooks for HttpHooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let allowed = self.outgoing_allowed;
+        let (allowed, hosts) = (self.outgoing_allowed, self.allowed_hosts.clone());
         Box::new(async move {
-            if !allowed {
+            if !allowed && !may_reach(&hosts, request.uri()).await {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
@@ -139,5 +144,30 @@ impl WasiHttpHooks for HttpHooks {
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
         self.outgoing_body_chunk_size
+    }
+}
+
+/// Whether the allowed hosts let a request to `uri` out; a wildcard's host must resolve to
+/// public addresses only.
+async fn may_reach(hosts: &AllowedHosts, uri: &http::Uri) -> bool {
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        return false;
+    };
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    match hosts.check(scheme, host, port) {
+        Verdict::Denied => false,
+        Verdict::Named => true,
+        Verdict::PublicOnly => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match tokio::net::lookup_host((host, port)).await {
+                Ok(addrs) => {
+                    let addrs: Vec<_> = addrs.collect();
+                    !addrs.is_empty() && !addrs.iter().any(|a| is_internal(a.ip()))
+                }
+                Err(_) => false,
+            }
+        }
     }
 }

@@ -305,12 +305,19 @@ pub(crate) async fn handle(
 ) -> http::Response<Body> {
     let config = app.config();
     let (parts, body) = request.into_parts();
+    // Below its mount point, the app sees the path as if it were served at the root.
+    let path = parts.uri.path();
+    let below_mount = path
+        .strip_prefix(cx.mount.as_str())
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+        .unwrap_or(path);
     let Some(mut script) = config
         .cgi
-        .script(app.program_name(), parts.uri.path(), &config.sandbox)
+        .script(app.program_name(), below_mount, &config.sandbox)
     else {
         return simple_response(http::StatusCode::NOT_FOUND, "Not Found\n".into());
     };
+    script.name = format!("{}{}", cx.mount, script.name);
     if config.cgi.script_arg
         && let Some((_, filename)) = cx
             .cgi_env

@@ -53,6 +53,7 @@ pub(crate) struct Workers {
     idle: Mutex<Vec<Worker>>,
     /// A permit per worker there may be.
     free: Arc<Semaphore>,
+    count: usize,
 }
 
 struct Worker {
@@ -71,7 +72,14 @@ impl Workers {
         Arc::new(Workers {
             idle: Mutex::new(Vec::new()),
             free: Arc::new(Semaphore::new(count)),
+            count,
         })
+    }
+
+    /// Workers serving a request, and workers waiting for one.
+    pub(crate) fn busy_and_idle(&self) -> (usize, usize) {
+        let busy = self.count - self.free.available_permits();
+        (busy, self.idle.lock().unwrap().len())
     }
 
     /// Hands a request to a worker, in a task of its own. The request body is read whole
