@@ -18,12 +18,17 @@ use wasmbridge::cgi::CgiConfig;
 use wasmbridge::engine::{EpochTicker, new_engine};
 use wasmbridge::limits::Limits;
 use wasmbridge::log::StderrLog;
+use wasmbridge::manifest::{self, Loader};
+use wasmbridge::metrics::{AppStats, Registry};
+use wasmbridge::outbound::AllowedHosts;
 use wasmbridge::reuse::InstanceReuse;
+use wasmbridge::router::Router;
 use wasmbridge::sandbox::{Preopen, Sandbox};
-use wasmbridge::server::{ServerOptions, serve};
+use wasmbridge::server::{ServerOptions, Site, serve, serve_metrics};
 use wasmbridge::{App, AppConfig, Mode};
 
-/// Serve a wasi:http component, or a CGI program, over HTTP/1.1 and HTTP/2.
+/// Serve a wasi:http component, a CGI program, or the apps of a manifest, over HTTP/1.1 and
+/// HTTP/2.
 #[derive(Parser)]
 pub struct ServeCommand {
     #[command(flatten)]
@@ -45,6 +50,30 @@ pub struct ServeCommand {
     /// Socket address for the web server to bind to.
     #[arg(long, value_name = "SOCKADDR", default_value = "0.0.0.0:8080")]
     addr: SocketAddr,
+
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first); HTTP/2
+    /// is offered over ALPN. SIGHUP reads it again.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve each app's metrics in Prometheus' text format on this address (any path).
+    #[arg(long, value_name = "SOCKADDR")]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Reload when the manifest, a program or a certificate changes (looked at every second),
+    /// as SIGHUP does: requests in flight finish on the old code.
+    #[arg(long)]
+    watch: bool,
+
+    /// Let outgoing HTTP requests reach this host: `https://api.example.com`,
+    /// `http://*.example.com:8080`, `*://example.com:*` (Spin's `allowed_outbound_hosts`);
+    /// repeat for more. A wildcard never reaches a loopback or private address.
+    #[arg(long = "allowed-outbound-host", value_name = "SCHEME://HOST[:PORT]")]
+    allowed_outbound_hosts: Vec<String>,
 
     /// Socket address where a connection starts a graceful shutdown (as SIGINT/SIGTERM do).
     #[arg(long, value_name = "SOCKADDR")]
@@ -102,7 +131,7 @@ pub struct ServeCommand {
 
     /// Largest request body, in bytes (K, M or G may follow); a larger one is answered 413.
     /// 0 for no limit.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = wasmbridge::limits::parse_size)]
     max_request_body_size: Option<u64>,
 
     /// Where compiled code is cached (default: $XDG_CACHE_HOME/wasmbridge). `-C cache=n` turns
@@ -142,7 +171,9 @@ pub struct ServeCommand {
     cgi_worker_wait: Option<Duration>,
 
     /// The program to serve: a wasi:http component, or a CGI program (a WASI preview-1 command
-    /// module or a wasi:cli/command component).
+    /// module or a wasi:cli/command component). Or a manifest (`.toml`): wasmbridge's
+    /// `[[app]]` list, or a Spin application manifest, whose apps take the options given here
+    /// as their defaults.
     #[arg(value_name = "WASM")]
     component: PathBuf,
 
@@ -229,30 +260,52 @@ impl ServeCommand {
                     .ok()
             }),
         };
-        let config = self.app_config(max_requests)?;
-        let app = App::load(
-            &engine,
-            &self.component,
-            cache.as_ref(),
-            self.allow_precompiled,
-            config,
-        )?;
-        if !app.is_cgi() && (!self.args.is_empty() || self.cgi_options.cgi_docroot.is_some()) {
-            bail!(
-                "arguments and `--cgi-docroot` are for CGI programs; `{}` is a wasi:http component",
-                self.component.display()
-            );
+        let defaults = self.app_config(max_requests)?;
+        let is_manifest = manifest::is_manifest(&self.component);
+        if is_manifest {
+            let per_app = [
+                ("program arguments", !self.args.is_empty()),
+                ("`--cgi-docroot`", self.cgi_options.cgi_docroot.is_some()),
+                ("`--wsgi`", self.wsgi.is_some()),
+                ("`--cgi`", self.cgi),
+            ];
+            if let Some((what, _)) = per_app.iter().find(|(_, given)| *given) {
+                bail!(
+                    "{what} belong to one app: with a manifest, say them in its app's table \
+                     (`args`, `[app.cgi]`, `wsgi`, `kind`)"
+                );
+            }
         }
-        if self.wsgi.is_some() && !self.args.is_empty() {
-            bail!("`--wsgi` serves the app it names: no arguments may follow the program");
-        }
-        if let Some(docroot) = self
-            .cgi_options
-            .cgi_docroot
-            .as_deref()
-            .filter(|d| app.config().sandbox.host_path(d).is_none())
-        {
-            bail!("`--cgi-docroot {docroot}` is not inside any `--dir` grant");
+        let sites = Arc::new(SiteLoader {
+            engine: engine.clone(),
+            cache,
+            allow_precompiled: self.allow_precompiled,
+            defaults,
+            stats: Registry::default(),
+            source: self.component.clone(),
+            is_manifest,
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
+        });
+        let (router, tls) = sites.load()?;
+        if !is_manifest {
+            let app = &router.apps()[0];
+            if !app.is_cgi() && (!self.args.is_empty() || self.cgi_options.cgi_docroot.is_some()) {
+                bail!(
+                    "arguments and `--cgi-docroot` are for CGI programs; `{}` is a wasi:http component",
+                    self.component.display()
+                );
+            }
+            if self.wsgi.is_some() && !self.args.is_empty() {
+                bail!("`--wsgi` serves the app it names: no arguments may follow the program");
+            }
+            if let Some(docroot) = self
+                .cgi_options
+                .cgi_docroot
+                .as_deref()
+                .filter(|d| app.config().sandbox.host_path(d).is_none())
+            {
+                bail!("`--cgi-docroot {docroot}` is not inside any `--dir` grant");
+            }
         }
         let defaults = ServerOptions::default();
         let options = ServerOptions {
@@ -265,12 +318,13 @@ impl ServeCommand {
                 None => None,
             },
         };
-        print_limits(app.config(), &options);
-        if app.reuses_instances() {
+        print_limits(&sites.defaults, &options);
+        for app in router.apps().iter().filter(|app| app.reuses_instances()) {
             let reuse = &app.config().reuse;
             eprintln!(
-                "WASI 0.3 instances: up to {} requests each (--max-instance-reuse-count), {} at once \
+                "WASI 0.3 instances of `{}`: up to {} requests each (--max-instance-reuse-count), {} at once \
                  (--max-instance-concurrent-reuse-count), kept {:?} idle (--idle-instance-timeout)",
+                app.name(),
                 reuse.max_requests(),
                 reuse.max_concurrent(),
                 reuse.idle_timeout()
@@ -281,12 +335,31 @@ impl ServeCommand {
             .enable_all()
             .build()?;
         runtime.block_on(async {
-            app.check_start().await?;
+            for app in router.apps() {
+                app.check_start().await?;
+            }
+            if is_manifest {
+                print_routes(&router);
+            }
+            let https = tls.is_some();
+            let site = Arc::new(Site::new(router, tls));
             let shutdown = shutdown_signal(self.shutdown_addr).await?;
             let listener = bind(self.addr)?;
-            eprintln!("Serving HTTP on http://{}/", listener.local_addr()?);
+            if let Some(addr) = self.metrics_addr {
+                let metrics = bind(addr)?;
+                eprintln!(
+                    "Serving metrics on http://{}/metrics",
+                    metrics.local_addr()?
+                );
+                tokio::spawn(serve_metrics(metrics, site.clone()));
+            }
+            tokio::spawn(reload_on_signal(sites.clone(), site.clone(), self.watch));
+            match https {
+                true => eprintln!("Serving HTTPS on https://{}/", listener.local_addr()?),
+                false => eprintln!("Serving HTTP on http://{}/", listener.local_addr()?),
+            }
             let _ticker = EpochTicker::start(&engine);
-            serve(listener, Arc::new(app), options, shutdown).await
+            serve(listener, site, options, shutdown).await
         })
     }
 
@@ -362,6 +435,7 @@ impl ServeCommand {
             tcp: wasi.tcp,
             udp: wasi.udp,
             max_random_size: wasi.max_random_size,
+            allowed_outbound_hosts: AllowedHosts::parse(&self.allowed_outbound_hosts)?,
         };
         sandbox.add_python_path(&self.python_path);
         // What a server can survive unless told otherwise; 0 turns the deadline off.
@@ -423,6 +497,7 @@ impl ServeCommand {
             log: Arc::new(StderrLog {
                 guest_prefix: !self.no_logging_prefix,
             }),
+            stats: AppStats::new(),
         })
     }
 }
@@ -467,38 +542,8 @@ fn print_limits(config: &AppConfig, options: &ServerOptions) {
     );
 }
 
-/// `500ms`, `30s`, `2m`, `1h`, or a number of seconds; `us` (`μs`) and `ns` as `wasmtime serve`
-/// takes them too.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format_err!("`{s}` is not a duration (500ms, 30s, 2m, 1h)"))?;
-    Ok(match unit {
-        "ns" => Duration::from_nanos(n),
-        "us" | "μs" => Duration::from_micros(n),
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => bail!("`{s}` is not a duration (500ms, 30s, 2m, 1h)"),
-    })
-}
-
-/// A number of bytes, with an optional K, M or G (powers of 1024).
-fn parse_size(s: &str) -> Result<u64> {
-    let (number, shift) = match s.as_bytes().last().map(u8::to_ascii_uppercase) {
-        Some(b'K') => (&s[..s.len() - 1], 10),
-        Some(b'M') => (&s[..s.len() - 1], 20),
-        Some(b'G') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format_err!("`{s}` is not a size (bytes, or with K, M or G)"))
+    wasmbridge::limits::parse_duration(s)
 }
 
 pub(crate) fn parse_dir(s: &str) -> Result<Preopen> {
@@ -618,4 +663,132 @@ async fn shutdown_signal(shutdown_addr: Option<SocketAddr>) -> Result<impl Futur
             std::process::exit(130);
         });
     })
+}
+
+/// Loads what the server serves, at start and at each reload.
+struct SiteLoader {
+    engine: wasmtime::Engine,
+    cache: Option<CompileCache>,
+    allow_precompiled: bool,
+    /// Every app's settings unless its manifest says otherwise: the command line's.
+    defaults: AppConfig,
+    stats: Registry,
+    /// The program, or the manifest.
+    source: PathBuf,
+    is_manifest: bool,
+    /// `--tls-cert` and `--tls-key`.
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl SiteLoader {
+    fn load(&self) -> Result<(Router, Option<tokio_rustls::TlsAcceptor>)> {
+        let router = if self.is_manifest {
+            let loader = Loader {
+                engine: &self.engine,
+                cache: self.cache.as_ref(),
+                allow_precompiled: self.allow_precompiled,
+                defaults: &self.defaults,
+                stats: &self.stats,
+            };
+            manifest::load(&self.source, &loader)?
+        } else {
+            let config = AppConfig {
+                stats: self.stats.stats(&self.defaults.name),
+                ..self.defaults.clone()
+            };
+            let app = App::load(
+                &self.engine,
+                &self.source,
+                self.cache.as_ref(),
+                self.allow_precompiled,
+                config,
+            )?;
+            Router::single(Arc::new(app))
+        };
+        let tls = match &self.tls {
+            Some((cert, key)) => Some(wasmbridge::tls::acceptor(cert, key)?),
+            None => None,
+        };
+        Ok((router, tls))
+    }
+
+    /// The files a reload reads, with when each last changed.
+    fn fingerprint(&self, router: &Router) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+        let mut files = vec![self.source.clone()];
+        files.extend(
+            router
+                .apps()
+                .iter()
+                .filter_map(|app| app.source().map(PathBuf::from)),
+        );
+        if let Some((cert, key)) = &self.tls {
+            files.extend([cert.clone(), key.clone()]);
+        }
+        files
+            .into_iter()
+            .map(|file| {
+                let modified = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
+                (file, modified)
+            })
+            .collect()
+    }
+}
+
+/// Reloads at each SIGHUP, and with `watch` whenever a file it read changes. A reload that
+/// fails is logged and changes nothing: the running apps keep serving.
+async fn reload_on_signal(sites: Arc<SiteLoader>, site: Arc<Site>, watch: bool) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    let mut seen = sites.fingerprint(&site.router());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let why = tokio::select! {
+            _ = hangup.recv() => "SIGHUP",
+            _ = tick.tick(), if watch => {
+                let now = sites.fingerprint(&site.router());
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "a changed file"
+            }
+        };
+        let loaded = tokio::task::block_in_place(|| sites.load());
+        let checked = match loaded {
+            Ok((router, tls)) => {
+                let mut checked = Ok(());
+                for app in router.apps() {
+                    if let Err(e) = app.check_start().await {
+                        checked = Err(e);
+                        break;
+                    }
+                }
+                checked.map(|()| (router, tls))
+            }
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok((router, tls)) => {
+                let apps = router.apps().len();
+                site.replace(router, tls);
+                seen = sites.fingerprint(&site.router());
+                eprintln!(
+                    "wasmbridge: reloaded {} on {why}: {apps} app(s); requests in flight finish on the old code",
+                    sites.source.display()
+                );
+            }
+            Err(e) => eprintln!(
+                "wasmbridge: reload on {why} failed, the running apps keep serving: {e:#}"
+            ),
+        }
+    }
+}
+
+/// The routes of a manifest, one line each, at start-up.
+fn print_routes(router: &Router) {
+    for route in router.routes() {
+        eprintln!("Route {} -> app `{}`", route.pattern, route.app.name());
+    }
 }
