@@ -103,6 +103,8 @@ pub fn test_cache_dir() -> PathBuf {
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// `http`, or `https` for a server started with `--tls-cert`.
+    pub scheme: &'static str,
     log: Arc<Mutex<String>>,
 }
 
@@ -150,9 +152,15 @@ impl Server {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    if let Some(addr) = line.strip_prefix("Serving HTTP on http://") {
+                    let listening = [
+                        ("http", "Serving HTTP on http://"),
+                        ("https", "Serving HTTPS on https://"),
+                    ]
+                    .into_iter()
+                    .find_map(|(scheme, prefix)| Some((scheme, line.strip_prefix(prefix)?)));
+                    if let Some((scheme, addr)) = listening {
                         let addr = addr.trim_end_matches('/').parse::<SocketAddr>().ok();
-                        let _ = ready_tx.send(addr);
+                        let _ = ready_tx.send(addr.map(|addr| (scheme, addr)));
                     }
                     let mut log = log.lock().unwrap();
                     log.push_str(&line);
@@ -166,7 +174,14 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             match ready_rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Some(addr)) => return Ok(Server { child, addr, log }),
+                Ok(Some((scheme, addr))) => {
+                    return Ok(Server {
+                        child,
+                        addr,
+                        scheme,
+                        log,
+                    });
+                }
                 Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Output closed: the process is exiting. Give it a moment to be reaped.
                     let status = wait_timeout(&mut child, Duration::from_secs(10));
@@ -185,7 +200,7 @@ impl Server {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub fn pid(&self) -> u32 {
