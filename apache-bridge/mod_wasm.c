@@ -72,6 +72,7 @@ typedef struct {
     const char *wsgi_mount;        /* the <Location> WasmWSGI is in: the app's SCRIPT_NAME */
     apr_array_header_t *python_path; /* WasmPythonPath: guest directories */
     apr_array_header_t *exts;      /* WasmCGIExt: script extensions, without the dot */
+    apr_array_header_t *outbound;  /* WasmAllowedOutboundHosts: SCHEME://HOST[:PORT] rules */
 } wasm_dir_conf;
 
 typedef struct {
@@ -109,6 +110,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->idle_instance_timeout = UNSET;
     conf->exts = apr_array_make(p, 1, sizeof(const char *));
     conf->python_path = apr_array_make(p, 1, sizeof(const char *));
+    conf->outbound = apr_array_make(p, 1, sizeof(const char *));
     return conf;
 }
 
@@ -143,6 +145,7 @@ static void *merge_dir_conf(apr_pool_t *p, void *base_, void *add_)
     conf->wsgi_at = add->wsgi ? add->wsgi_at : base->wsgi_at;
     conf->wsgi_mount = add->wsgi ? add->wsgi_mount : base->wsgi_mount;
     conf->python_path = add->python_path->nelts ? add->python_path : base->python_path;
+    conf->outbound = add->outbound->nelts ? add->outbound : base->outbound;
     return conf;
 }
 
@@ -443,6 +446,18 @@ static const char *add_python_path(cmd_parms *cmd, void *conf_, const char *dir)
     return NULL;
 }
 
+/* WasmAllowedOutboundHosts https://api.example.com ...: hosts the guest's outgoing HTTP
+ * requests may reach, as Spin's allowed_outbound_hosts rules name them. */
+static const char *add_outbound_host(cmd_parms *cmd, void *conf_, const char *rule)
+{
+    char reason[1024];
+    if (wb_check_outbound_host(rule, reason, sizeof reason) != 0) {
+        return apr_psprintf(cmd->pool, "WasmAllowedOutboundHosts: %s", reason);
+    }
+    *(const char **)apr_array_push(((wasm_dir_conf *)conf_)->outbound) = rule;
+    return NULL;
+}
+
 static const char *set_cache_dir(cmd_parms *cmd, void *dummy, const char *dir)
 {
     wasm_server_conf *conf = ap_get_module_config(cmd->server->module_config, &wasm_module);
@@ -515,6 +530,10 @@ static const command_rec wasm_cmds[] = {
                   "how long an idle instance of a WASI 0.3 component is kept (default 1 second)"),
     AP_INIT_TAKE1("WasmWSGI", set_wsgi, NULL, WASM_CONF,
                   "a WSGI app (MODULE:CALLABLE) for python.wasm to serve, or off"),
+    AP_INIT_ITERATE("WasmAllowedOutboundHosts", add_outbound_host, NULL, WASM_CONF,
+                    "hosts outgoing HTTP requests may reach: https://api.example.com, "
+                    "http://*.example.com:8080, *://example.com:* (wildcards never reach "
+                    "loopback or private addresses)"),
     AP_INIT_ITERATE("WasmPythonPath", add_python_path, NULL, WASM_CONF,
                     "guest directories python.wasm imports modules from (PYTHONPATH)"),
     AP_INIT_TAKE1("WasmCacheDir", set_cache_dir, NULL, RSRC_CONF,
@@ -549,6 +568,10 @@ static const char *describe(apr_pool_t *p, const wasm_dir_conf *conf)
     }
     if (conf->cgi_script_arg == 1) {
         text = apr_pstrcat(p, text, "script-arg on\n", NULL);
+    }
+    for (i = 0; i < conf->outbound->nelts; i++) {
+        text = apr_pstrcat(p, text, "outbound ", APR_ARRAY_IDX(conf->outbound, i, const char *),
+                           "\n", NULL);
     }
     for (i = 0; i < conf->python_path->nelts; i++) {
         text = apr_pstrcat(p, text, "python-path ",
@@ -1115,8 +1138,12 @@ static int wasm_handler(request_rec *r)
     app = wb_app_get(describe(r->pool, conf), error, sizeof error);
     if (!app) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s", error);
+        apr_table_setn(r->notes, "wasm-failure", "load");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    /* For the access log: %{wasm-app}n, and %{wasm-failure}n when the request fails. */
+    wb_app_name(app, error, sizeof error);
+    apr_table_set(r->notes, "wasm-app", error);
 
     headers = table_pairs(r->pool, r->headers_in);
     head.method = r->method;
@@ -1212,6 +1239,8 @@ static int wasm_handler(request_rec *r)
             }
         } else if (kind == WB_LOG) {
             ap_log_rerror(APLOG_MARK, ev.level, 0, r, "%s", ev.data);
+        } else if (kind == WB_FAILURE_CAUSE) {
+            apr_table_set(r->notes, "wasm-failure", ev.data);
         } else if (kind == WB_FAILED) {
             if (ev.len) {
                 ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s", ev.data);
@@ -1253,6 +1282,28 @@ static int wasm_handler(request_rec *r)
     return OK;
 }
 
+/* SetHandler wasm-status: what this child's apps have done, in Prometheus' text format (each
+ * child counts its own requests, as mod_status's scoreboard shows each worker). */
+static int wasm_status_handler(request_rec *r)
+{
+    char *text;
+    if (!r->handler || strcmp(r->handler, "wasm-status")) {
+        return DECLINED;
+    }
+    if (r->method_number != M_GET) {
+        r->allowed = AP_METHOD_BIT << M_GET;
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+    if (r->header_only) {
+        return OK;
+    }
+    text = wb_status();
+    ap_rputs(text, r);
+    wb_status_free(text);
+    return OK;
+}
+
 static void wasm_register_hooks(apr_pool_t *p)
 {
     ap_hook_pre_config(wasm_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
@@ -1260,6 +1311,7 @@ static void wasm_register_hooks(apr_pool_t *p)
     ap_hook_post_config(wasm_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(wasm_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(wasm_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(wasm_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 module AP_MODULE_DECLARE_DATA wasm_module = {

@@ -27,7 +27,7 @@ typedef struct {
     size_t cgi_count;
 } wb_request_head;
 
-enum { WB_EMPTY, WB_WANT_BODY, WB_HEAD, WB_DATA, WB_END, WB_LOG, WB_FAILED };
+enum { WB_EMPTY, WB_WANT_BODY, WB_HEAD, WB_DATA, WB_END, WB_LOG, WB_FAILED, WB_FAILURE_CAUSE };
 
 typedef struct {
     int kind;
@@ -53,6 +53,10 @@ int wb_precompile(const char *const *descriptions, size_t count, const char *cac
                   const char *optimize, char *error, size_t error_len);
 const wb_app *wb_app_get(const char *description, char *error, size_t error_len);
 int wb_app_is_cgi(const wb_app *app);
+void wb_app_name(const wb_app *app, char *name, size_t name_len);
+int wb_check_outbound_host(const char *rule, char *error, size_t error_len);
+char *wb_status(void);
+void wb_status_free(char *text);
 wb_request *wb_request_start(const wb_app *app, const wb_request_head *head);
 int wb_request_next(wb_request *request, wb_event *event, int wait_ms);
 void wb_request_feed(wb_request *request, const char *data, size_t len);

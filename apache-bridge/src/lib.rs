@@ -47,6 +47,8 @@ use wasmbridge::engine::{EpochTicker, new_engine};
 use wasmbridge::failure::Failure;
 use wasmbridge::limits::Limits;
 use wasmbridge::log::{GuestStream, Log, failure_line};
+use wasmbridge::metrics::Registry;
+use wasmbridge::outbound::AllowedHosts;
 use wasmbridge::sandbox::{Preopen, Sandbox};
 use wasmbridge::{App, AppConfig, Mode, RequestContext};
 
@@ -72,6 +74,9 @@ struct Child {
     apps: Mutex<HashMap<String, Arc<LoadedApp>>>,
     next_id: AtomicU64,
     log: Arc<ApacheLog>,
+    /// The counters of this child's apps, by name: sections that load the same module count
+    /// together (`wasm-status`).
+    stats: Registry,
 }
 
 static CHILD: OnceLock<Child> = OnceLock::new();
@@ -168,6 +173,7 @@ pub unsafe extern "C" fn wb_child_init(
             apps: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             log: log.clone(),
+            stats: Registry::default(),
         })
     })();
     match result {
@@ -382,6 +388,7 @@ pub const WB_DATA: c_int = 3;
 pub const WB_END: c_int = 4;
 pub const WB_LOG: c_int = 5;
 pub const WB_FAILED: c_int = 6;
+pub const WB_FAILURE_CAUSE: c_int = 7;
 
 enum Event {
     WantBody,
@@ -390,6 +397,8 @@ enum Event {
     End,
     Failed(String),
     Log(c_int, String),
+    /// Why the request failed, in a word ([`Failure::cause`]): the `wasm-failure` note.
+    FailureCause(&'static str),
 }
 
 /// A request in flight, owned by the Apache thread serving it.
@@ -472,6 +481,61 @@ pub unsafe extern "C" fn wb_app_get(
             unsafe { write_c(error, error_len, message) };
             std::ptr::null()
         }
+    }
+}
+
+/// Writes the app's name (what its log lines and `wasm-status` call it) into `name`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_app_name(app: *const App, name: *mut c_char, name_len: usize) {
+    unsafe { write_c(name, name_len, (*app).name()) };
+}
+
+/// Checks a `WasmAllowedOutboundHosts` rule. Returns 0, or -1 with the reason in `error`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_check_outbound_host(
+    rule: *const c_char,
+    error: *mut c_char,
+    error_len: usize,
+) -> c_int {
+    match AllowedHosts::parse(&[unsafe { str_or_empty(rule) }]) {
+        Ok(_) => 0,
+        Err(e) => {
+            unsafe { write_c(error, error_len, &format!("{e:#}")) };
+            -1
+        }
+    }
+}
+
+/// The counters of the apps this child has loaded, in Prometheus' text format (the
+/// `wasm-status` handler). Free it with [`wb_status_free`].
+#[unsafe(no_mangle)]
+pub extern "C" fn wb_status() -> *mut c_char {
+    let mut text = format!(
+        "# wasmbridge in Apache child {}: each child counts the requests it serves\n",
+        std::process::id()
+    );
+    if let Some(child) = CHILD.get() {
+        let apps: Vec<&'static App> = child
+            .apps
+            .lock()
+            .unwrap()
+            .values()
+            .filter_map(|slot| slot.get()?.as_ref().ok().copied())
+            .collect();
+        // Apps of the same name count together: one series each.
+        let mut seen = std::collections::BTreeMap::new();
+        for app in apps {
+            seen.entry(app.name()).or_insert_with(|| app.stats());
+        }
+        text += &wasmbridge::metrics::render(seen.iter().map(|(name, stats)| (*name, &***stats)));
+    }
+    CString::new(text).unwrap_or_default().into_raw()
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wb_status_free(text: *mut c_char) {
+    if !text.is_null() {
+        drop(unsafe { CString::from_raw(text) });
     }
 }
 
@@ -683,6 +747,11 @@ pub unsafe extern "C" fn wb_request_next(
             event.data = text(line);
             WB_FAILED
         }
+        Some(Event::FailureCause(cause)) => {
+            event.len = cause.len();
+            event.data = text(cause.to_string());
+            WB_FAILURE_CAUSE
+        }
         Some(Event::End) | None => WB_END,
     };
     event.kind
@@ -783,6 +852,7 @@ impl AppDescription {
         let mut limits = Limits::default();
         let mut cgi = CgiConfig::default();
         let mut python_path = Vec::new();
+        let mut outbound = Vec::new();
         for line in text.lines() {
             let (key, value) = line.split_once(' ').unwrap_or((line, ""));
             let number = |what: &str| {
@@ -820,6 +890,7 @@ impl AppDescription {
                 "cgi-workers" => cgi.workers = number("a number of workers")? as usize,
                 "wsgi" => cgi.wsgi = Some(value.into()),
                 "python-path" => python_path.push(value.into()),
+                "outbound" => outbound.push(value.to_string()),
                 "instance-reuse" => {
                     config.reuse.max_requests = Some(number("a number of requests")? as usize)
                 }
@@ -838,6 +909,8 @@ impl AppDescription {
             .file_stem()
             .map_or_else(|| "app".into(), |s| s.to_string_lossy().into_owned());
         sandbox.add_python_path(&python_path);
+        sandbox.allowed_outbound_hosts =
+            AllowedHosts::parse(&outbound).map_err(|e| format!("{e:#}"))?;
         config.sandbox = sandbox;
         config.limits = limits;
         config.cgi = cgi;
@@ -851,6 +924,7 @@ fn load_app(child: &Child, description: &str) -> Result<App, String> {
     // A child never needs more workers than requests it serves at once.
     config.cgi.workers = config.cgi.workers.min(child.max_concurrent);
     config.log = child.log.clone();
+    config.stats = child.stats.stats(&config.name);
     App::load(&child.engine, &module, child.cache.as_ref(), false, config)
         .map_err(|e| format!("{e:#}"))
 }
@@ -905,6 +979,9 @@ impl Log for ApacheLog {
     }
 
     fn request_failed(&self, request: u64, app: &str, failure: &Failure) {
+        if let Some(events) = self.requests.lock().unwrap().get(&request) {
+            let _ = events.send(Event::FailureCause(failure.cause()));
+        }
         self.line(request, LEVEL_ERR, failure_line(request, app, failure));
     }
 }

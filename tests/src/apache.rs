@@ -217,6 +217,12 @@ impl Apache {
         assert!(output.status.success(), "graceful: {}", text(&output));
     }
 
+    /// `apache2 -k graceful` that may be refused: whether it went ahead, and what it said.
+    pub fn try_graceful(&self) -> (bool, String) {
+        let output = self.ctl("graceful");
+        (output.status.success(), text(&output))
+    }
+
     fn pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.dir.join("httpd.pid"))
             .ok()?

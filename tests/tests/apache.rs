@@ -535,3 +535,106 @@ async fn tls_through_mod_ssl_reaches_a_component() {
     );
     let _ = std::fs::remove_dir_all(certs);
 }
+
+#[tokio::test]
+async fn wasm_status_counts_each_app_and_the_access_log_names_the_app_and_the_failure() {
+    let target = wasmbridge_tests::Server::start(&[&wasmbridge_tests::guest("hello_http")]);
+    let port = target.addr.port();
+    let logs = wasmbridge_tests::temp_dir("wasm-notes");
+    // One child, so that one status page sees every request.
+    let apache = Apache::start(
+        "event",
+        &format!(
+            "ServerLimit 1\nStartServers 1\nThreadsPerChild 25\nMaxRequestWorkers 25\n\
+             LogFormat \"%U %>s app=%{{wasm-app}}n failure=%{{wasm-failure}}n\" wasm\n\
+             CustomLog {logs}/wasm.log wasm\n\
+             <Location /probe>\n SetHandler wasm-handler\n \
+             WasmModule {{fixtures}}/wasm/probe.wasm\n \
+             WasmAllowedOutboundHosts http://127.0.0.1:{port}\n</Location>\n\
+             <Location /trap>\n SetHandler wasm-handler\n \
+             WasmModule {{fixtures}}/wasm/trap.wasm\n</Location>\n\
+             <Location /wasm-status>\n SetHandler wasm-status\n</Location>\n",
+            logs = logs.display(),
+        ),
+    );
+    // The allowed host is reached; any other is refused.
+    let (status, body) = get(apache.url(&format!("/probe/fetch?authority=127.0.0.1:{port}"))).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Hello from WebAssembly!\n"),
+        "{}",
+        apache.error_log()
+    );
+    let (status, body) = get(apache.url("/probe/fetch?authority=127.0.0.1:1")).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    assert_eq!(get(apache.url("/trap")).await.0, 500);
+
+    let (status, metrics) = get(apache.url("/wasm-status")).await;
+    assert_eq!(status, 200);
+    for line in [
+        "# wasmbridge in Apache child ",
+        "wasmbridge_requests_total{app=\"probe\",class=\"2xx\"} 1",
+        "wasmbridge_requests_total{app=\"probe\",class=\"5xx\"} 1",
+        "wasmbridge_failures_total{app=\"trap\",cause=\"trap\"} 1",
+        "wasmbridge_requests_in_flight{app=\"trap\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line:?} missing:\n{metrics}");
+    }
+    let log = logs.join("wasm.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("/trap")
+    {
+        assert!(std::time::Instant::now() < deadline, "no /trap line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("/probe/fetch 200 app=probe failure=-\n"),
+        "{log}"
+    );
+    assert!(log.contains("/trap 500 app=trap failure=trap\n"), "{log}");
+    let _ = std::fs::remove_dir_all(logs);
+
+    // A bad rule stops configtest, naming the directive.
+    let bad = Apache::configure(
+        "event",
+        "<Location />\n SetHandler wasm-handler\n WasmModule {fixtures}/wasm/probe.wasm\n \
+         WasmAllowedOutboundHosts gopher://x\n</Location>\n",
+    );
+    let (ok, said) = bad.configtest();
+    assert!(
+        !ok && said.contains("WasmAllowedOutboundHosts") && said.contains("gopher://"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn a_graceful_restart_with_a_broken_module_is_refused_and_the_server_keeps_answering() {
+    let app = wasmbridge_tests::temp_dir("broken-graceful").join("app.wasm");
+    std::fs::copy(fixtures().join("wasm/hello_http.wasm"), &app).unwrap();
+    wasmbridge_tests::readable(app.parent().unwrap());
+    let apache = Apache::start(
+        "event",
+        &format!(
+            "<Location />\n SetHandler wasm-handler\n WasmModule {}\n</Location>",
+            app.display()
+        ),
+    );
+    assert_eq!(get(apache.url("/")).await.1, "Hello from WebAssembly!\n");
+    std::fs::write(&app, b"\0asm not really").unwrap();
+    let (ok, said) = apache.try_graceful();
+    assert!(!ok, "the restart went ahead: {said}");
+    assert!(said.contains("app.wasm"), "{said}");
+    // The running children keep their apps.
+    for _ in 0..5 {
+        assert_eq!(
+            get(apache.url("/")).await,
+            (200, "Hello from WebAssembly!\n".into())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = std::fs::remove_dir_all(app.parent().unwrap());
+}
