@@ -152,6 +152,17 @@ install_template_tools() {
     export WASMBRIDGE_JS_NODE_MODULES=$js/node_modules
 }
 
+# The Debian packages (packaging/), from the binary, mod_wasm.so and the hello guest.
+build_packages() {
+    need_packages help2man:help2man dpkg-shlibdeps:dpkg-dev
+    say "building the Debian packages (wasmbridge, libapache2-mod-wasm)"
+    WASMBRIDGE_DEBS=$TARGET_DIR/debian
+    rm -rf "$WASMBRIDGE_DEBS"
+    "$ROOT/packaging/build-debs.sh" "$WASMBRIDGE_BIN" "$WASMBRIDGE_MOD_WASM" \
+        "$WASMBRIDGE_GUESTS/hello_http.wasm" "$WASMBRIDGE_DEBS" >/dev/null
+    export WASMBRIDGE_DEBS
+}
+
 build_guests() {
     say "building the guests (wasm32-wasip2, and the CGI programs for wasm32-wasip1)"
     (cd "$ROOT/guests" && cargo build --release --locked --target wasm32-wasip2)

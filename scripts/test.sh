@@ -8,6 +8,7 @@ setup
 build_host
 build_apache
 build_guests
+build_packages
 build_python
 build_php
 install_template_tools

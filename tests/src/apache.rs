@@ -303,7 +303,7 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
