@@ -8,6 +8,8 @@
 #     http://127.0.0.1:8084/?file=hello.py   PrettyFy wrapped into one wasi:http component
 #     http://127.0.0.1:8085/                 Notes, a WSGI app on SQLite, in CPython workers
 #     http://127.0.0.1:8086/count            a WASI 0.3 (async) component: one instance, many requests
+#   wasmbridge serve, many apps from one manifest (metrics on http://127.0.0.1:9464/metrics):
+#     http://127.0.0.1:8087/  /prettyfy/?file=hello.py  /guestbook/  /notes/  /async/count
 #   Apache httpd with mod_wasm, both kinds behind one server:
 #     http://127.0.0.1:8088/hello                          hello-http
 #     http://127.0.0.1:8088/wasm-module?file=hello.py      PrettyFy, from mod_wasm's demo block
@@ -64,6 +66,46 @@ serve 8085 --dir "$PY/dist/lib::/usr/local/lib::ro" --dir "$PY/apps/notes::/app:
 # A WASI 0.3 component (guests/fixtures/http3): /count says which instance answers and how
 # many requests it has served; /sleep?ms=500 shows several at once on one instance.
 serve 8086 "$WASMBRIDGE_GUESTS/http3.wasm"
+# The same apps from one manifest, on routes of one server (state of their own: SQLite takes no
+# locks under WASI, so two servers must not share a database). `kill -HUP` reloads it.
+mkdir -p "$DEMO/many/guestbook/tmp" "$DEMO/many/guestbook/data" "$DEMO/many/notes"
+cat >"$DEMO/apps.toml" <<MANIFEST
+[[app]]
+name = "hello"
+route = "/..."
+source = "$WASMBRIDGE_GUESTS/hello_http.wasm"
+
+[[app]]
+name = "prettyfy"
+route = "/prettyfy/..."
+source = "$PY/dist/python.wasm"
+args = ["/app/prettyfy.py"]
+dirs = ["$PY/dist/lib::/usr/local/lib::ro", "$PY/apps/prettyfy::/app::ro"]
+
+[[app]]
+name = "guestbook"
+route = "/guestbook/..."
+source = "$PHP/dist/php-cgi.wasm"
+dirs = ["$PHP/apps/guestbook::/www::ro", "$DEMO/many/guestbook/tmp::/tmp", "$DEMO/many/guestbook/data::/data"]
+[app.cgi]
+docroot = "/www"
+
+[[app]]
+name = "notes"
+route = "/notes/..."
+source = "$PY/dist/python.wasm"
+kind = "wsgi"
+wsgi = "notes:application"
+workers = 1
+python_path = ["/app"]
+dirs = ["$PY/dist/lib::/usr/local/lib::ro", "$PY/apps/notes::/app::ro", "$DEMO/many/notes::/data"]
+
+[[app]]
+name = "async"
+route = "/async/..."
+source = "$WASMBRIDGE_GUESTS/http3.wasm"
+MANIFEST
+serve 8087 --metrics-addr "$HOST:9464" --access-log "$DEMO/access.log" "$DEMO/apps.toml"
 
 # Apache's children run as www-data: the apps go where they can read them, laid out as in
 # mod_wasm's demo (the stdlib under /python/wasi-python).
@@ -153,6 +195,8 @@ say "serving, Ctrl-C stops:
     curl 'http://$HOST:8084/?file=hello.py'                 # PrettyFy as one wrapped component
     curl -d text=hello http://$HOST:8085/                   # a note for the WSGI app (see :8085/)
     curl http://$HOST:8086/count                            # run it twice: the same instance
+    curl http://$HOST:8087/notes/                           # one server, five apps on routes
+    curl http://$HOST:9464/metrics                          # what each of them did
     curl http://$HOST:8088/hello                            # the same apps through Apache
     curl 'http://$HOST:8088/wasm-module?file=hello.py'
     curl http://$HOST:8088/guestbook/
