@@ -94,6 +94,10 @@ impl PipeReader {
         }
         let n = max.min(state.data.len());
         let bytes = state.data.split_to(n).freeze();
+        // A reader that takes data is at work, whatever it polled before: it waits again only
+        // when it next finds the pipe empty. (A stale flag would hand a worker that is
+        // exiting the next request.)
+        state.reader_waiting = false;
         let waker = state.wake_writer.take();
         drop(state);
         wake(waker);
