@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,8 @@ use wasmtime::error::Context as _;
 
 /// Where access log lines go: a file opened for appending, or stdout (`-`).
 pub struct AccessLog {
+    /// The file, `None` for stdout.
+    path: Option<PathBuf>,
     out: Mutex<Box<dyn std::io::Write + Send>>,
 }
 
@@ -32,19 +34,34 @@ impl std::fmt::Debug for AccessLog {
 impl AccessLog {
     /// Opens `path` for appending (creating it), or stdout for `-`.
     pub fn open(path: &Path) -> Result<AccessLog> {
-        let out: Box<dyn std::io::Write + Send> = if path == Path::new("-") {
-            Box::new(std::io::stdout())
-        } else {
-            let file = File::options()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open the access log {}", path.display()))?;
-            Box::new(file)
-        };
+        let path = (path != Path::new("-")).then(|| path.to_path_buf());
+        let out = AccessLog::open_output(path.as_deref())?;
         Ok(AccessLog {
+            path,
             out: Mutex::new(out),
         })
+    }
+
+    fn open_output(path: Option<&Path>) -> Result<Box<dyn std::io::Write + Send>> {
+        Ok(match path {
+            None => Box::new(std::io::stdout()),
+            Some(path) => Box::new(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open the access log {}", path.display()))?,
+            ),
+        })
+    }
+
+    /// Opens the file again (at a reload), so that a log rotated away is followed by a new
+    /// one; on failure the old file is kept.
+    pub fn reopen(&self) -> Result<()> {
+        if self.path.is_some() {
+            *self.out.lock().unwrap() = AccessLog::open_output(self.path.as_deref())?;
+        }
+        Ok(())
     }
 
     fn write(&self, line: &str) {

@@ -117,6 +117,9 @@ pub struct RequestContext {
     pub remote_user: Option<String>,
     /// CGI local redirects followed so far.
     pub redirects: u8,
+    /// The routes the request came through, if the front end has them: a CGI local redirect
+    /// follows them to whichever app takes the new URL.
+    pub router: Option<Arc<crate::router::Router>>,
     /// Where the front end mounted the app: the start of the URL path its route matched
     /// (`/api` for `/api/...`), empty at the root. A CGI program gets it as `SCRIPT_NAME`.
     pub mount: String,
@@ -135,6 +138,7 @@ impl RequestContext {
             auth_type: None,
             remote_user: None,
             redirects: 0,
+            router: None,
             mount: String::new(),
             cgi_env: None,
         }

@@ -140,8 +140,14 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         "us" | "μs" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(
+            n.checked_mul(60)
+                .ok_or_else(|| format_err!("`{s}` is too long"))?,
+        ),
+        "h" => Duration::from_secs(
+            n.checked_mul(3600)
+                .ok_or_else(|| format_err!("`{s}` is too long"))?,
+        ),
         _ => bail!("`{s}` is not a duration (500ms, 30s, 2m, 1h)"),
     })
 }

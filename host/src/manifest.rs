@@ -221,6 +221,9 @@ struct LimitsEntry {
     max_request_body_size: Option<Spanned<String>>,
     body_read_timeout: Option<Spanned<String>>,
     max_concurrent: Option<Spanned<usize>>,
+    max_instance_reuse_count: Option<Spanned<usize>>,
+    max_instance_concurrent_reuse_count: Option<Spanned<usize>>,
+    idle_instance_timeout: Option<Spanned<String>>,
 }
 
 /// `[app.cgi]`: how URL paths find a CGI program's script.
@@ -322,6 +325,17 @@ fn app_config(
     config.cgi.wsgi = entry.wsgi.clone();
     if let Some(workers) = &entry.workers {
         config.cgi.workers = *workers.get_ref();
+        if config.cgi.workers == 0
+            && entry
+                .kind
+                .as_ref()
+                .is_some_and(|k| k.get_ref() == "cgi-workers")
+        {
+            return Err(file.error(
+                workers.span(),
+                format!("app `{name}`: kind `cgi-workers` with `workers = 0`; use kind `cgi` for a fresh instance per request"),
+            ));
+        }
     }
     let cgi = &entry.cgi;
     config.cgi.docroot = cgi.docroot.clone();
@@ -390,7 +404,25 @@ fn app_config(
         config.limits.timeout = duration(timeout)?;
     }
     if let Some(fuel) = limits.fuel {
-        config.limits.fuel = Some(fuel);
+        // 0: none, for an app that cannot have a budget (CGI workers) under a default one.
+        config.limits.fuel = (fuel != 0).then_some(fuel);
+    }
+    let at_least_one = |value: &Spanned<usize>, key: &str| match *value.get_ref() {
+        0 => Err(error(
+            value.span(),
+            format_err!("`{key}` must be at least 1"),
+        )),
+        n => Ok(Some(n)),
+    };
+    if let Some(n) = &limits.max_instance_reuse_count {
+        config.reuse.max_requests = at_least_one(n, "max_instance_reuse_count")?;
+    }
+    if let Some(n) = &limits.max_instance_concurrent_reuse_count {
+        config.reuse.max_concurrent = at_least_one(n, "max_instance_concurrent_reuse_count")?;
+    }
+    if let Some(idle) = &limits.idle_instance_timeout {
+        config.reuse.idle_timeout =
+            Some(parse_duration(idle.get_ref()).map_err(|e| error(idle.span(), e))?);
     }
     if let Some(max) = &limits.max_request_body_size {
         config.limits.body.max_size = size(max)?;

@@ -141,7 +141,7 @@ fn parse_rule(rule: &str) -> Result<Rule> {
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => {
-            let [a, b, ..] = ip.octets();
+            let [a, b, c, _] = ip.octets();
             ip.is_loopback()
                 || ip.is_private()
                 || ip.is_link_local()
@@ -149,19 +149,36 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || ip.is_broadcast()
                 || ip.is_multicast()
                 || a == 0
+                || a >= 240
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && c == 0)
         }
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(v4) => is_internal(IpAddr::V4(v4)),
-            None => {
-                let first = ip.segments()[0];
-                ip.is_loopback()
-                    || ip.is_unspecified()
-                    || ip.is_multicast()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80
+        IpAddr::V6(ip) => {
+            let s = ip.segments();
+            // IPv4 inside IPv6: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d) and NAT64
+            // (64:ff9b::/96, 64:ff9b:1::/48) all reach the IPv4 address they carry.
+            let embedded = if let Some(v4) = ip.to_ipv4_mapped() {
+                Some(v4)
+            } else if s[..6] == [0; 6] || (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4]) {
+                Some(std::net::Ipv4Addr::from(
+                    ((s[6] as u32) << 16) | s[7] as u32,
+                ))
+            } else {
+                None
+            };
+            match embedded {
+                _ if ip.is_loopback() || ip.is_unspecified() => true,
+                Some(v4) => is_internal(IpAddr::V4(v4)),
+                None => {
+                    ip.is_multicast()
+                        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                        || (s[0] & 0xfe00) == 0xfc00
+                        || (s[0] & 0xffc0) == 0xfe80
+                        || (s[0] & 0xffc0) == 0xfec0
+                }
             }
-        },
+        }
     }
 }
 
@@ -196,5 +213,8 @@ mod tests {
         assert!(is_internal("::ffff:127.0.0.1".parse().unwrap()));
         assert!(is_internal("169.254.169.254".parse().unwrap()));
         assert!(!is_internal("93.184.216.34".parse().unwrap()));
+        assert!(is_internal("64:ff9b::a00:1".parse().unwrap()));
+        assert!(is_internal("::127.0.0.1".parse().unwrap()));
+        assert!(!is_internal("2606:4700::1111".parse().unwrap()));
     }
 }

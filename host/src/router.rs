@@ -37,6 +37,11 @@ impl RoutePattern {
         if route.contains("...") || route.contains(['*', '?', '#']) {
             bail!("route `{route}`: a prefix route ends with `/...` (e.g. `/api/...`)");
         }
+        if route.split('/').any(|segment| segment.starts_with(':')) {
+            bail!(
+                "route `{route}`: parameters (`:name`) are not routed; route the prefix (`/users/...`) and read the path in the app"
+            );
+        }
         let exact = route.trim_end_matches('/');
         Ok(RoutePattern::Exact(
             if exact.is_empty() { "/" } else { exact }.to_string(),
@@ -51,6 +56,8 @@ impl RoutePattern {
                 let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
                 (trimmed == exact).then(|| if exact == "/" { "" } else { exact.as_str() })
             }
+            // The catch-all takes every target, `*` (OPTIONS) included.
+            RoutePattern::Prefix(prefix) if prefix.is_empty() => Some(""),
             RoutePattern::Prefix(prefix) => {
                 let rest = path.strip_prefix(prefix.as_str())?;
                 (rest.is_empty() || rest.starts_with('/')).then_some(prefix.as_str())
@@ -91,17 +98,29 @@ pub struct Router {
     routes: Vec<Route>,
 }
 
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.routes
+                    .iter()
+                    .map(|r| format!("{} -> {}", r.pattern, r.app.name())),
+            )
+            .finish()
+    }
+}
+
 impl Router {
     /// Refuses two routes with the same pattern.
     pub fn new(mut routes: Vec<Route>) -> Result<Router> {
         routes.sort_by_key(|route| std::cmp::Reverse(route.pattern.specificity()));
-        for pair in routes.windows(2) {
-            if pair[0].pattern == pair[1].pattern {
+        let mut taken = std::collections::HashMap::new();
+        for route in &routes {
+            if let Some(first) = taken.insert(route.pattern.to_string(), route.app.name()) {
                 bail!(
-                    "route `{}` is taken twice: by app `{}` and by app `{}`",
-                    pair[0].pattern,
-                    pair[0].app.name(),
-                    pair[1].app.name()
+                    "route `{}` is taken twice: by app `{first}` and by app `{}`",
+                    route.pattern,
+                    route.app.name()
                 );
             }
         }

@@ -38,6 +38,8 @@ pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ServerOptions {
     /// Connections held open at once; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Requests served at once, across all apps; more wait for a free slot.
+    pub max_requests: usize,
     /// Headers set on every request before the app sees it (`-H`), replacing the client's.
     pub request_headers: Vec<(HeaderName, HeaderValue)>,
     /// How long a client may take to send a request's headers (HTTP/1.1).
@@ -52,6 +54,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             max_connections: 1000,
+            max_requests: 1000,
             request_headers: Vec::new(),
             header_read_timeout: Some(HEADER_READ_TIMEOUT),
             keep_alive_timeout: Some(KEEP_ALIVE_TIMEOUT),
@@ -109,6 +112,7 @@ pub async fn serve(
     let (stop, stopping) = watch::channel(false);
     let options = Arc::new(options);
     let next_id = Arc::new(AtomicU64::new(0));
+    let request_slots = Arc::new(Semaphore::new(options.max_requests));
     tokio::pin!(shutdown);
 
     loop {
@@ -137,15 +141,17 @@ pub async fn serve(
             None => Scheme::Http,
         };
         let service = {
-            let (site, options, next_id, activity) = (
+            let (site, options, next_id, activity, request_slots) = (
                 site.clone(),
                 options.clone(),
                 next_id.clone(),
                 activity.clone(),
+                request_slots.clone(),
             );
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let (options, activity, scheme) =
                     (options.clone(), activity.clone(), scheme.clone());
+                let request_slots = request_slots.clone();
                 let router = site.router();
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let in_flight = InFlight::start(activity);
@@ -168,9 +174,22 @@ pub async fn serve(
                                 local,
                                 remote: Some(remote),
                                 mount: mount.to_string(),
+                                router: Some(router.clone()),
                                 ..RequestContext::new(id, scheme)
                             };
+                            // A request slot of the server's, across its apps, until the
+                            // response is done with.
+                            let Ok(slot) = request_slots.acquire_owned().await else {
+                                unreachable!("never closed");
+                            };
                             let response = route.app.handle(request, cx).await;
+                            let response = response.map(|body| {
+                                body.map_frame(move |frame| {
+                                    let _ = &slot;
+                                    frame
+                                })
+                                .boxed_unsync()
+                            });
                             without_unread_body(response, head_only)
                         }
                         None => simple_response(http::StatusCode::NOT_FOUND, "Not Found\n".into()),
@@ -271,12 +290,16 @@ fn spin_headers(
 ) {
     let path = request.uri().path();
     let path_info = path.strip_prefix(mount).unwrap_or(path).to_string();
+    // HTTP/2 carries the authority in the URI, HTTP/1.1 in Host.
     let host = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost")
-        .to_string();
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            let host = request.headers().get(http::header::HOST)?;
+            host.to_str().ok().map(str::to_string)
+        })
+        .unwrap_or_else(|| "localhost".into());
     let scheme = match scheme {
         Scheme::Https => "https",
         _ => "http",
@@ -508,8 +531,15 @@ impl AsyncWrite for Tracked {
 }
 
 /// Serves the apps' metrics in Prometheus' text format, on any path, until the process ends.
+/// A scraper needs little: a few connections at once, each held to the header timeout.
 pub async fn serve_metrics(listener: TcpListener, site: Arc<Site>) {
+    let connections = Arc::new(Semaphore::new(16));
     loop {
+        let permit = connections
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -525,9 +555,14 @@ pub async fn serve_metrics(listener: TcpListener, site: Arc<Site>) {
             );
             std::future::ready(Ok::<_, Infallible>(response))
         });
-        tokio::spawn(
-            hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service),
-        );
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
+        });
     }
 }

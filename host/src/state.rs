@@ -153,6 +153,10 @@ async fn may_reach(hosts: &AllowedHosts, uri: &http::Uri) -> bool {
     let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
         return false;
     };
+    // `user@host`: the connection would be made to what the check did not see.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return false;
+    }
     let port = uri
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });

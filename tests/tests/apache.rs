@@ -372,17 +372,22 @@ async fn wasm_engine_options_reach_the_engine() {
     );
 }
 
+/// Apache serving the module at `path` at its root.
+fn serve_module(path: &std::path::Path) -> Apache {
+    Apache::start(
+        "event",
+        &format!(
+            "<Location />\n SetHandler wasm-handler\n WasmModule {}\n</Location>",
+            path.display()
+        ),
+    )
+}
+
 #[tokio::test]
 async fn a_graceful_restart_serves_a_replaced_module() {
     let app = std::env::temp_dir().join(format!("replaced-{}.wasm", std::process::id()));
     std::fs::copy(fixtures().join("wasm/hello_http.wasm"), &app).unwrap();
-    let apache = Apache::start(
-        "event",
-        &format!(
-            "<Location />\n SetHandler wasm-handler\n WasmModule {}\n</Location>",
-            app.display()
-        ),
-    );
+    let apache = serve_module(&app);
     assert_eq!(get(apache.url("/")).await.1, "Hello from WebAssembly!\n");
 
     // Swapped in place, as a deploy would: echo answers a GET with an empty body.
@@ -616,13 +621,7 @@ async fn a_graceful_restart_with_a_broken_module_is_refused_and_the_server_keeps
     let app = wasmbridge_tests::temp_dir("broken-graceful").join("app.wasm");
     std::fs::copy(fixtures().join("wasm/hello_http.wasm"), &app).unwrap();
     wasmbridge_tests::readable(app.parent().unwrap());
-    let apache = Apache::start(
-        "event",
-        &format!(
-            "<Location />\n SetHandler wasm-handler\n WasmModule {}\n</Location>",
-            app.display()
-        ),
-    );
+    let apache = serve_module(&app);
     assert_eq!(get(apache.url("/")).await.1, "Hello from WebAssembly!\n");
     std::fs::write(&app, b"\0asm not really").unwrap();
     let (ok, said) = apache.try_graceful();

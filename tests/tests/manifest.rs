@@ -505,8 +505,21 @@ fn replace(from: &Path, to: &Path) {
 #[test]
 fn a_manifest_takes_no_single_app_options() {
     let (_dir, manifest) = site(&probe_app("1"));
-    let log = start_error(&["--cgi-docroot", "/x", manifest.to_str().unwrap()]);
-    assert!(log.contains("`--cgi-docroot` belong to one app"), "{log}");
+    for (flags, says) in [
+        (&["--cgi-docroot", "/x"][..], "`--cgi-docroot` is one app's"),
+        (&["--dir", "/tmp"][..], "give it as `dirs`"),
+        (&["--env", "A=1"][..], "give it as `env`"),
+        (
+            &["-S", "inherit-network"][..],
+            "give it as `allowed_outbound_hosts`",
+        ),
+        (&["--cgi-workers", "2"][..], "give it as `workers`"),
+    ] {
+        let mut args = flags.to_vec();
+        args.push(manifest.to_str().unwrap());
+        let log = start_error(&args);
+        assert!(log.contains(says), "{flags:?}: {log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -530,4 +543,53 @@ async fn allowed_outbound_host_lets_a_single_app_reach_what_it_names_and_nothing
     let log =
         wasmbridge_tests::start_error(&["--allowed-outbound-host", "ftp://x", &guest("probe")]);
     assert!(log.contains("`ftp://`"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_opens_the_access_log_anew_after_logrotate_moved_it() {
+    let dir = temp_dir("rotate");
+    let log = dir.join("access.log");
+    let server = Server::start(&["--access-log", log.to_str().unwrap(), &guest("hello_http")]);
+    assert_eq!(get(server.url("/first")).await.0, 200);
+    let rotated = dir.join("access.log.1");
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    for _ in 0..100 {
+        if read(&log).contains("/first") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal("HUP");
+    wait_until(&server, "wasmbridge: reloaded", 1).await;
+    assert_eq!(get(server.url("/second")).await.0, 200);
+    for _ in 0..100 {
+        if read(&log).contains("/second") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(read(&log).contains("GET /second"), "{}", read(&log));
+    assert!(read(&rotated).contains("GET /first") && !read(&rotated).contains("/second"));
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cgi_local_redirect_goes_where_the_routes_send_its_url() {
+    let (_dir, manifest) = site(&format!(
+        "[[app]]\nname = \"cgi\"\nroute = \"/cgi/...\"\nsource = \"{}\"\n\n\
+         [[app]]\nname = \"probe\"\nroute = \"/...\"\nsource = \"{}\"\nenv = {{ WHO = \"probe\" }}\n",
+        guest_p1("cgi-probe"),
+        guest("probe"),
+    ));
+    let server = Server::start(&[manifest.to_str().unwrap()]);
+    // cgi-probe's `/local` answers `Location: /env`: another app's URL.
+    let (status, body) = get(server.url("/cgi/local")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "WHO=probe\n"),
+        "{}",
+        server.log()
+    );
 }

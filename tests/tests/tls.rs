@@ -72,18 +72,24 @@ fn presented(response: &reqwest::Response) -> Vec<u8> {
         .to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn https_serves_http2_and_http11_and_apps_see_the_https_scheme() {
-    let dir = temp_dir("tls");
-    let (cert, key) = certificate(&dir, "first");
+/// `wasmbridge serve --tls-cert CERT --tls-key KEY PROGRAM`.
+fn serve_https(cert: &Path, key: &Path, program: &str) -> Server {
     let server = Server::start(&[
         "--tls-cert",
         cert.to_str().unwrap(),
         "--tls-key",
         key.to_str().unwrap(),
-        &guest_p1("cgi-probe"),
+        program,
     ]);
     assert_eq!(server.scheme, "https");
+    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_serves_http2_and_http11_and_apps_see_the_https_scheme() {
+    let dir = temp_dir("tls");
+    let (cert, key) = certificate(&dir, "first");
+    let server = serve_https(&cert, &key, &guest_p1("cgi-probe"));
 
     // ALPN picks HTTP/2 when the client offers it, HTTP/1.1 otherwise.
     let response = client_trusting(&[&cert], false)
@@ -127,14 +133,8 @@ async fn https_serves_http2_and_http11_and_apps_see_the_https_scheme() {
 async fn a_renewed_certificate_is_served_after_sighup() {
     let dir = temp_dir("tls-renew");
     let (cert, key) = certificate(&dir, "first");
-    let server = Server::start(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        &guest("hello_http"),
-    ]);
-    let (old_der, _) = (der(&cert), ());
+    let server = serve_https(&cert, &key, &guest("hello_http"));
+    let old_der = der(&cert);
     let (new_cert, new_key) = certificate(&dir, "second");
     let client = || client_trusting(&[&cert, &new_cert], false);
     let response = client().get(server.url("/")).send().await.unwrap();

@@ -11,6 +11,7 @@ mod worker;
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -395,11 +396,22 @@ pub(crate) async fn handle(
                 }
             }
             // The front end's variables described the first URL, not this one.
-            let cx = RequestContext {
+            let mut cx = RequestContext {
                 redirects: cx.redirects + 1,
                 cgi_env: None,
                 ..cx
             };
+            // Under a router, the new URL goes where a client's request for it would: maybe
+            // to another app.
+            if let Some(router) = cx.router.clone() {
+                let Some((route, mount)) = router.route(redirected.uri().path()) else {
+                    return simple_response(http::StatusCode::NOT_FOUND, "Not Found\n".into());
+                };
+                cx.mount = mount.to_string();
+                if !std::ptr::eq(Arc::as_ptr(&route.app), app) {
+                    return Box::pin(route.app.handle(redirected, cx)).await;
+                }
+            }
             Box::pin(handle(app, redirected, cx, watch)).await
         }
         Err(malformed) => {

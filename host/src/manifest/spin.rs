@@ -335,6 +335,8 @@ fn component_plan(
     config.sandbox.dirs = Vec::new();
     config.sandbox.env = Vec::new();
     config.sandbox.inherit_network = false;
+    config.sandbox.allow_ip_name_lookup = false;
+    config.sandbox.allowed_outbound_hosts = AllowedHosts::default();
     for entry in &component.files {
         config.sandbox.dirs.push(files_grant(file, id, entry)?);
     }
@@ -391,11 +393,14 @@ fn files_grant(file: &SourceFile, id: &str, entry: &Spanned<toml::Value>) -> Res
             ));
         }
     };
-    let host = if source.is_empty() {
-        file.resolve(".")
-    } else {
-        file.resolve(&source)
-    };
+    if source.is_empty() || source == "." {
+        return Err(error(
+            "a `files` pattern at the application's top would grant all of its directory (the \
+             manifest and the sources too); put the files in a directory and name it"
+                .into(),
+        ));
+    }
+    let host = file.resolve(&source);
     if Path::new(&source).is_absolute() || source.split('/').any(|s| s == "..") {
         return Err(error(format!(
             "`files` source `{source}` is outside the application's directory"

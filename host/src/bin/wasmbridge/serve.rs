@@ -243,6 +243,15 @@ impl ServeCommand {
         // Parses the `-O/-C/-W/-S` groups; logging itself stays off.
         self.common.init_logging()?;
         self.check_supported()?;
+        // SIGHUP is taken from the start: before the apps have loaded, a reload (a
+        // `systemctl reload` right after the start) waits for them instead of ending the process.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let hangup = {
+            let _in_runtime = runtime.enter();
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?
+        };
         let use_cache = self.common.codegen.cache.take().unwrap_or(true);
         let max_requests = self.max_concurrent_requests.unwrap_or(1000);
         let engine = new_engine(
@@ -263,16 +272,71 @@ impl ServeCommand {
         let defaults = self.app_config(max_requests)?;
         let is_manifest = manifest::is_manifest(&self.component);
         if is_manifest {
+            // Grants and how an app runs are each app's own: given here they would reach every
+            // app of the manifest. Limits are fine as everyone's defaults.
+            let wasi = &self.common.wasi;
             let per_app = [
-                ("program arguments", !self.args.is_empty()),
-                ("`--cgi-docroot`", self.cgi_options.cgi_docroot.is_some()),
-                ("`--wsgi`", self.wsgi.is_some()),
-                ("`--cgi`", self.cgi),
+                ("program arguments", "args", !self.args.is_empty()),
+                ("`--dir`", "dirs", !self.dirs.is_empty()),
+                ("`--env`", "env", !self.vars.is_empty()),
+                ("`-S inherit-env`", "env", wasi.inherit_env == Some(true)),
+                (
+                    "`-S inherit-network`",
+                    "allowed_outbound_hosts",
+                    wasi.inherit_network == Some(true),
+                ),
+                (
+                    "`-S allow-ip-name-lookup`",
+                    "allowed_outbound_hosts",
+                    wasi.allow_ip_name_lookup == Some(true),
+                ),
+                (
+                    "`--allowed-outbound-host`",
+                    "allowed_outbound_hosts",
+                    !self.allowed_outbound_hosts.is_empty(),
+                ),
+                (
+                    "`--python-path`",
+                    "python_path",
+                    !self.python_path.is_empty(),
+                ),
+                ("`--wsgi`", "wsgi", self.wsgi.is_some()),
+                ("`--cgi`", "kind", self.cgi),
+                ("`--cgi-workers`", "workers", self.cgi_workers.is_some()),
+                (
+                    "`--cgi-docroot`",
+                    "[app.cgi] docroot",
+                    self.cgi_options.cgi_docroot.is_some(),
+                ),
+                (
+                    "`--cgi-fallback`",
+                    "[app.cgi] fallback",
+                    self.cgi_options.cgi_fallback.is_some(),
+                ),
+                (
+                    "`--cgi-ext`",
+                    "[app.cgi] ext",
+                    !self.cgi_options.cgi_ext.is_empty(),
+                ),
+                (
+                    "`--max-instance-reuse-count`",
+                    "[app.limits] max_instance_reuse_count",
+                    self.max_instance_reuse_count.is_some(),
+                ),
+                (
+                    "`--max-instance-concurrent-reuse-count`",
+                    "[app.limits] max_instance_concurrent_reuse_count",
+                    self.max_instance_concurrent_reuse_count.is_some(),
+                ),
+                (
+                    "`--idle-instance-timeout`",
+                    "[app.limits] idle_instance_timeout",
+                    self.idle_instance_timeout.is_some(),
+                ),
             ];
-            if let Some((what, _)) = per_app.iter().find(|(_, given)| *given) {
+            if let Some((flag, key, _)) = per_app.iter().find(|(_, _, given)| *given) {
                 bail!(
-                    "{what} belong to one app: with a manifest, say them in its app's table \
-                     (`args`, `[app.cgi]`, `wsgi`, `kind`)"
+                    "{flag} is one app's: with a manifest, give it as `{key}` in that app's table"
                 );
             }
         }
@@ -310,6 +374,7 @@ impl ServeCommand {
         let defaults = ServerOptions::default();
         let options = ServerOptions {
             max_connections: self.max_concurrent_connections.unwrap_or(1000),
+            max_requests,
             request_headers: parse_headers(&self.headers)?,
             header_read_timeout: limit(self.header_read_timeout, defaults.header_read_timeout),
             keep_alive_timeout: limit(self.keep_alive_timeout, defaults.keep_alive_timeout),
@@ -331,9 +396,6 @@ impl ServeCommand {
             );
         }
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
         runtime.block_on(async {
             for app in router.apps() {
                 app.check_start().await?;
@@ -353,7 +415,13 @@ impl ServeCommand {
                 );
                 tokio::spawn(serve_metrics(metrics, site.clone()));
             }
-            tokio::spawn(reload_on_signal(sites.clone(), site.clone(), self.watch));
+            tokio::spawn(reload_on_signal(
+                hangup,
+                sites.clone(),
+                site.clone(),
+                options.access_log.clone(),
+                self.watch,
+            ));
             match https {
                 true => eprintln!("Serving HTTPS on https://{}/", listener.local_addr()?),
                 false => eprintln!("Serving HTTP on http://{}/", listener.local_addr()?),
@@ -734,27 +802,42 @@ impl SiteLoader {
     }
 }
 
-/// Reloads at each SIGHUP, and with `watch` whenever a file it read changes. A reload that
-/// fails is logged and changes nothing: the running apps keep serving.
-async fn reload_on_signal(sites: Arc<SiteLoader>, site: Arc<Site>, watch: bool) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+/// Reloads at each SIGHUP (which also opens the access log anew), and with `watch` whenever a
+/// file it read changes. A reload that fails is logged and changes nothing: the running apps
+/// keep serving. With `watch`, a failed load is tried again every second (and logged again
+/// only when it fails differently), since the file that fixes it may be one the old apps never
+/// read.
+async fn reload_on_signal(
+    mut hangup: tokio::signal::unix::Signal,
+    sites: Arc<SiteLoader>,
+    site: Arc<Site>,
+    access_log: Option<Arc<AccessLog>>,
+    watch: bool,
+) {
     let mut seen = sites.fingerprint(&site.router());
+    let mut failing: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let why = tokio::select! {
-            _ = hangup.recv() => "SIGHUP",
+            _ = hangup.recv() => {
+                // As logrotate expects: it moves the file away, SIGHUP opens a new one.
+                if let Some(Err(e)) = access_log.as_ref().map(|log| log.reopen()) {
+                    eprintln!("wasmbridge: keeping the old access log: {e:#}");
+                }
+                failing = None;
+                "SIGHUP"
+            }
             _ = tick.tick(), if watch => {
                 let now = sites.fingerprint(&site.router());
-                if now == seen {
+                if now == seen && failing.is_none() {
                     continue;
                 }
                 seen = now;
                 "a changed file"
             }
         };
+        // Files that change while the load runs are loaded again at the next tick.
+        let before = std::time::SystemTime::now();
         let loaded = tokio::task::block_in_place(|| sites.load());
         let checked = match loaded {
             Ok((router, tls)) => {
@@ -774,14 +857,27 @@ async fn reload_on_signal(sites: Arc<SiteLoader>, site: Arc<Site>, watch: bool) 
                 let apps = router.apps().len();
                 site.replace(router, tls);
                 seen = sites.fingerprint(&site.router());
+                if seen
+                    .iter()
+                    .any(|(_, modified)| modified.is_some_and(|m| m >= before))
+                {
+                    seen.clear();
+                }
+                failing = None;
                 eprintln!(
                     "wasmbridge: reloaded {} on {why}: {apps} app(s); requests in flight finish on the old code",
                     sites.source.display()
                 );
             }
-            Err(e) => eprintln!(
-                "wasmbridge: reload on {why} failed, the running apps keep serving: {e:#}"
-            ),
+            Err(e) => {
+                let message = format!("{e:#}");
+                if failing.as_deref() != Some(message.as_str()) {
+                    eprintln!(
+                        "wasmbridge: reload on {why} failed, the running apps keep serving: {message}"
+                    );
+                }
+                failing = watch.then_some(message);
+            }
         }
     }
 }
