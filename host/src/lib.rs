@@ -27,6 +27,7 @@ pub mod log;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;
+mod outgoing;
 pub mod preinit;
 pub mod program;
 pub mod reuse;

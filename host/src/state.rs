@@ -13,7 +13,7 @@ use wasmtime_wasi_http::{
 
 use crate::cgi::channel::Channel;
 use crate::limits::Limiter;
-use crate::outbound::{AllowedHosts, Verdict, is_internal};
+use crate::outbound::AllowedHosts;
 use crate::sandbox::Sandbox;
 
 pub(crate) struct RequestState {
@@ -113,10 +113,7 @@ pub(crate) struct HttpHooks {
     pub outgoing_body_chunk_size: usize,
 }
 
-type SendResult = wasmtime_wasi_http::Result<(
-    http::Response<WasiBody>,
-    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-)>;
+type SendResult = wasmtime_wasi_http::Result<crate::outgoing::Sent>;
 
 impl WasiHttpHooks for HttpHooks {
     fn send_request(
@@ -125,17 +122,8 @@ impl WasiHttpHooks for HttpHooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let (allowed, hosts) = (self.outgoing_allowed, self.allowed_hosts.clone());
-        Box::new(async move {
-            if !allowed && !may_reach(&hosts, request.uri()).await {
-                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-            }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(http_body_util::BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+        let (any, hosts) = (self.outgoing_allowed, self.allowed_hosts.clone());
+        Box::new(async move { crate::outgoing::send(request, options, any, &hosts).await })
     }
 
     fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
@@ -144,34 +132,5 @@ impl WasiHttpHooks for HttpHooks {
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
         self.outgoing_body_chunk_size
-    }
-}
-
-/// Whether the allowed hosts let a request to `uri` out; a wildcard's host must resolve to
-/// public addresses only.
-async fn may_reach(hosts: &AllowedHosts, uri: &http::Uri) -> bool {
-    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
-        return false;
-    };
-    // `user@host`: the connection would be made to what the check did not see.
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return false;
-    }
-    let port = uri
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
-    match hosts.check(scheme, host, port) {
-        Verdict::Denied => false,
-        Verdict::Named => true,
-        Verdict::PublicOnly => {
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            match tokio::net::lookup_host((host, port)).await {
-                Ok(addrs) => {
-                    let addrs: Vec<_> = addrs.collect();
-                    !addrs.is_empty() && !addrs.iter().any(|a| is_internal(a.ip()))
-                }
-                Err(_) => false,
-            }
-        }
     }
 }
