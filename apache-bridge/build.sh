@@ -8,7 +8,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$HERE/../target}
 OUT=$TARGET_DIR/mod_wasm
 
-(cd "$HERE/.." && cargo build --release --locked -p wasmbridge-apache)
+# WASMBRIDGE_CARGO_SCOPE=--workspace builds with the features the whole workspace unifies,
+# as the test command does, so that the host is not compiled a second time for the tests.
+# shellcheck disable=SC2086
+(cd "$HERE/.." && cargo build --release --locked ${WASMBRIDGE_CARGO_SCOPE:--p wasmbridge-apache})
 
 # apxs (libtool) writes its objects beside the source: build in a directory of our own.
 mkdir -p "$OUT"

@@ -49,9 +49,14 @@ setup() {
     done
 }
 
+# What the host is built as: the `wasmbridge` package alone, or (WASMBRIDGE_CARGO_SCOPE set to
+# --workspace, as the test command sets it) every member at once. Cargo unifies features over
+# the packages it builds, and the tests' HTTP client turns on more of hyper-util than the host
+# alone: built one way and tested the other, the host and mod_wasm would compile twice.
 build_host() {
     say "building wasmbridge"
-    (cd "$ROOT" && cargo build --release --locked -p wasmbridge)
+    # shellcheck disable=SC2086
+    (cd "$ROOT" && cargo build --release --locked ${WASMBRIDGE_CARGO_SCOPE:--p wasmbridge})
 }
 
 build_apache() {

@@ -3,6 +3,8 @@
 # start the real wasmbridge binary and a real Apache httpd with mod_wasm on loopback ports and
 # talk to them over HTTP.
 source "$(dirname "$0")/common.sh"
+# Everything is built once, with the features the test build unifies (see build_host).
+export WASMBRIDGE_CARGO_SCOPE=--workspace
 
 setup
 build_host

@@ -97,6 +97,12 @@ async fn urls_map_to_scripts_directories_to_their_index_and_the_rest_is_path_inf
         page.contains("SCRIPT_NAME=/path.php\nSCRIPT_FILENAME=/www/path.php\nPATH_INFO=/extra/x\nREQUEST_URI=/path.php/extra/x?q=1\nQUERY_STRING=q=1\nDOCUMENT_ROOT=/www\n"),
         "{page}"
     );
+        // RFC 3875: PATH_INFO is decoded (REQUEST_URI is not), as every front end passes it.
+        let (_, page) = get(server.url("/path.php/J%C3%BCrgen?q=1")).await;
+        assert!(
+            page.contains("PATH_INFO=/Jürgen\nREQUEST_URI=/path.php/J%C3%BCrgen?q=1\n"),
+            "{page}"
+        );
         assert_eq!(get(server.url("/articles/42")).await.0, 404);
     }
 }
@@ -490,6 +496,8 @@ async fn apache_serves_the_php_docroot_through_mod_wasm() {
             "{}",
             apache.error_log()
         );
+        let (_, page) = get("/php/path.php/J%C3%BCrgen").await;
+        assert!(page.contains("PATH_INFO=/Jürgen\n"), "{page}");
         let (status, page) = get("/php/path.php/extra?q=1").await;
         assert_eq!(status, 200);
         assert!(

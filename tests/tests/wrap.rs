@@ -224,6 +224,12 @@ async fn a_wrapped_php_docroot_matches_the_host_cgi_mode() {
         page.contains("SCRIPT_NAME=/path.php\nSCRIPT_FILENAME=/www/path.php\nPATH_INFO=/extra/x\nREQUEST_URI=/path.php/extra/x?q=1\nQUERY_STRING=q=1\nDOCUMENT_ROOT=/www\n"),
         "{page}"
     );
+    // RFC 3875: PATH_INFO is decoded (REQUEST_URI is not), as every front end passes it.
+    let (_, page) = get(server.url("/path.php/J%C3%BCrgen?q=1")).await;
+    assert!(
+        page.contains("PATH_INFO=/Jürgen\nREQUEST_URI=/path.php/J%C3%BCrgen?q=1\n"),
+        "{page}"
+    );
     // The Host header reaches a wasi:http guest as the authority; PHP still sees HTTP_HOST.
     assert!(
         page.ends_with(&format!("HTTP_HOST={}\nPATH=\n", server.addr)),

@@ -179,6 +179,61 @@ fn trim_end(path: &[u8]) -> &[u8] {
     }
 }
 
+/// A URL path with its `%XX` escapes decoded, except `%2F` and `%00` (as the host's
+/// `decode_path`); undecoded when the result is not UTF-8.
+fn decode_path(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let escaped = match (path[i], path.get(i + 1), path.get(i + 2)) {
+            (b'%', Some(high), Some(low)) => match (hex(*high), hex(*low)) {
+                (Some(high), Some(low)) => Some(high << 4 | low).filter(|b| *b != b'/' && *b != 0),
+                _ => None,
+            },
+            _ => None,
+        };
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(path[i]);
+                i += 1;
+            }
+        }
+    }
+    if is_utf8(&out) { out } else { path.to_vec() }
+}
+
+/// Whether `bytes` are UTF-8, checked by hand: `core::str::from_utf8` brings a lookup table,
+/// and an adapter may have no data section.
+fn is_utf8(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        let lead = bytes[i];
+        let width = if lead < 0x80 {
+            1
+        } else if (0xc2..=0xdf).contains(&lead) {
+            2
+        } else if lead & 0xf0 == 0xe0 {
+            3
+        } else if (0xf0..=0xf4).contains(&lead) {
+            4
+        } else {
+            return false;
+        };
+        let Some(rest) = bytes.get(i + 1..i + width) else {
+            return false;
+        };
+        if rest.iter().any(|b| b & 0xc0 != 0x80) {
+            return false;
+        }
+        i += width;
+    }
+    true
+}
+
 fn percent_decode(segment: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(segment.len());
     let mut i = 0;
@@ -263,16 +318,18 @@ pub fn meta_variables(
     };
     set(&lit!(b"REQUEST_URI"), uri);
     set(&lit!(b"QUERY_STRING"), query);
-    set(&lit!(b"SCRIPT_NAME"), &script.name);
+    // RFC 3875 4.1.13 and 4.1.5: decoded, as Apache passes them.
+    let path_info = decode_path(&script.path_info);
+    set(&lit!(b"SCRIPT_NAME"), &decode_path(&script.name));
     set(&lit!(b"SCRIPT_FILENAME"), &script.filename);
     set(&lit!(b"DOCUMENT_ROOT"), &script.document_root);
-    set(&lit!(b"PATH_INFO"), &script.path_info);
-    if !script.path_info.is_empty() {
+    set(&lit!(b"PATH_INFO"), &path_info);
+    if !path_info.is_empty() {
         let mut translated = trim_end(&script.document_root).to_vec();
         if translated == [b'/'] {
             translated.clear();
         }
-        translated.extend_from_slice(&script.path_info);
+        translated.extend_from_slice(&path_info);
         set(&lit!(b"PATH_TRANSLATED"), &translated);
     }
     set(&lit!(b"REDIRECT_STATUS"), &lit!(b"200"));

@@ -27,6 +27,34 @@ const WITHHELD: [&str; 5] = [
     "content-length",
 ];
 
+/// A URL path with its `%XX` escapes decoded. `%2F` stays as it is, as Apache's
+/// `AllowEncodedSlashes NoDecode` keeps it (a decoded one would be a separator the client did
+/// not write), and so does `%00`; a path whose bytes are not UTF-8 once decoded is passed on
+/// undecoded, since a variable is text.
+pub fn decode_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok())
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| *b != b'/' && *b != 0);
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| path.to_string())
+}
+
 pub fn meta_variables(
     parts: &Parts,
     cx: &RequestContext,
@@ -96,20 +124,23 @@ pub fn meta_variables(
         "QUERY_STRING",
         parts.uri.query().unwrap_or_default().to_string(),
     );
-    set("SCRIPT_NAME", script.name.clone());
+    // RFC 3875 4.1.13 and 4.1.5: the script's URL path and the rest, decoded, as Apache
+    // passes them (REQUEST_URI keeps what the client sent).
+    let path_info = decode_path(&script.path_info);
+    set("SCRIPT_NAME", decode_path(&script.name));
     set("SCRIPT_FILENAME", script.filename.clone());
     set("DOCUMENT_ROOT", script.document_root.clone());
-    set("PATH_INFO", script.path_info.clone());
-    if !script.path_info.is_empty() {
+    if !path_info.is_empty() {
         set(
             "PATH_TRANSLATED",
             format!(
                 "{}{}",
                 script.document_root.trim_end_matches('/'),
-                script.path_info
+                path_info
             ),
         );
     }
+    set("PATH_INFO", path_info);
     set("REDIRECT_STATUS", "200".into());
     for (name, header) in [
         ("CONTENT_TYPE", http::header::CONTENT_TYPE),
@@ -176,6 +207,15 @@ fn split_host(host: &str) -> (String, Option<String>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn paths_are_decoded_except_slashes_and_nul() {
+        use super::decode_path;
+        assert_eq!(decode_path("/hello/J%C3%BCrgen"), "/hello/Jürgen");
+        assert_eq!(decode_path("/a%2Fb%2fc/%00"), "/a%2Fb%2fc/%00");
+        assert_eq!(decode_path("/100%"), "/100%");
+        assert_eq!(decode_path("/%ff"), "/%ff");
+    }
+
     use super::*;
     use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
