@@ -3,11 +3,17 @@
 //! its own, run from its directory so that its `.cargo/config.toml` applies.
 //!
 //! `wasmbridge new` embeds guests/templates and wit/deps: rebuild when one of them changes.
+//!
+//! Both are the command line's (the `cli` feature): the library alone, as mod_wasm links it,
+//! builds nothing here.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
+    if std::env::var_os("CARGO_FEATURE_CLI").is_none() {
+        return;
+    }
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let adapter = manifest.join("../guests/cgi-adapter");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
@@ -25,10 +31,12 @@ fn main() {
         ])
         .arg("--target-dir")
         .arg(&target_dir);
-    // The outer build's settings are for the host, not for the adapter.
+    // The outer build's settings are for the host, not for the adapter; nor is a clippy run
+    // (CI lints the adapter on its own).
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if name.starts_with("CARGO_") && name != "CARGO_HOME" || name == "RUSTFLAGS" {
+        let outer = ["RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER", "CLIPPY_ARGS"];
+        if name.starts_with("CARGO_") && name != "CARGO_HOME" || outer.contains(&&*name) {
             build.env_remove(&*name);
         }
     }
@@ -46,6 +54,11 @@ fn main() {
     for path in ["src", "Cargo.toml", "Cargo.lock", "build.rs", ".cargo"] {
         println!("cargo:rerun-if-changed={}", adapter.join(path).display());
     }
+    // The CGI core the adapter links.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("../cgi/src").display()
+    );
     println!(
         "cargo:rerun-if-changed={}",
         manifest.join("../wit").display()

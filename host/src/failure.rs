@@ -44,6 +44,8 @@ pub enum Failure {
         malformed: crate::cgi::Malformed,
         exit: Option<i32>,
     },
+    /// A CGI worker wrote something other than FastCGI records.
+    NotFastCgi,
     /// A CGI program exited with a non-zero status after its response had started (logged;
     /// the client already has the status).
     ExitAfterResponse(i32),
@@ -82,7 +84,9 @@ impl Failure {
             Failure::Overloaded(_) => "overloaded",
             Failure::Instantiate(_) => "instantiate",
             Failure::NoResponse | Failure::GuestError(_) => "guest_error",
-            Failure::BadCgiOutput { .. } | Failure::RedirectLoop(_) => "bad_cgi_output",
+            Failure::BadCgiOutput { .. } | Failure::NotFastCgi | Failure::RedirectLoop(_) => {
+                "bad_cgi_output"
+            }
             Failure::BodyTimeout(_)
             | Failure::BodyTooLarge(_)
             | Failure::BodyBroken(_)
@@ -100,9 +104,10 @@ impl Failure {
             | Failure::ExitAfterResponse(_)
             | Failure::RedirectLoop(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Failure::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Failure::NoResponse | Failure::GuestError(_) | Failure::BadCgiOutput { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Failure::NoResponse
+            | Failure::GuestError(_)
+            | Failure::BadCgiOutput { .. }
+            | Failure::NotFastCgi => StatusCode::BAD_GATEWAY,
             Failure::Limit(_)
             | Failure::ResourceTableFull
             | Failure::OutOfFuel
@@ -183,9 +188,10 @@ impl Failure {
             | Failure::ExitAfterResponse(_)
             | Failure::RedirectLoop(_) => "The application failed while handling this request.",
             Failure::BadRequest(_) => "The request cannot be handled.",
-            Failure::NoResponse | Failure::GuestError(_) | Failure::BadCgiOutput { .. } => {
-                "The application did not produce a valid response."
-            }
+            Failure::NoResponse
+            | Failure::GuestError(_)
+            | Failure::BadCgiOutput { .. }
+            | Failure::NotFastCgi => "The application did not produce a valid response.",
             Failure::Limit(_) | Failure::ResourceTableFull | Failure::OutOfFuel => {
                 "The application exceeded a resource limit."
             }
@@ -221,6 +227,11 @@ impl fmt::Display for Failure {
                     "bad CGI response: {malformed}; the program exited with status {code}"
                 )
             }
+            Failure::NotFastCgi => write!(
+                f,
+                "the worker wrote something other than FastCGI records to {}",
+                crate::cgi::WORKER_CHANNEL
+            ),
             Failure::ExitAfterResponse(code) => {
                 write!(
                     f,

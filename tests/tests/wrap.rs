@@ -464,7 +464,7 @@ async fn the_adapter_handles_the_cgi_edge_cases() {
         (
             "/malformed",
             502,
-            "malformed CGI header at line 1: this is not a header",
+            "malformed CGI header at line 1: \"this is not a header\"",
         ),
         (
             "/exit2",

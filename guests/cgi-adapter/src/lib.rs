@@ -14,7 +14,9 @@
 extern crate alloc;
 
 #[macro_use]
-mod text;
+extern crate wasmbridge_cgi;
+
+use wasmbridge_cgi::text;
 mod bindings {
     wit_bindgen_rust_macro::generate!({
         path: "../../wit",
@@ -107,6 +109,9 @@ pub extern "C" fn handle(request: u32, response_out: u32) {
 }
 
 /// Where the canonical ABI puts lists and strings that imports return to the adapter.
+///
+/// # Safety
+/// Called by the canonical ABI only, with a block it had from here (or null) and its layout.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cabi_import_realloc(
     old: *mut u8,

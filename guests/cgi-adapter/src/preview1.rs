@@ -614,9 +614,9 @@ pub unsafe extern "C" fn fd_fdstat_get(fd_: u32, stat: *mut Fdstat) -> Errno {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fd_fdstat_set_flags(fd_: u32, flags: u32) -> Errno {
     run(|| {
-        match fd(fd_)? {
-            Fd::File(file) => file.append = flags & FDFLAGS_APPEND != 0,
-            _ => {} // the streams are what they are; non-blocking is not offered
+        // The streams are what they are; non-blocking is not offered.
+        if let Fd::File(file) = fd(fd_)? {
+            file.append = flags & FDFLAGS_APPEND != 0;
         }
         Ok(())
     })

@@ -275,20 +275,7 @@ impl DocRoot<'_> {
 }
 
 fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(wasmbridge_cgi::decode_segment(segment.as_bytes())?).ok()
 }
 
 /// Largest environment a CGI program is started with, in bytes (`NAME=value` and a NUL for
@@ -380,7 +367,7 @@ pub(crate) async fn handle(
                 .map_err(|e| match e {})
                 .boxed_unsync();
             let Ok(mut redirected) = http::Request::get(location.as_str()).body(empty) else {
-                let malformed = Malformed::BadLocation(location);
+                let malformed = Malformed::BadLocation(location.into_bytes());
                 return app.fail(
                     id,
                     Failure::BadCgiOutput {

@@ -1,11 +1,11 @@
-//! Reading a CGI response (RFC 3875 §6) from a program's stdout: the header block, then the
-//! body, which is passed on as it comes.
+//! Reading a CGI response (RFC 3875 §6) from a program's stdout: the header block, read by the
+//! rules of the CGI core (`wasmbridge-cgi`), then the body, which is passed on as it comes.
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
+use wasmbridge_cgi::Head;
 
-/// Largest header block accepted, in bytes.
-const MAX_HEADER_BLOCK: usize = 64 * 1024;
+pub use wasmbridge_cgi::{MAX_HEADER_BLOCK, Malformed};
 
 /// What the header block asks for.
 #[derive(Debug)]
@@ -15,62 +15,8 @@ pub enum CgiResponse {
         status: StatusCode,
         headers: Vec<(HeaderName, HeaderValue)>,
     },
-    /// A local redirect (§6.2.2): serve the request again for this path, as a GET.
+    /// A local redirect (RFC 3875 6.2.2): serve the request again for this path, as a GET.
     LocalRedirect(String),
-}
-
-/// Why the output was not a CGI response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Malformed {
-    /// The output ended before the blank line that ends the header block.
-    NoHeaderBlock {
-        bytes: usize,
-    },
-    TooLarge,
-    BadLine {
-        line: usize,
-        text: String,
-    },
-    BadStatus(String),
-    /// A status a CGI response cannot have: 1xx (101 included) or above 599.
-    StatusOutOfRange(u16),
-    BadLocation(String),
-    /// A CGI worker's output was not FastCGI records.
-    NotFastCgi,
-}
-
-impl std::fmt::Display for Malformed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Malformed::NoHeaderBlock { bytes: 0 } => {
-                write!(f, "the program wrote nothing to stdout")
-            }
-            Malformed::NoHeaderBlock { bytes } => {
-                write!(
-                    f,
-                    "the program's output ({bytes} bytes) has no CGI header block"
-                )
-            }
-            Malformed::TooLarge => write!(
-                f,
-                "the CGI header block is larger than {MAX_HEADER_BLOCK} bytes"
-            ),
-            Malformed::BadLine { line, text } => {
-                write!(f, "malformed CGI header at line {line}: {text:?}")
-            }
-            Malformed::BadStatus(value) => write!(f, "malformed CGI Status header: {value:?}"),
-            Malformed::StatusOutOfRange(code) => write!(
-                f,
-                "CGI Status {code} is not a final response status (200 to 599)"
-            ),
-            Malformed::BadLocation(value) => write!(f, "malformed CGI Location header: {value:?}"),
-            Malformed::NotFastCgi => write!(
-                f,
-                "the worker wrote something other than FastCGI records to {}",
-                super::channel::INTERFACE
-            ),
-        }
-    }
 }
 
 /// Reads the header block from `output`. Returns the response and the body bytes that came
@@ -81,7 +27,7 @@ pub async fn read_head(
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     let (head_len, body_start) = loop {
-        if let Some(end) = header_end(&buf) {
+        if let Some(end) = wasmbridge_cgi::header_end(&buf) {
             break end;
         }
         if buf.len() > MAX_HEADER_BLOCK {
@@ -92,95 +38,24 @@ pub async fn read_head(
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     };
-    let response = parse_head(&buf[..head_len])?;
+    let response = match wasmbridge_cgi::parse_head(&buf[..head_len])? {
+        Head::Document { status, headers } => CgiResponse::Document {
+            // The core checked both: a final status, names that are tokens, values of text.
+            status: StatusCode::from_u16(status).expect("a status from 200 to 599"),
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| {
+                    let name = HeaderName::from_bytes(name).expect("a token");
+                    let value = HeaderValue::from_bytes(value).expect("text");
+                    (name, value)
+                })
+                .collect(),
+        },
+        Head::LocalRedirect(path) => {
+            CgiResponse::LocalRedirect(String::from_utf8_lossy(path).into_owned())
+        }
+    };
     Ok((response, buf.split_off(body_start)))
-}
-
-/// The end of the header lines and the start of the body: the first empty line, LF or CRLF.
-fn header_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut line_start = 0;
-    for (i, byte) in buf.iter().enumerate() {
-        if *byte == b'\n' {
-            let line = &buf[line_start..i];
-            if line.is_empty() || line == b"\r" {
-                return Some((line_start, i + 1));
-            }
-            line_start = i + 1;
-        }
-    }
-    None
-}
-
-fn parse_head(head: &[u8]) -> Result<CgiResponse, Malformed> {
-    let mut status = None;
-    let mut location = None;
-    let mut headers = Vec::new();
-    for (index, raw) in head.split(|b| *b == b'\n').enumerate() {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.is_empty() {
-            continue;
-        }
-        let bad = || Malformed::BadLine {
-            line: index + 1,
-            text: String::from_utf8_lossy(raw).into_owned(),
-        };
-        let colon = raw.iter().position(|b| *b == b':').ok_or_else(bad)?;
-        let name = HeaderName::from_bytes(&raw[..colon]).map_err(|_| bad())?;
-        let value = trim(&raw[colon + 1..]);
-        let value = HeaderValue::from_bytes(value).map_err(|_| bad())?;
-        match name.as_str() {
-            "status" => status = Some(parse_status(&value)?),
-            "location" => location = Some(value),
-            // Framing is the server's business, not the program's: a Content-Length that
-            // disagrees with the body would split a keep-alive connection (the server counts or
-            // chunks, as mod_cgi does), and a CGI response cannot switch protocols.
-            "connection" | "transfer-encoding" | "keep-alive" | "content-length" | "upgrade" => {}
-            _ => headers.push((name, value)),
-        }
-    }
-    match location {
-        // A local redirect is a path alone, with no status and no other headers (§6.2.2).
-        Some(path)
-            if path.as_bytes().starts_with(b"/") && status.is_none() && headers.is_empty() =>
-        {
-            let path = String::from_utf8_lossy(path.as_bytes()).into_owned();
-            Ok(CgiResponse::LocalRedirect(path))
-        }
-        Some(url) => {
-            headers.push((http::header::LOCATION, url));
-            Ok(CgiResponse::Document {
-                status: status.unwrap_or(StatusCode::FOUND),
-                headers,
-            })
-        }
-        None => Ok(CgiResponse::Document {
-            status: status.unwrap_or(StatusCode::OK),
-            headers,
-        }),
-    }
-}
-
-/// `Status: 404 Not Found` → 404.
-fn parse_status(value: &HeaderValue) -> Result<StatusCode, Malformed> {
-    let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
-    let code = text.split_whitespace().next().unwrap_or_default();
-    match StatusCode::from_bytes(code.as_bytes()) {
-        Ok(status) if code.len() == 3 && (200..=599).contains(&status.as_u16()) => Ok(status),
-        Ok(status) if code.len() == 3 => Err(Malformed::StatusOutOfRange(status.as_u16())),
-        _ => Err(Malformed::BadStatus(text)),
-    }
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 #[cfg(test)]

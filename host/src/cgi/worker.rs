@@ -286,10 +286,7 @@ async fn exchange(
                 exit: Some(status),
             })
         }),
-        Err(malformed) => Err(Failure::BadCgiOutput {
-            malformed,
-            exit: None,
-        }),
+        Err(failure) => Err(failure),
     }
 }
 
@@ -322,7 +319,7 @@ async fn read_response(
     content: &mut Vec<u8>,
     out: &Spool,
     stderr: &GuestOutput,
-) -> Result<Option<i32>, Malformed> {
+) -> Result<Option<i32>, Failure> {
     let mut header = [0u8; 8];
     loop {
         if output.read_exact(&mut header).await.is_err() {
@@ -330,7 +327,7 @@ async fn read_response(
         }
         let [version, kind, _, _, length_high, length_low, padding, _] = header;
         if version != VERSION {
-            return Err(Malformed::NotFastCgi);
+            return Err(Failure::NotFastCgi);
         }
         let length = u16::from_be_bytes([length_high, length_low]) as usize;
         if content.len() < length + padding as usize {

@@ -3,6 +3,8 @@
 //! computed at compile time and kept opaque so that the compiler cannot fold them back into
 //! a constant in memory.
 
+use alloc::vec::Vec;
+
 /// Up to 128 bytes of text held by value.
 pub struct Text {
     pub words: [u64; 16],
@@ -30,12 +32,15 @@ pub const fn word(s: &[u8], i: usize) -> u64 {
     w
 }
 
+/// A byte-string literal of up to 128 bytes, built on the stack: `&lit!(b"HTTP_")[..]`.
+#[macro_export]
 macro_rules! lit {
     ($s:literal) => {{
         const S: &[u8] = $s;
         const { assert!(S.len() <= 128) };
+        #[allow(unused_mut)]
         let mut text = $crate::text::Text { words: [0; 16], len: S.len() };
-        lit!(@words text S 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+        $crate::lit!(@words text S 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
         text
     }};
     (@words $text:ident $s:ident $($i:literal)*) => {
@@ -47,7 +52,8 @@ macro_rules! lit {
     };
 }
 
-/// The UTF-8 check of `core::str::from_utf8`, which reads a table in memory.
+/// `bytes` as text, when they are UTF-8: the check of `core::str::from_utf8`, which reads a
+/// table in memory.
 pub fn utf8(bytes: &[u8]) -> Option<&str> {
     let mut i = 0;
     while i < bytes.len() {
@@ -81,4 +87,38 @@ pub fn utf8(bytes: &[u8]) -> Option<&str> {
         i += len;
     }
     Some(unsafe { core::str::from_utf8_unchecked(bytes) })
+}
+
+/// `n` in decimal.
+pub fn decimal(mut n: u64) -> Vec<u8> {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(b'0' + (n % 10) as u8);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    digits
+}
+
+/// Appends `bytes` in double quotes, with quotes, backslashes and anything but printable ASCII
+/// escaped (`\n`, `\x7f`), as a log line shows text that came from a program.
+pub fn push_quoted(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            b'\n' => out.extend_from_slice(&[b'\\', b'n']),
+            b'\r' => out.extend_from_slice(&[b'\\', b'r']),
+            b'\t' => out.extend_from_slice(&[b'\\', b't']),
+            0x20..=0x7e => out.push(b),
+            _ => {
+                let hex = |n: u8| if n < 10 { b'0' + n } else { b'a' + n - 10 };
+                out.extend_from_slice(&[b'\\', b'x', hex(b >> 4), hex(b & 15)]);
+            }
+        }
+    }
+    out.push(b'"');
 }
