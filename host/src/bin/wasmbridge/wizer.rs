@@ -9,7 +9,7 @@ use wasmtime::error::Context as _;
 use wasmbridge::preinit::{DEFAULT_INIT_FUNC, preinitialize};
 use wasmbridge::sandbox::{Preopen, Sandbox};
 
-use crate::serve::{grant_env, parse_dir, parse_env};
+use crate::common::{grant_env, parse_dir, parse_env};
 
 /// Run a module's initialization function once and write the module it leaves behind, so that
 /// every later start begins initialized (an interpreter with its runtime loaded, say).

@@ -8,7 +8,7 @@ use wasmtime::error::Context as _;
 
 use wasmbridge::wrap::{WrapConfig, wrap};
 
-use crate::serve::{CgiOptions, grant_env, parse_env};
+use crate::common::{CgiOptions, grant_env, parse_env};
 
 /// Make a CGI program (a WASI preview-1 command) a standalone wasi:http component.
 ///
