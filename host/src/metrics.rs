@@ -169,7 +169,7 @@ impl Registry {
             .lock()
             .unwrap()
             .entry(app.to_string())
-            .or_insert_with(AppStats::new)
+            .or_default()
             .clone()
     }
 }

@@ -488,7 +488,7 @@ async fn watch_reloads_when_a_program_changes_and_a_broken_one_leaves_the_old_se
     wait_until(&server, "failed, the running apps keep serving", 1).await;
     assert_eq!(get(server.url("/")).await.1, "Hello from WebAssembly!\n");
 
-    replace(&Path::new(&guest("probe")), &program);
+    replace(Path::new(&guest("probe")), &program);
     wait_until(&server, "wasmbridge: reloaded", 1).await;
     assert_eq!(get(server.url("/status?code=201")).await.0, 201);
     drop(server);
