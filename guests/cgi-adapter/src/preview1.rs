@@ -6,6 +6,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 
 use crate::bindings::wasi::filesystem::types::{
     Descriptor, DescriptorFlags, DescriptorStat, DescriptorType, ErrorCode, NewTimestamp,
@@ -14,67 +15,25 @@ use crate::bindings::wasi::filesystem::types::{
 
 use crate::state::{Fd, File, State};
 
-type Errno = i32;
-
-const SUCCESS: Errno = 0;
-const ACCES: Errno = 2;
-const AGAIN: Errno = 6;
-const ALREADY: Errno = 7;
-const BADF: Errno = 8;
-const BUSY: Errno = 10;
-const DEADLK: Errno = 16;
-const DQUOT: Errno = 19;
-const EXIST: Errno = 20;
-const FBIG: Errno = 22;
-const ILSEQ: Errno = 25;
-const INPROGRESS: Errno = 26;
-const INTR: Errno = 27;
-const INVAL: Errno = 28;
-const IO: Errno = 29;
-const ISDIR: Errno = 31;
-const LOOP: Errno = 32;
-const MLINK: Errno = 34;
-const MSGSIZE: Errno = 35;
-const NAMETOOLONG: Errno = 37;
-const NODEV: Errno = 43;
-const NOENT: Errno = 44;
-const NOLCK: Errno = 46;
-const NOMEM: Errno = 48;
-const NOSPC: Errno = 51;
-const NOTDIR: Errno = 54;
-const NOTEMPTY: Errno = 55;
-const NOTRECOVERABLE: Errno = 56;
-const NOTSUP: Errno = 58;
-const NOTTY: Errno = 59;
-const NXIO: Errno = 60;
-const OVERFLOW: Errno = 61;
-const PERM: Errno = 63;
-const PIPE: Errno = 64;
-const ROFS: Errno = 69;
-const SPIPE: Errno = 70;
-const TXTBSY: Errno = 74;
-const XDEV: Errno = 75;
-
-const FILETYPE_UNKNOWN: u8 = 0;
-const FILETYPE_DIRECTORY: u8 = 3;
-
-const RIGHTS_FD_READ: u64 = 1 << 1;
-const RIGHTS_FD_WRITE: u64 = 1 << 6;
-const RIGHTS_FD_READDIR: u64 = 1 << 14;
-
-const FDFLAGS_APPEND: u32 = 1;
-const OFLAGS_CREAT: u32 = 1;
-const OFLAGS_DIRECTORY: u32 = 2;
-const OFLAGS_EXCL: u32 = 4;
-const OFLAGS_TRUNC: u32 = 8;
-const LOOKUP_SYMLINK_FOLLOW: u32 = 1;
-
-const FSTFLAGS_ATIM: u32 = 1;
-const FSTFLAGS_ATIM_NOW: u32 = 2;
-const FSTFLAGS_MTIM: u32 = 4;
-const FSTFLAGS_MTIM_NOW: u32 = 8;
-
-const CLOCK_REALTIME: u32 = 0;
+use wasip1::{
+    Advice, CLOCKID_MONOTONIC, CLOCKID_PROCESS_CPUTIME_ID, CLOCKID_REALTIME,
+    CLOCKID_THREAD_CPUTIME_ID, Ciovec, Clockid, Dirent, ERRNO_ACCES, ERRNO_AGAIN, ERRNO_ALREADY,
+    ERRNO_BADF, ERRNO_BUSY, ERRNO_DEADLK, ERRNO_DQUOT, ERRNO_EXIST, ERRNO_FBIG, ERRNO_ILSEQ,
+    ERRNO_INPROGRESS, ERRNO_INTR, ERRNO_INVAL, ERRNO_IO, ERRNO_ISDIR, ERRNO_LOOP, ERRNO_MLINK,
+    ERRNO_MSGSIZE, ERRNO_NAMETOOLONG, ERRNO_NODEV, ERRNO_NOENT, ERRNO_NOLCK, ERRNO_NOMEM,
+    ERRNO_NOSPC, ERRNO_NOTDIR, ERRNO_NOTEMPTY, ERRNO_NOTRECOVERABLE, ERRNO_NOTSUP, ERRNO_NOTTY,
+    ERRNO_NXIO, ERRNO_OVERFLOW, ERRNO_PERM, ERRNO_PIPE, ERRNO_ROFS, ERRNO_SPIPE, ERRNO_SUCCESS,
+    ERRNO_TXTBSY, ERRNO_XDEV, EVENTTYPE_CLOCK, EVENTTYPE_FD_READ, EVENTTYPE_FD_WRITE, Errno, Event,
+    EventFdReadwrite, Eventtype, Exitcode, FDFLAGS_APPEND, FILETYPE_BLOCK_DEVICE,
+    FILETYPE_CHARACTER_DEVICE, FILETYPE_DIRECTORY, FILETYPE_REGULAR_FILE, FILETYPE_SOCKET_STREAM,
+    FILETYPE_SYMBOLIC_LINK, FILETYPE_UNKNOWN, FSTFLAGS_ATIM, FSTFLAGS_ATIM_NOW, FSTFLAGS_MTIM,
+    FSTFLAGS_MTIM_NOW, Fdflags, Fdstat, Filestat, Filetype, Fstflags, Iovec,
+    LOOKUPFLAGS_SYMLINK_FOLLOW, Lookupflags, OFLAGS_CREAT, OFLAGS_DIRECTORY, OFLAGS_EXCL,
+    OFLAGS_TRUNC, Oflags, PREOPENTYPE_DIR, Prestat, PrestatDir, PrestatU, RIGHTS_FD_READ,
+    RIGHTS_FD_READDIR, RIGHTS_FD_WRITE, Riflags, Rights, Roflags,
+    SUBCLOCKFLAGS_SUBSCRIPTION_CLOCK_ABSTIME, Sdflags, Siflags, Signal, Subscription, WHENCE_CUR,
+    WHENCE_END, WHENCE_SET, Whence,
+};
 
 /// Largest read at once: what comes back is a list the adapter allocates (a short read is
 /// allowed, and programs read on).
@@ -82,49 +41,49 @@ const MAX_READ: usize = 32 * 1024;
 
 fn errno(code: ErrorCode) -> Errno {
     match code {
-        ErrorCode::Access => ACCES,
-        ErrorCode::WouldBlock => AGAIN,
-        ErrorCode::Already => ALREADY,
-        ErrorCode::BadDescriptor => BADF,
-        ErrorCode::Busy => BUSY,
-        ErrorCode::Deadlock => DEADLK,
-        ErrorCode::Quota => DQUOT,
-        ErrorCode::Exist => EXIST,
-        ErrorCode::FileTooLarge => FBIG,
-        ErrorCode::IllegalByteSequence => ILSEQ,
-        ErrorCode::InProgress => INPROGRESS,
-        ErrorCode::Interrupted => INTR,
-        ErrorCode::Invalid => INVAL,
-        ErrorCode::Io => IO,
-        ErrorCode::IsDirectory => ISDIR,
-        ErrorCode::Loop => LOOP,
-        ErrorCode::TooManyLinks => MLINK,
-        ErrorCode::MessageSize => MSGSIZE,
-        ErrorCode::NameTooLong => NAMETOOLONG,
-        ErrorCode::NoDevice => NODEV,
-        ErrorCode::NoEntry => NOENT,
-        ErrorCode::NoLock => NOLCK,
-        ErrorCode::InsufficientMemory => NOMEM,
-        ErrorCode::InsufficientSpace => NOSPC,
-        ErrorCode::NotDirectory => NOTDIR,
-        ErrorCode::NotEmpty => NOTEMPTY,
-        ErrorCode::NotRecoverable => NOTRECOVERABLE,
-        ErrorCode::Unsupported => NOTSUP,
-        ErrorCode::NoTty => NOTTY,
-        ErrorCode::NoSuchDevice => NXIO,
-        ErrorCode::Overflow => OVERFLOW,
-        ErrorCode::NotPermitted => PERM,
-        ErrorCode::Pipe => PIPE,
-        ErrorCode::ReadOnly => ROFS,
-        ErrorCode::InvalidSeek => SPIPE,
-        ErrorCode::TextFileBusy => TXTBSY,
-        ErrorCode::CrossDevice => XDEV,
+        ErrorCode::Access => ERRNO_ACCES,
+        ErrorCode::WouldBlock => ERRNO_AGAIN,
+        ErrorCode::Already => ERRNO_ALREADY,
+        ErrorCode::BadDescriptor => ERRNO_BADF,
+        ErrorCode::Busy => ERRNO_BUSY,
+        ErrorCode::Deadlock => ERRNO_DEADLK,
+        ErrorCode::Quota => ERRNO_DQUOT,
+        ErrorCode::Exist => ERRNO_EXIST,
+        ErrorCode::FileTooLarge => ERRNO_FBIG,
+        ErrorCode::IllegalByteSequence => ERRNO_ILSEQ,
+        ErrorCode::InProgress => ERRNO_INPROGRESS,
+        ErrorCode::Interrupted => ERRNO_INTR,
+        ErrorCode::Invalid => ERRNO_INVAL,
+        ErrorCode::Io => ERRNO_IO,
+        ErrorCode::IsDirectory => ERRNO_ISDIR,
+        ErrorCode::Loop => ERRNO_LOOP,
+        ErrorCode::TooManyLinks => ERRNO_MLINK,
+        ErrorCode::MessageSize => ERRNO_MSGSIZE,
+        ErrorCode::NameTooLong => ERRNO_NAMETOOLONG,
+        ErrorCode::NoDevice => ERRNO_NODEV,
+        ErrorCode::NoEntry => ERRNO_NOENT,
+        ErrorCode::NoLock => ERRNO_NOLCK,
+        ErrorCode::InsufficientMemory => ERRNO_NOMEM,
+        ErrorCode::InsufficientSpace => ERRNO_NOSPC,
+        ErrorCode::NotDirectory => ERRNO_NOTDIR,
+        ErrorCode::NotEmpty => ERRNO_NOTEMPTY,
+        ErrorCode::NotRecoverable => ERRNO_NOTRECOVERABLE,
+        ErrorCode::Unsupported => ERRNO_NOTSUP,
+        ErrorCode::NoTty => ERRNO_NOTTY,
+        ErrorCode::NoSuchDevice => ERRNO_NXIO,
+        ErrorCode::Overflow => ERRNO_OVERFLOW,
+        ErrorCode::NotPermitted => ERRNO_PERM,
+        ErrorCode::Pipe => ERRNO_PIPE,
+        ErrorCode::ReadOnly => ERRNO_ROFS,
+        ErrorCode::InvalidSeek => ERRNO_SPIPE,
+        ErrorCode::TextFileBusy => ERRNO_TXTBSY,
+        ErrorCode::CrossDevice => ERRNO_XDEV,
     }
 }
 
 /// preview-1's lookup flags as wasi:filesystem's path flags.
-fn path_flags(lookup: u32) -> PathFlags {
-    if lookup & LOOKUP_SYMLINK_FOLLOW != 0 {
+fn path_flags(lookup: Lookupflags) -> PathFlags {
+    if lookup & LOOKUPFLAGS_SYMLINK_FOLLOW != 0 {
         PathFlags::SYMLINK_FOLLOW
     } else {
         PathFlags::empty()
@@ -134,14 +93,14 @@ fn path_flags(lookup: u32) -> PathFlags {
 /// Runs `f`, turning its error into the errno it returns.
 fn run(f: impl FnOnce() -> Result<(), Errno>) -> Errno {
     match f() {
-        Ok(()) => SUCCESS,
+        Ok(()) => ERRNO_SUCCESS,
         Err(e) => e,
     }
 }
 
 fn fd(fd: u32) -> Result<&'static mut Fd, Errno> {
     match State::get().fds.get_mut(fd as usize) {
-        Some(Fd::Closed) | None => Err(BADF),
+        Some(Fd::Closed) | None => Err(ERRNO_BADF),
         Some(entry) => Ok(entry),
     }
 }
@@ -149,7 +108,7 @@ fn fd(fd: u32) -> Result<&'static mut Fd, Errno> {
 fn file(fd_: u32) -> Result<&'static mut File, Errno> {
     match fd(fd_)? {
         Fd::File(file) => Ok(file),
-        _ => Err(BADF),
+        _ => Err(ERRNO_BADF),
     }
 }
 
@@ -160,7 +119,7 @@ fn dir(fd_: u32) -> Result<&'static Descriptor, Errno> {
             directory: true,
             ..
         } => Ok(descriptor),
-        _ => Err(NOTDIR),
+        _ => Err(ERRNO_NOTDIR),
     }
 }
 
@@ -169,16 +128,10 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
 }
 
 unsafe fn path<'a>(ptr: *const u8, len: usize) -> Result<&'a str, Errno> {
-    crate::text::utf8(unsafe { bytes(ptr, len) }).ok_or(ILSEQ)
+    crate::text::utf8(unsafe { bytes(ptr, len) }).ok_or(ERRNO_ILSEQ)
 }
 
-#[repr(C)]
-pub struct Iovec {
-    buf: *mut u8,
-    len: usize,
-}
-
-unsafe fn iovecs<'a>(ptr: *const Iovec, len: usize) -> &'a [Iovec] {
+unsafe fn iovecs<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
     unsafe { core::slice::from_raw_parts(ptr, len) }
 }
 
@@ -186,29 +139,16 @@ fn nanos(time: Option<crate::bindings::wasi::clocks::wall_clock::Datetime>) -> u
     time.map_or(0, |t| t.seconds * 1_000_000_000 + t.nanoseconds as u64)
 }
 
-fn filetype(ty: DescriptorType) -> u8 {
+fn filetype(ty: DescriptorType) -> Filetype {
     match ty {
-        DescriptorType::BlockDevice => 1,
-        DescriptorType::CharacterDevice => 2,
-        DescriptorType::Directory => 3,
-        DescriptorType::RegularFile => 4,
-        DescriptorType::Socket => 6,
-        DescriptorType::SymbolicLink => 7,
-        DescriptorType::Unknown | DescriptorType::Fifo => 0,
+        DescriptorType::BlockDevice => FILETYPE_BLOCK_DEVICE,
+        DescriptorType::CharacterDevice => FILETYPE_CHARACTER_DEVICE,
+        DescriptorType::Directory => FILETYPE_DIRECTORY,
+        DescriptorType::RegularFile => FILETYPE_REGULAR_FILE,
+        DescriptorType::Socket => FILETYPE_SOCKET_STREAM,
+        DescriptorType::SymbolicLink => FILETYPE_SYMBOLIC_LINK,
+        DescriptorType::Unknown | DescriptorType::Fifo => FILETYPE_UNKNOWN,
     }
-}
-
-/// preview-1's `filestat`: dev, ino, filetype, nlink, size, atim, mtim, ctim.
-#[repr(C)]
-pub struct Filestat {
-    dev: u64,
-    ino: u64,
-    filetype: u8,
-    nlink: u64,
-    size: u64,
-    atim: u64,
-    mtim: u64,
-    ctim: u64,
 }
 
 fn filestat(stat: DescriptorStat, ino: u64) -> Filestat {
@@ -235,7 +175,7 @@ fn list(env: &crate::cgi::Env, array: *mut *const u8, buf: *mut u8) -> Errno {
             at += entry.len();
         }
     }
-    SUCCESS
+    ERRNO_SUCCESS
 }
 
 #[unsafe(no_mangle)]
@@ -248,7 +188,7 @@ fn sizes(env: &crate::cgi::Env, count: *mut usize, size: *mut usize) -> Errno {
         *count = env.count;
         *size = env.bytes.len();
     }
-    SUCCESS
+    ERRNO_SUCCESS
 }
 
 #[unsafe(no_mangle)]
@@ -267,29 +207,29 @@ pub unsafe extern "C" fn environ_sizes_get(count: *mut usize, size: *mut usize) 
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn clock_res_get(id: u32, resolution: *mut u64) -> Errno {
-    let res = if id == CLOCK_REALTIME {
+pub unsafe extern "C" fn clock_res_get(id: Clockid, resolution: *mut u64) -> Errno {
+    let res = if id == CLOCKID_REALTIME {
         let r = crate::bindings::wasi::clocks::wall_clock::resolution();
         r.seconds * 1_000_000_000 + r.nanoseconds as u64
     } else {
         crate::bindings::wasi::clocks::monotonic_clock::resolution()
     };
     unsafe { *resolution = res };
-    SUCCESS
+    ERRNO_SUCCESS
 }
 
 /// The CPU-time clocks read the monotonic clock: an instance runs one request on one thread.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn clock_time_get(id: u32, _precision: u64, time: *mut u64) -> Errno {
-    let now = if id == CLOCK_REALTIME {
-        nanos(Some(crate::bindings::wasi::clocks::wall_clock::now()))
-    } else if id <= 3 {
-        crate::bindings::wasi::clocks::monotonic_clock::now()
-    } else {
-        return INVAL;
+pub unsafe extern "C" fn clock_time_get(id: Clockid, _precision: u64, time: *mut u64) -> Errno {
+    let now = match id {
+        CLOCKID_REALTIME => nanos(Some(crate::bindings::wasi::clocks::wall_clock::now())),
+        CLOCKID_MONOTONIC | CLOCKID_PROCESS_CPUTIME_ID | CLOCKID_THREAD_CPUTIME_ID => {
+            crate::bindings::wasi::clocks::monotonic_clock::now()
+        }
+        _ => return ERRNO_INVAL,
     };
     unsafe { *time = now };
-    SUCCESS
+    ERRNO_SUCCESS
 }
 
 #[unsafe(no_mangle)]
@@ -301,16 +241,16 @@ pub unsafe extern "C" fn random_get(buf: *mut u8, len: usize) -> Errno {
         unsafe { core::ptr::copy_nonoverlapping(word.as_ptr(), buf.add(at), n) };
         at += n;
     }
-    SUCCESS
+    ERRNO_SUCCESS
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sched_yield() -> Errno {
-    SUCCESS
+    ERRNO_SUCCESS
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn proc_exit(code: u32) -> ! {
+pub unsafe extern "C" fn proc_exit(code: Exitcode) -> ! {
     // The response is completed first; then the instance ends as a command's does, which a
     // host tells apart from a trap. (Only success or failure: the status was logged.)
     State::get().finish(code);
@@ -319,8 +259,8 @@ pub unsafe extern "C" fn proc_exit(code: u32) -> ! {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn proc_raise(_sig: u32) -> Errno {
-    NOTSUP
+pub unsafe extern "C" fn proc_raise(_sig: Signal) -> Errno {
+    ERRNO_NOTSUP
 }
 
 // ---- reading and writing ---------------------------------------------------------------
@@ -328,7 +268,7 @@ pub unsafe extern "C" fn proc_raise(_sig: u32) -> Errno {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fd_write(
     fd_: u32,
-    iovs: *const Iovec,
+    iovs: *const Ciovec,
     iovs_len: usize,
     written: *mut usize,
 ) -> Errno {
@@ -339,19 +279,19 @@ pub unsafe extern "C" fn fd_write(
             Fd::Stdout => {
                 let stdout = &mut State::get().stdout;
                 for iov in iovs {
-                    stdout.write(unsafe { bytes(iov.buf, iov.len) });
-                    total += iov.len;
+                    stdout.write(unsafe { bytes(iov.buf, iov.buf_len) });
+                    total += iov.buf_len;
                 }
             }
             Fd::Stderr => {
                 for iov in iovs {
-                    crate::state::write_stderr(unsafe { bytes(iov.buf, iov.len) });
-                    total += iov.len;
+                    crate::state::write_stderr(unsafe { bytes(iov.buf, iov.buf_len) });
+                    total += iov.buf_len;
                 }
             }
             Fd::File(file) if !file.directory => {
                 for iov in iovs {
-                    let data = unsafe { bytes(iov.buf, iov.len) };
+                    let data = unsafe { bytes(iov.buf, iov.buf_len) };
                     if file.append {
                         file.position = file.descriptor.stat().map_err(errno)?.size;
                     }
@@ -363,8 +303,8 @@ pub unsafe extern "C" fn fd_write(
                     }
                 }
             }
-            Fd::File(_) => return Err(ISDIR),
-            Fd::Stdin | Fd::Closed => return Err(BADF),
+            Fd::File(_) => return Err(ERRNO_ISDIR),
+            Fd::Stdin | Fd::Closed => return Err(ERRNO_BADF),
         }
         unsafe { *written = total };
         Ok(())
@@ -374,7 +314,7 @@ pub unsafe extern "C" fn fd_write(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fd_pwrite(
     fd_: u32,
-    iovs: *const Iovec,
+    iovs: *const Ciovec,
     iovs_len: usize,
     offset: u64,
     written: *mut usize,
@@ -384,7 +324,7 @@ pub unsafe extern "C" fn fd_pwrite(
         let file = file(fd_)?;
         let mut total = 0u64;
         for iov in iovs {
-            let data = unsafe { bytes(iov.buf, iov.len) };
+            let data = unsafe { bytes(iov.buf, iov.buf_len) };
             let n = file.descriptor.write(data, offset + total).map_err(errno)?;
             total += n;
             if (n as usize) < data.len() {
@@ -406,7 +346,7 @@ pub unsafe extern "C" fn fd_read(
     let iovs = unsafe { iovecs(iovs, iovs_len) };
     run(|| {
         // One read at most: it fills the first buffer that has room.
-        let Some(iov) = iovs.iter().find(|iov| iov.len > 0) else {
+        let Some(iov) = iovs.iter().find(|iov| iov.buf_len > 0) else {
             unsafe { *read = 0 };
             return Ok(());
         };
@@ -416,7 +356,9 @@ pub unsafe extern "C" fn fd_read(
                 // A program that waits for its input has said what it has so far.
                 state.stdout.flush();
                 match &state.stdin {
-                    Some((stream, _)) => match stream.blocking_read(iov.len.min(MAX_READ) as u64) {
+                    Some((stream, _)) => match stream
+                        .blocking_read(iov.buf_len.min(MAX_READ) as u64)
+                    {
                         Ok(data) => {
                             unsafe {
                                 core::ptr::copy_nonoverlapping(data.as_ptr(), iov.buf, data.len())
@@ -431,14 +373,14 @@ pub unsafe extern "C" fn fd_read(
             Fd::File(file) if !file.directory => {
                 let (data, _) = file
                     .descriptor
-                    .read(iov.len.min(MAX_READ) as u64, file.position)
+                    .read(iov.buf_len.min(MAX_READ) as u64, file.position)
                     .map_err(errno)?;
                 unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), iov.buf, data.len()) };
                 file.position += data.len() as u64;
                 data.len()
             }
-            Fd::File(_) => return Err(ISDIR),
-            _ => return Err(BADF),
+            Fd::File(_) => return Err(ERRNO_ISDIR),
+            _ => return Err(ERRNO_BADF),
         };
         unsafe { *read = n };
         Ok(())
@@ -456,13 +398,13 @@ pub unsafe extern "C" fn fd_pread(
     let iovs = unsafe { iovecs(iovs, iovs_len) };
     run(|| {
         let file = file(fd_)?;
-        let Some(iov) = iovs.iter().find(|iov| iov.len > 0) else {
+        let Some(iov) = iovs.iter().find(|iov| iov.buf_len > 0) else {
             unsafe { *read = 0 };
             return Ok(());
         };
         let (data, _) = file
             .descriptor
-            .read(iov.len.min(MAX_READ) as u64, offset)
+            .read(iov.buf_len.min(MAX_READ) as u64, offset)
             .map_err(errno)?;
         unsafe {
             core::ptr::copy_nonoverlapping(data.as_ptr(), iov.buf, data.len());
@@ -473,18 +415,21 @@ pub unsafe extern "C" fn fd_pread(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fd_seek(fd_: u32, offset: i64, whence: u32, new: *mut u64) -> Errno {
+pub unsafe extern "C" fn fd_seek(fd_: u32, offset: i64, whence: Whence, new: *mut u64) -> Errno {
     run(|| {
         let Fd::File(file) = fd(fd_)? else {
-            return Err(SPIPE);
+            return Err(ERRNO_SPIPE);
         };
         let base = match whence {
-            0 => 0,
-            1 => file.position as i64,
-            2 => file.descriptor.stat().map_err(errno)?.size as i64,
-            _ => return Err(INVAL),
+            WHENCE_SET => 0,
+            WHENCE_CUR => file.position as i64,
+            WHENCE_END => file.descriptor.stat().map_err(errno)?.size as i64,
+            _ => return Err(ERRNO_INVAL),
         };
-        let position = base.checked_add(offset).filter(|p| *p >= 0).ok_or(INVAL)?;
+        let position = base
+            .checked_add(offset)
+            .filter(|p| *p >= 0)
+            .ok_or(ERRNO_INVAL)?;
         file.position = position as u64;
         unsafe { *new = file.position };
         Ok(())
@@ -493,7 +438,7 @@ pub unsafe extern "C" fn fd_seek(fd_: u32, offset: i64, whence: u32, new: *mut u
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fd_tell(fd_: u32, position: *mut u64) -> Errno {
-    unsafe { fd_seek(fd_, 0, 1, position) }
+    unsafe { fd_seek(fd_, 0, WHENCE_CUR, position) }
 }
 
 #[unsafe(no_mangle)]
@@ -538,14 +483,14 @@ pub unsafe extern "C" fn fd_datasync(fd_: u32) -> Errno {
     run(|| match fd(fd_)? {
         Fd::File(file) => file.descriptor.sync_data().map_err(errno),
         _ => match unsafe { fd_sync(fd_) } {
-            SUCCESS => Ok(()),
+            ERRNO_SUCCESS => Ok(()),
             e => Err(e),
         },
     })
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fd_advise(fd_: u32, _offset: u64, _len: u64, _advice: u32) -> Errno {
+pub unsafe extern "C" fn fd_advise(fd_: u32, _offset: u64, _len: u64, _advice: Advice) -> Errno {
     run(|| file(fd_).map(drop))
 }
 
@@ -553,17 +498,8 @@ pub unsafe extern "C" fn fd_advise(fd_: u32, _offset: u64, _len: u64, _advice: u
 pub unsafe extern "C" fn fd_allocate(fd_: u32, _offset: u64, _len: u64) -> Errno {
     run(|| {
         file(fd_)?;
-        Err(NOTSUP)
+        Err(ERRNO_NOTSUP)
     })
-}
-
-/// preview-1's `fdstat`: filetype, flags, rights.
-#[repr(C)]
-pub struct Fdstat {
-    filetype: u8,
-    flags: u16,
-    rights_base: u64,
-    rights_inheriting: u64,
 }
 
 #[unsafe(no_mangle)]
@@ -572,7 +508,7 @@ pub unsafe extern "C" fn fd_fdstat_get(fd_: u32, stat: *mut Fdstat) -> Errno {
         let (filetype, flags, rights) = match fd(fd_)? {
             // Not a terminal: the program buffers its output as it would into a pipe.
             Fd::Stdin => (FILETYPE_UNKNOWN, 0, RIGHTS_FD_READ),
-            Fd::Stdout | Fd::Stderr => (FILETYPE_UNKNOWN, FDFLAGS_APPEND as u16, RIGHTS_FD_WRITE),
+            Fd::Stdout | Fd::Stderr => (FILETYPE_UNKNOWN, FDFLAGS_APPEND, RIGHTS_FD_WRITE),
             Fd::File(file) => {
                 let ty = if file.directory {
                     FILETYPE_DIRECTORY
@@ -580,31 +516,23 @@ pub unsafe extern "C" fn fd_fdstat_get(fd_: u32, stat: *mut Fdstat) -> Errno {
                     filetype(file.descriptor.get_type().map_err(errno)?)
                 };
                 let flags = file.descriptor.get_flags().map_err(errno)?;
-                let mut rights = !0u64;
+                let mut rights: Rights = !0;
                 if !flags.contains(DescriptorFlags::READ) {
                     rights &= !(RIGHTS_FD_READ | RIGHTS_FD_READDIR);
                 }
                 if !flags.contains(DescriptorFlags::WRITE) {
                     rights &= !RIGHTS_FD_WRITE;
                 }
-                (
-                    ty,
-                    if file.append {
-                        FDFLAGS_APPEND as u16
-                    } else {
-                        0
-                    },
-                    rights,
-                )
+                (ty, if file.append { FDFLAGS_APPEND } else { 0 }, rights)
             }
-            Fd::Closed => return Err(BADF),
+            Fd::Closed => return Err(ERRNO_BADF),
         };
         unsafe {
             stat.write(Fdstat {
-                filetype,
-                flags,
-                rights_base: rights,
-                rights_inheriting: !0,
+                fs_filetype: filetype,
+                fs_flags: flags,
+                fs_rights_base: rights,
+                fs_rights_inheriting: !0,
             })
         };
         Ok(())
@@ -612,7 +540,7 @@ pub unsafe extern "C" fn fd_fdstat_get(fd_: u32, stat: *mut Fdstat) -> Errno {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fd_fdstat_set_flags(fd_: u32, flags: u32) -> Errno {
+pub unsafe extern "C" fn fd_fdstat_set_flags(fd_: u32, flags: Fdflags) -> Errno {
     run(|| {
         // The streams are what they are; non-blocking is not offered.
         if let Fd::File(file) = fd(fd_)? {
@@ -623,7 +551,11 @@ pub unsafe extern "C" fn fd_fdstat_set_flags(fd_: u32, flags: u32) -> Errno {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fd_fdstat_set_rights(fd_: u32, _base: u64, _inheriting: u64) -> Errno {
+pub unsafe extern "C" fn fd_fdstat_set_rights(
+    fd_: u32,
+    _base: Rights,
+    _inheriting: Rights,
+) -> Errno {
     run(|| fd(fd_).map(drop))
 }
 
@@ -669,7 +601,7 @@ fn timestamp(time: u64, set: bool, now: bool) -> NewTimestamp {
     }
 }
 
-fn timestamps(atim: u64, mtim: u64, flags: u32) -> (NewTimestamp, NewTimestamp) {
+fn timestamps(atim: u64, mtim: u64, flags: Fstflags) -> (NewTimestamp, NewTimestamp) {
     (
         timestamp(
             atim,
@@ -689,7 +621,7 @@ pub unsafe extern "C" fn fd_filestat_set_times(
     fd_: u32,
     atim: u64,
     mtim: u64,
-    flags: u32,
+    flags: Fstflags,
 ) -> Errno {
     run(|| {
         let (a, m) = timestamps(atim, mtim, flags);
@@ -698,12 +630,6 @@ pub unsafe extern "C" fn fd_filestat_set_times(
 }
 
 // ---- preopens and directories ----------------------------------------------------------
-
-#[repr(C)]
-pub struct Prestat {
-    tag: u8,
-    name_len: usize,
-}
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fd_prestat_get(fd_: u32, prestat: *mut Prestat) -> Errno {
@@ -714,13 +640,17 @@ pub unsafe extern "C" fn fd_prestat_get(fd_: u32, prestat: *mut Prestat) -> Errn
         } => {
             unsafe {
                 prestat.write(Prestat {
-                    tag: 0,
-                    name_len: path.len(),
+                    tag: PREOPENTYPE_DIR.raw(),
+                    u: PrestatU {
+                        dir: PrestatDir {
+                            pr_name_len: path.len(),
+                        },
+                    },
                 })
             };
             Ok(())
         }
-        _ => Err(BADF),
+        _ => Err(ERRNO_BADF),
     })
 }
 
@@ -732,18 +662,18 @@ pub unsafe extern "C" fn fd_prestat_dir_name(fd_: u32, buf: *mut u8, len: usize)
             ..
         } => {
             if len < path.len() {
-                return Err(NAMETOOLONG);
+                return Err(ERRNO_NAMETOOLONG);
             }
             unsafe { core::ptr::copy_nonoverlapping(path.as_ptr(), buf, path.len()) };
             Ok(())
         }
-        _ => Err(BADF),
+        _ => Err(ERRNO_BADF),
     })
 }
 
-/// Directory entries from `cookie` on, as preview-1 `dirent`s (next cookie, inode, name
-/// length, type, then the name), the last one cut off when the buffer ends, as preview-1
-/// allows. Each call reads the directory from its start: cookies are entry positions.
+/// Directory entries from `cookie` on, each a `Dirent` and the name, the last one cut off
+/// when the buffer ends, as preview-1 allows. Each call reads the directory from its start:
+/// cookies are entry positions.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fd_readdir(
     fd_: u32,
@@ -767,11 +697,19 @@ pub unsafe extern "C" fn fd_readdir(
             let ino = directory
                 .metadata_hash_at(PathFlags::empty(), &entry.name)
                 .map_or(0, |h| h.lower);
-            let mut record = Vec::with_capacity(24 + name.len());
-            record.extend_from_slice(&position.to_le_bytes());
-            record.extend_from_slice(&ino.to_le_bytes());
-            record.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            record.extend_from_slice(&[filetype(entry.type_), 0, 0, 0]);
+            // Set field by field in zeroed memory: a `Dirent` value's padding is undefined,
+            // and the program gets to see it.
+            let mut dirent = MaybeUninit::<Dirent>::zeroed();
+            let header = unsafe {
+                let d = dirent.as_mut_ptr();
+                (*d).d_next = position;
+                (*d).d_ino = ino;
+                (*d).d_namlen = name.len() as u32;
+                (*d).d_type = filetype(entry.type_);
+                core::slice::from_raw_parts(d.cast::<u8>(), size_of::<Dirent>())
+            };
+            let mut record = Vec::with_capacity(header.len() + name.len());
+            record.extend_from_slice(header);
             record.extend_from_slice(name);
             let n = record.len().min(len - at);
             out[at..at + n].copy_from_slice(&record[..n]);
@@ -788,13 +726,13 @@ pub unsafe extern "C" fn fd_readdir(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn path_open(
     fd_: u32,
-    lookup: u32,
+    lookup: Lookupflags,
     path_ptr: *const u8,
     path_len: usize,
-    oflags: u32,
-    rights: u64,
-    _inheriting: u64,
-    fdflags: u32,
+    oflags: Oflags,
+    rights: Rights,
+    _inheriting: Rights,
+    fdflags: Fdflags,
     opened: *mut u32,
 ) -> Errno {
     run(|| {
@@ -851,7 +789,7 @@ pub unsafe extern "C" fn path_open(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn path_filestat_get(
     fd_: u32,
-    lookup: u32,
+    lookup: Lookupflags,
     path_ptr: *const u8,
     path_len: usize,
     stat: *mut Filestat,
@@ -872,12 +810,12 @@ pub unsafe extern "C" fn path_filestat_get(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn path_filestat_set_times(
     fd_: u32,
-    lookup: u32,
+    lookup: Lookupflags,
     path_ptr: *const u8,
     path_len: usize,
     atim: u64,
     mtim: u64,
-    flags: u32,
+    flags: Fstflags,
 ) -> Errno {
     run(|| {
         let path = unsafe { path(path_ptr, path_len)? };
@@ -936,7 +874,7 @@ pub unsafe extern "C" fn path_rename(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn path_link(
     old_fd: u32,
-    lookup: u32,
+    lookup: Lookupflags,
     old_ptr: *const u8,
     old_len: usize,
     new_fd: u32,
@@ -990,22 +928,16 @@ pub unsafe extern "C" fn path_readlink(
 
 // ---- waiting ---------------------------------------------------------------------------
 
-#[repr(C)]
-pub struct Subscription {
-    userdata: u64,
-    tag: u8,
-    // clock: id (u32) at 16, timeout (u64) at 24, precision at 32, flags (u16) at 40;
-    // fd_read / fd_write: fd (u32) at 16.
-    contents: [u64; 4],
-}
-
-#[repr(C)]
-pub struct Event {
-    userdata: u64,
-    error: u16,
-    kind: u8,
-    nbytes: u64,
-    flags: u16,
+fn event(s: &Subscription, type_: Eventtype) -> Event {
+    Event {
+        userdata: s.userdata,
+        error: ERRNO_SUCCESS,
+        type_,
+        fd_readwrite: EventFdReadwrite {
+            nbytes: 0,
+            flags: 0,
+        },
+    }
 }
 
 /// Files and streams count as ready at once (a read then blocks until data comes); without
@@ -1018,20 +950,20 @@ pub unsafe extern "C" fn poll_oneoff(
     written: *mut usize,
 ) -> Errno {
     if count == 0 {
-        return INVAL;
+        return ERRNO_INVAL;
     }
     let subscriptions = unsafe { core::slice::from_raw_parts(subscriptions, count) };
     let events = unsafe { core::slice::from_raw_parts_mut(events, count) };
     State::get().stdout.flush();
     let mut n = 0;
-    for s in subscriptions.iter().filter(|s| s.tag != 0) {
-        events[n] = Event {
-            userdata: s.userdata,
-            error: 0,
-            kind: s.tag,
-            nbytes: 0,
-            flags: 0,
+    for s in subscriptions {
+        let type_ = match s.u.tag {
+            tag if tag == EVENTTYPE_CLOCK.raw() => continue,
+            tag if tag == EVENTTYPE_FD_READ.raw() => EVENTTYPE_FD_READ,
+            tag if tag == EVENTTYPE_FD_WRITE.raw() => EVENTTYPE_FD_WRITE,
+            _ => return ERRNO_INVAL,
         };
+        events[n] = event(s, type_);
         n += 1;
     }
     if n == 0 {
@@ -1039,37 +971,30 @@ pub unsafe extern "C" fn poll_oneoff(
         let now_wall = nanos(Some(crate::bindings::wasi::clocks::wall_clock::now()));
         let now = crate::bindings::wasi::clocks::monotonic_clock::now();
         let due = |s: &Subscription| {
-            let id = s.contents[0] as u32;
-            let timeout = s.contents[1];
-            let absolute = s.contents[3] as u16 & 1 != 0;
-            match (absolute, id == CLOCK_REALTIME) {
-                (false, _) => timeout,
-                (true, true) => timeout.saturating_sub(now_wall),
-                (true, false) => timeout.saturating_sub(now),
+            let clock = unsafe { s.u.u.clock };
+            let absolute = clock.flags & SUBCLOCKFLAGS_SUBSCRIPTION_CLOCK_ABSTIME != 0;
+            match (absolute, clock.id == CLOCKID_REALTIME) {
+                (false, _) => clock.timeout,
+                (true, true) => clock.timeout.saturating_sub(now_wall),
+                (true, false) => clock.timeout.saturating_sub(now),
             }
         };
         let Some(first) = subscriptions.iter().min_by_key(|s| due(s)) else {
-            return INVAL;
+            return ERRNO_INVAL;
         };
         crate::bindings::wasi::clocks::monotonic_clock::subscribe_duration(due(first)).block();
-        events[0] = Event {
-            userdata: first.userdata,
-            error: 0,
-            kind: 0,
-            nbytes: 0,
-            flags: 0,
-        };
+        events[0] = event(first, EVENTTYPE_CLOCK);
         n = 1;
     }
     unsafe { *written = n };
-    SUCCESS
+    ERRNO_SUCCESS
 }
 
 // ---- sockets: none here -----------------------------------------------------------------
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn sock_accept(_fd: u32, _flags: u32, _new: *mut u32) -> Errno {
-    NOTSUP
+pub unsafe extern "C" fn sock_accept(_fd: u32, _flags: Fdflags, _new: *mut u32) -> Errno {
+    ERRNO_NOTSUP
 }
 
 #[unsafe(no_mangle)]
@@ -1077,25 +1002,25 @@ pub unsafe extern "C" fn sock_recv(
     _fd: u32,
     _iovs: *const Iovec,
     _iovs_len: usize,
-    _flags: u32,
+    _flags: Riflags,
     _len: *mut usize,
-    _out_flags: *mut u16,
+    _out_flags: *mut Roflags,
 ) -> Errno {
-    NOTSUP
+    ERRNO_NOTSUP
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sock_send(
     _fd: u32,
-    _iovs: *const Iovec,
+    _iovs: *const Ciovec,
     _iovs_len: usize,
-    _flags: u32,
+    _flags: Siflags,
     _len: *mut usize,
 ) -> Errno {
-    NOTSUP
+    ERRNO_NOTSUP
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn sock_shutdown(_fd: u32, _how: u32) -> Errno {
-    NOTSUP
+pub unsafe extern "C" fn sock_shutdown(_fd: u32, _how: Sdflags) -> Errno {
+    ERRNO_NOTSUP
 }
