@@ -59,7 +59,7 @@ pub fn meta_variables(request: &Request, script: &Script, mut set: impl FnMut(&[
     let (server_name, port) = split_host(authority);
     let port = match (port, request.local) {
         (Some(port), _) => port.to_vec(),
-        // The port the request came in on, as Apache's `UseCanonicalName Off` gives it.
+        // The port the request came in on (Apache's `UseCanonicalPhysicalPort On`).
         (None, Some(local)) => decimal(local.port.into()),
         (None, None) if request.https => lit!(b"443").to_vec(),
         (None, None) => lit!(b"80").to_vec(),
