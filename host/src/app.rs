@@ -2,36 +2,33 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use tokio::sync::Semaphore;
-use wasmtime::component::{Component, Linker, Resource, ResourceTable};
+use http_body_util::BodyExt as _;
+use wasmtime::component::{Component, Linker};
 use wasmtime::error::Context as _;
-use wasmtime::{Engine, Precompiled, Result, Store, bail};
+use wasmtime::{Engine, Precompiled, Result, bail};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::cli::AsyncStdoutStream;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::body::HostOutgoingBody;
-use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::p3::bindings::ServicePre;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView as _};
 
 use crate::body::{BodyWatch, RequestBody};
 use crate::cache::CompileCache;
-use crate::cgi::channel::Channel;
-use crate::cgi::{CgiConfig, GuestRun, Workers};
-use crate::guest::{ClientWatch, End, Ending, GuardedBody, GuestTask};
-use crate::limits::{Limiter, Limits};
-use crate::log::{GuestOutput, GuestStream, Log, StderrLog};
+use crate::cgi::{CgiConfig, Workers};
+use crate::guest::{ClientWatch, GuardedBody};
+use crate::limits::Limits;
+use crate::log::{GuestStream, Log, StderrLog};
 use crate::metrics::AppStats;
 use crate::reuse::{InstanceReuse, Pool};
+use crate::run::{Entry, GuestPre, Runner};
 use crate::sandbox::Sandbox;
-use crate::state::{HttpHooks, RequestState, Scratch};
 use crate::{Body, Failure};
+
+pub use crate::failure::error_response;
 
 /// The export that makes a component a `wasi:http` app.
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
@@ -100,6 +97,12 @@ impl AppConfig {
             stats: AppStats::new(),
         }
     }
+
+    /// Logs the failure of one of the app's requests and makes the response its client gets.
+    pub(crate) fn fail(&self, id: u64, failure: Failure) -> http::Response<Body> {
+        self.log.request_failed(id, &self.name, &failure);
+        error_response(&failure)
+    }
 }
 
 /// What the front end knows about a request besides the request itself.
@@ -145,22 +148,14 @@ impl RequestContext {
     }
 }
 
-/// The kinds of guest, pre-instantiated.
-#[derive(Clone)]
+/// The kinds of guest, ready to serve.
 enum Guest {
-    Http(ProxyPre<RequestState>),
+    /// A WASI 0.2 handler: a fresh instance for each request.
+    Http(Runner),
     /// A WASI 0.3 handler, with the instances that serve it.
     Http3(Pool),
-    Cgi(CommandPre<RequestState>),
-}
-
-/// What a guest task calls.
-pub(crate) enum Entry {
-    Http(
-        Resource<HostIncomingRequest>,
-        Resource<HostResponseOutparam>,
-    ),
-    Cgi,
+    /// A command, served as CGI: a fresh instance for each request, or the app's workers.
+    Cgi(Runner),
 }
 
 /// What python.wasm's WSGI gateway finds in its environment when it is only to import the app
@@ -205,13 +200,12 @@ impl tokio::io::AsyncWrite for Tail {
 }
 
 pub struct App {
-    config: AppConfig,
+    config: Arc<AppConfig>,
     guest: Guest,
     /// `argv[0]` of a CGI program: the file name it was loaded from.
     program_name: String,
     /// The file the app was loaded from, if it was.
     source: Option<std::path::PathBuf>,
-    slots: Arc<Semaphore>,
     /// A CGI app's long-lived instances, when it has them.
     workers: Option<Arc<Workers>>,
 }
@@ -334,8 +328,12 @@ impl App {
         } else {
             "it imports an interface outside the wasi:http/proxy world (`-S cli` would provide the WASI command world)"
         })?;
+        let config = Arc::new(config);
         let guest = if cgi {
-            Guest::Cgi(CommandPre::new(pre)?)
+            Guest::Cgi(Runner::new(
+                GuestPre::Cgi(CommandPre::new(pre)?),
+                config.clone(),
+            ))
         } else if http3 {
             Guest::Http3(Pool::new(ServicePre::new(pre)?, &config))
         } else {
@@ -345,7 +343,10 @@ impl App {
                      components; this WASI 0.2 one gets a fresh instance for every request"
                 );
             }
-            Guest::Http(ProxyPre::new(pre)?)
+            Guest::Http(Runner::new(
+                GuestPre::Http(ProxyPre::new(pre)?),
+                config.clone(),
+            ))
         };
         config.sandbox.validate()?;
         let workers = match config.cgi.workers {
@@ -369,7 +370,6 @@ impl App {
         };
         Ok(App {
             workers,
-            slots: Arc::new(Semaphore::new(config.max_concurrent)),
             program_name: config.name.clone(),
             source: None,
             config,
@@ -410,21 +410,9 @@ impl App {
         self.config.cgi.runs_script(&self.program_name, path)
     }
 
-    pub(crate) fn program_name(&self) -> &str {
-        &self.program_name
-    }
-
-    pub(crate) fn slots(&self) -> &Arc<Semaphore> {
-        &self.slots
-    }
-
     /// Whether instances serve many requests (a WASI 0.3 component).
     pub fn reuses_instances(&self) -> bool {
         matches!(self.guest, Guest::Http3(_))
-    }
-
-    pub(crate) fn workers(&self) -> Option<&Arc<Workers>> {
-        self.workers.as_ref()
     }
 
     /// Serves one request. The response head comes back as soon as the guest sets it; the body
@@ -478,7 +466,7 @@ impl App {
             .max_size
             .filter(|max| length.is_some_and(|l| l > *max))
         {
-            return self.fail(id, Failure::BodyTooLarge(limit));
+            return self.config.fail(id, Failure::BodyTooLarge(limit));
         }
         // A request without a body (most GETs) has nothing to watch.
         let has_body = !request.body().is_end_stream();
@@ -491,9 +479,16 @@ impl App {
         });
         let respond = async {
             match &self.guest {
-                Guest::Http(_) => self.handle_http(request, cx, watch.clone()).await,
-                Guest::Http3(pool) => pool.handle(self, request, cx, watch.clone()).await,
-                Guest::Cgi(_) => crate::cgi::handle(self, request, cx, watch.clone()).await,
+                Guest::Http(runner) => self.handle_http(runner, request, cx, watch.clone()).await,
+                Guest::Http3(pool) => pool.handle(request, cx, watch.clone()).await,
+                Guest::Cgi(runner) => {
+                    let program = crate::cgi::Program {
+                        name: &self.program_name,
+                        runner,
+                        workers: self.workers.as_ref(),
+                    };
+                    crate::cgi::handle(self, program, request, cx, watch.clone()).await
+                }
             }
         };
         // Dropped before it has a response, this future stops the guest and says so.
@@ -503,7 +498,7 @@ impl App {
             true => tokio::select! {
                 biased;
                 response = respond => response,
-                failure = watch.failed() => self.fail(id, failure),
+                failure = watch.failed() => self.config.fail(id, failure),
             },
             false => respond.await,
         };
@@ -513,13 +508,14 @@ impl App {
 
     async fn handle_http(
         &self,
+        runner: &Runner,
         request: http::Request<Body>,
         cx: RequestContext,
         watch: BodyWatch,
     ) -> http::Response<Body> {
         let id = cx.id;
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let guest = self.spawn_guest(
+        let guest = runner.spawn(
             id,
             |_| {},
             move |store| {
@@ -535,68 +531,21 @@ impl App {
         );
         let guest = match guest.await {
             Ok(guest) => guest,
-            Err(failure) => return self.fail(id, failure),
+            Err(failure) => return self.config.fail(id, failure),
         };
         match receiver.await {
             Ok(Ok(response)) => {
                 response.map(|body| GuardedBody::new(body, guest, watch, false).boxed())
             }
-            Ok(Err(code)) => self.fail(id, Failure::GuestError(format!("{code:?}"))),
+            Ok(Err(code)) => self
+                .config
+                .fail(id, Failure::GuestError(format!("{code:?}"))),
             // The guest ended without setting a response; its task says why.
             Err(_) => match guest.join().await {
                 Err(failure) => error_response(&failure),
-                Ok(_) => self.fail(id, Failure::NoResponse),
+                Ok(_) => self.config.fail(id, Failure::NoResponse),
             },
         }
-    }
-
-    /// Logs a failure and makes its response.
-    pub(crate) fn fail(&self, id: u64, failure: Failure) -> http::Response<Body> {
-        self.config
-            .log
-            .request_failed(id, &self.config.name, &failure);
-        error_response(&failure)
-    }
-
-    /// Waits for a free slot, prepares a store (`configure` adds to its WASI context, `entry`
-    /// says what to call) and runs the guest in its own task. The guest may go on after the
-    /// response head is sent, so the task reports its own failures; it returns the exit status.
-    pub(crate) async fn spawn_guest(
-        &self,
-        id: u64,
-        configure: impl FnOnce(&mut WasiCtxBuilder),
-        entry: impl FnOnce(&mut Store<RequestState>) -> Result<Entry, Failure>,
-    ) -> Result<GuestTask, Failure> {
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return Err(Failure::Overloaded("the app is shutting down".into()));
-        };
-        let mut store = new_store(self.engine(), &self.config, id, self.is_cgi(), configure)
-            .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
-        let entry = entry(&mut store)?;
-        let guest = self.guest.clone();
-        let timeout = self.config.limits.timeout;
-        let (log, name) = (self.config.log.clone(), self.config.name.clone());
-        let ending = Arc::new(Ending::default());
-        let task = tokio::spawn({
-            let (ending, log, name) = (ending.clone(), log.clone(), name.clone());
-            async move {
-                let _slot = slot;
-                let outcome = run_guest(&guest, entry, &mut store, timeout).await;
-                // Said before the store goes, and with it what the guest was still writing.
-                ending.set(match &outcome {
-                    Ok(code) => End::Exited(*code),
-                    Err(_) => End::Failed {
-                        response_cut: matches!(guest, Guest::Cgi(_)) || unfinished_body(&mut store),
-                    },
-                });
-                if let Err(failure) = &outcome {
-                    log.request_failed(id, &name, failure);
-                }
-                drop(store);
-                outcome
-            }
-        });
-        Ok(GuestTask::new(task, ending, log, id, name))
     }
 
     /// Checks, before the first request, what can be checked by running the program: that a
@@ -609,6 +558,9 @@ impl App {
         let Some(wsgi) = &self.config.cgi.wsgi else {
             return Ok(());
         };
+        let Guest::Cgi(runner) = &self.guest else {
+            bail!("the WSGI app `{wsgi}` needs a CGI program, and this is a wasi:http component");
+        };
         let args = self.config.cgi.argv(&self.program_name);
         let output = Tail::default();
         let configure = |wasi: &mut WasiCtxBuilder| {
@@ -617,7 +569,7 @@ impl App {
             wasi.stdout(AsyncStdoutStream::new(CHECK_OUTPUT, output.clone()));
             wasi.stderr(AsyncStdoutStream::new(CHECK_OUTPUT, output.clone()));
         };
-        let outcome = match self.spawn_guest(0, configure, |_| Ok(Entry::Cgi)).await {
+        let outcome = match runner.spawn(0, configure, |_| Ok(Entry::Cgi)).await {
             Ok(task) => task.join().await,
             Err(failure) => Err(failure),
         };
@@ -632,199 +584,6 @@ impl App {
             Err(failure) => bail!("the WSGI app `{wsgi}` does not load: {failure}\n{said}"),
         }
     }
-
-    /// Prepares a CGI worker's run: the program runs while the returned future is polled, by
-    /// each request it serves in turn, without a deadline of its own (each request has one).
-    pub(crate) fn start_worker(
-        &self,
-        id: u64,
-        configure: impl FnOnce(&mut WasiCtxBuilder),
-        channel: Channel,
-    ) -> Result<GuestRun, Failure> {
-        let mut store = new_store(self.engine(), &self.config, id, true, configure)
-            .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
-        store.data_mut().channel = Some(channel);
-        let guest = self.guest.clone();
-        Ok(Box::pin(async move {
-            run_guest(&guest, Entry::Cgi, &mut store, None).await
-        }))
-    }
-
-    fn engine(&self) -> &Engine {
-        match &self.guest {
-            Guest::Http(pre) => pre.engine(),
-            Guest::Http3(pool) => pool.engine(),
-            Guest::Cgi(pre) => pre.engine(),
-        }
-    }
-}
-
-/// A store for one request, or for one instance that serves many: the app's grants, limits
-/// and output, and `configure`'s additions to its WASI context. A CGI program (`scratch`) gets
-/// a temporary directory of its own.
-pub(crate) fn new_store(
-    engine: &Engine,
-    config: &AppConfig,
-    id: u64,
-    scratch: bool,
-    configure: impl FnOnce(&mut WasiCtxBuilder),
-) -> Result<Store<RequestState>> {
-    let limits = &config.limits;
-    let mut wasi = WasiCtxBuilder::new();
-    // A guest's files are its local grants: a syscall on the request's own thread costs
-    // less than a hand-off to tokio's blocking pool and back. Set before the grants: each
-    // preopened directory keeps the setting it was made with.
-    wasi.allow_blocking_current_thread(true);
-    config.sandbox.configure(&mut wasi)?;
-    let request_id = Arc::new(AtomicU64::new(id));
-    let output = |stream| GuestOutput::tagged(config.log.clone(), request_id.clone(), stream);
-    wasi.stdout(output(GuestStream::Stdout));
-    wasi.stderr(output(GuestStream::Stderr));
-    configure(&mut wasi);
-    // A CGI program's temporary files (PHP's uploads among them) go to a directory of the
-    // instance's own, gone with it: nothing an instance cut short leaves behind reaches the
-    // app's writable grants, or the next request.
-    let scratch = match scratch {
-        true => Some(Scratch::new(&mut wasi, &config.sandbox)?),
-        false => None,
-    };
-
-    let mut table = ResourceTable::new();
-    if let Some(max) = limits.max_resources {
-        table.set_max_capacity(max);
-    }
-    let mut http = WasiHttpCtx::new();
-    if let Some(max) = config.max_http_fields_size {
-        http.set_field_size_limit(max);
-    }
-    let hooks = HttpHooks {
-        outgoing_allowed: config.sandbox.inherit_network,
-        allowed_hosts: config.sandbox.allowed_outbound_hosts.clone(),
-        outgoing_body_buffer_chunks: config
-            .outgoing_body_buffer_chunks
-            .unwrap_or(wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_BUFFER_CHUNKS),
-        outgoing_body_chunk_size: config
-            .outgoing_body_chunk_size
-            .unwrap_or(wasmtime_wasi_http::p2::DEFAULT_OUTGOING_BODY_CHUNK_SIZE),
-    };
-    let state = RequestState {
-        table,
-        wasi: wasi.build(),
-        http,
-        hooks,
-        limiter: Limiter::new(limits),
-        channel: None,
-        _scratch: scratch,
-        instance: config.stats.instance(),
-        request_id,
-    };
-
-    let mut store = Store::new(engine, state);
-    store.limiter(|state| &mut state.limiter);
-    if let Some(fuel) = limits.fuel {
-        store.set_fuel(fuel)?;
-    }
-    if let Some(fuel) = limits.hostcall_fuel {
-        store.set_hostcall_fuel(fuel);
-    }
-    if let Some(max) = limits.max_component_handles {
-        store.set_max_component_handles(max);
-    }
-    // Yield to the other requests at every epoch tick; the deadline itself is a timer.
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
-    Ok(store)
-}
-
-/// Instantiates the guest and calls its entry point, within the deadline if there is one.
-/// Returns the exit status: 0 for a handler that returned, the program's status for a command.
-async fn run_guest(
-    guest: &Guest,
-    entry: Entry,
-    store: &mut Store<RequestState>,
-    timeout: Option<std::time::Duration>,
-) -> Result<i32, Failure> {
-    let call = async {
-        match (guest, entry) {
-            (Guest::Http(pre), Entry::Http(incoming, outparam)) => {
-                let start = std::time::Instant::now();
-                let proxy = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(|e| (e, true))?;
-                store.data().instance.stats().instantiated(start.elapsed());
-                let handler = proxy.wasi_http_incoming_handler();
-                // A handler may end with `wasi:cli/exit`, as a wrapped CGI program does.
-                match handler.call_handle(&mut *store, incoming, outparam).await {
-                    Ok(()) => Ok(0),
-                    Err(e) => match e.downcast_ref::<I32Exit>() {
-                        Some(exit) => Ok(exit.0),
-                        None => Err((e, false)),
-                    },
-                }
-            }
-            (Guest::Cgi(pre), Entry::Cgi) => {
-                let start = std::time::Instant::now();
-                let command = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(|e| (e, true))?;
-                store.data().instance.stats().instantiated(start.elapsed());
-                match command.wasi_cli_run().call_run(&mut *store).await {
-                    Ok(Ok(())) => Ok(0),
-                    Ok(Err(())) => Ok(1),
-                    Err(e) => match e.downcast_ref::<I32Exit>() {
-                        Some(exit) => Ok(exit.0),
-                        None => Err((e, false)),
-                    },
-                }
-            }
-            _ => unreachable!("the entry always matches the guest"),
-        }
-    };
-    let result = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, call).await {
-            Ok(result) => result,
-            Err(_) => return Err(Failure::Deadline(limit)),
-        },
-        None => call.await,
-    };
-    result.map_err(|(error, instantiating)| {
-        Failure::from_error(&error, store.data().limiter.hit, instantiating)
-    })
-}
-
-/// Whether the guest still held an outgoing body it had not finished: a response cut short.
-fn unfinished_body(store: &mut Store<RequestState>) -> bool {
-    store
-        .data_mut()
-        .table
-        .iter_mut()
-        .any(|entry| entry.is::<HostOutgoingBody>())
-}
-
-/// The response a client gets for a failed request.
-pub fn error_response(failure: &Failure) -> http::Response<Body> {
-    let mut response = simple_response(failure.status(), failure.page());
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
-}
-
-pub(crate) fn simple_response(status: http::StatusCode, body: String) -> http::Response<Body> {
-    let mut response = http::Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 /// Passes log lines on, and counts failures by cause.

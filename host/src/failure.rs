@@ -1,4 +1,4 @@
-//! Why a request failed, and the status the client gets for it.
+//! Why a request failed, and the response the client gets for it.
 //!
 //! | cause                                              | status |
 //! |----------------------------------------------------|--------|
@@ -20,10 +20,13 @@
 use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::StatusCode;
+use http_body_util::{BodyExt as _, Full};
 use wasmtime::Trap;
 use wasmtime::component::ResourceTableError;
 
+use crate::Body;
 use crate::limits::LimitHit;
 
 #[derive(Clone, Debug)]
@@ -272,6 +275,31 @@ impl fmt::Display for Failure {
             Failure::ClientGone => write!(f, "the client went away; the guest was stopped"),
         }
     }
+}
+
+/// The response a client gets for a failed request.
+pub fn error_response(failure: &Failure) -> http::Response<Body> {
+    let mut response = simple_response(failure.status(), failure.page());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+/// A response the host makes itself, with a plain-text body.
+pub(crate) fn simple_response(status: StatusCode, body: String) -> http::Response<Body> {
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// An error chain on one line: `outer: inner: root`, without backtraces.

@@ -39,6 +39,7 @@ pub mod preinit;
 pub mod program;
 pub mod reuse;
 pub mod router;
+mod run;
 pub mod sandbox;
 #[cfg(feature = "cli")]
 pub mod server;

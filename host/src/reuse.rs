@@ -17,8 +17,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use wasmtime::component::GuestTaskId;
-use wasmtime::{Engine, Result, Store, StoreContextMut, format_err};
+use wasmtime::{Result, Store, StoreContextMut, format_err};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::{
     ExpirationError, HandlerState, Instance, InstantiationError, Proxy, ProxyHandler, ShouldAccept,
@@ -28,9 +29,10 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 
-use crate::app::{App, AppConfig, RequestContext, new_store};
+use crate::app::{AppConfig, RequestContext};
 use crate::body::BodyWatch;
 use crate::guest::{Ending, GuardedBody, GuestTask};
+use crate::run::new_store;
 use crate::state::RequestState;
 use crate::{Body, Failure};
 
@@ -73,8 +75,11 @@ impl InstanceReuse {
 }
 
 /// The instances of one WASI 0.3 app.
-#[derive(Clone)]
-pub(crate) struct Pool(ProxyHandler<Instances>);
+pub(crate) struct Pool {
+    handler: ProxyHandler<Instances>,
+    /// One for each request that may be served at once; later ones wait for a free one.
+    slots: Arc<Semaphore>,
+}
 
 struct Instances {
     pre: ServicePre<RequestState>,
@@ -114,32 +119,31 @@ struct Shared {
 
 impl Pool {
     pub(crate) fn new(pre: ServicePre<RequestState>, config: &AppConfig) -> Pool {
-        Pool(ProxyHandler::new(Instances {
-            pre,
-            config: config.clone(),
-        }))
-    }
-
-    pub(crate) fn engine(&self) -> &Engine {
-        self.0.state().pre.engine()
+        Pool {
+            handler: ProxyHandler::new(Instances {
+                pre,
+                config: config.clone(),
+            }),
+            slots: Arc::new(Semaphore::new(config.max_concurrent)),
+        }
     }
 
     /// Serves one request on an instance that may be serving others. Failures are logged and
     /// answered like a fresh instance's.
     pub(crate) async fn handle(
         &self,
-        app: &App,
         request: http::Request<Body>,
         cx: RequestContext,
         watch: BodyWatch,
     ) -> http::Response<Body> {
+        let config = &self.handler.state().config;
         let id = cx.id;
-        let Ok(slot) = app.slots().clone().acquire_owned().await else {
-            return app.fail(id, Failure::Overloaded("the app is shutting down".into()));
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return config.fail(id, Failure::Overloaded("the app is shutting down".into()));
         };
         let request = match absolute_uri(request, &cx.scheme) {
             Ok(request) => request,
-            Err(failure) => return app.fail(id, failure),
+            Err(failure) => return config.fail(id, failure),
         };
         let start = tokio::time::Instant::now();
         let instance = Arc::new(OnceLock::new());
@@ -147,7 +151,7 @@ impl Pool {
             id,
             instance: instance.clone(),
         };
-        let handler = self.0.clone();
+        let handler = self.handler.clone();
         let call = async move { handler.handle(ticket, request).await };
         // Instances live on a runtime that always runs: a front end that drives a
         // current-thread runtime only while it waits for a request of its own (mod_wasm's
@@ -169,25 +173,26 @@ impl Pool {
                 let ending = shared
                     .as_ref()
                     .map_or_else(Default::default, |s| s.ending.clone());
-                let log = app.config().log.clone();
-                let task = GuestTask::shared(ending, log, id, app.name().into(), Box::new(served));
+                let log = config.log.clone();
+                let task =
+                    GuestTask::shared(ending, log, id, config.name.clone(), Box::new(served));
                 response.map(|body| {
                     GuardedBody::new(body, task, watch, false)
-                        .with_deadline(app.config().limits.timeout, start)
+                        .with_deadline(config.limits.timeout, start)
                         .boxed()
                 })
             }
             Err(error) => {
                 let failure = self.failure(&error, shared.as_deref()).await;
                 drop(served);
-                app.fail(id, failure)
+                config.fail(id, failure)
             }
         }
     }
 
     /// What a request that got no response is told.
     async fn failure(&self, error: &wasmtime::Error, instance: Option<&Shared>) -> Failure {
-        let limits = &self.0.state().config.limits;
+        let limits = &self.handler.state().config.limits;
         if let Some(e) = error.downcast_ref::<InstantiationError<Ticket>>() {
             return Failure::from_error(&e.error, None, true);
         }

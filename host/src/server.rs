@@ -24,7 +24,7 @@ use wasmtime::Result;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::access_log::{AccessEntry, AccessLog, PendingEntry};
-use crate::app::simple_response;
+use crate::failure::simple_response;
 use crate::router::{Route, Router};
 use crate::{Body, RequestContext};
 use std::sync::{Arc, RwLock};

@@ -24,11 +24,13 @@ pub use channel::INTERFACE as WORKER_CHANNEL;
 pub use meta::{Script, meta_variables};
 pub use response::{CgiResponse, Malformed};
 pub use worker::WORKER_VARIABLE;
-pub(crate) use worker::{GuestRun, Workers};
+pub(crate) use worker::Workers;
 
-use crate::app::{App, Entry, error_response, simple_response};
+use crate::app::App;
 use crate::body::BodyWatch;
+use crate::failure::{error_response, simple_response};
 use crate::guest::{GuardedBody, GuestTask};
+use crate::run::{Entry, Runner};
 use crate::sandbox::Sandbox;
 use crate::{Body, Failure, RequestContext};
 
@@ -284,9 +286,21 @@ fn percent_decode(segment: &str) -> Option<String> {
 /// answered 431.
 pub const MAX_ENVIRONMENT: usize = 48 * 1024;
 
-/// Serves one request with a CGI program.
+/// A CGI app's program, as a request runs it.
+#[derive(Clone, Copy)]
+pub(crate) struct Program<'a> {
+    /// `argv[0]`: the file name the program was loaded from.
+    pub name: &'a str,
+    /// Starts a fresh instance of it.
+    pub runner: &'a Runner,
+    /// Its long-lived instances, when it has them.
+    pub workers: Option<&'a Arc<Workers>>,
+}
+
+/// Serves one request of `app` with its CGI program.
 pub(crate) async fn handle(
     app: &App,
+    program: Program<'_>,
     request: http::Request<Body>,
     cx: RequestContext,
     watch: BodyWatch,
@@ -301,7 +315,7 @@ pub(crate) async fn handle(
         .unwrap_or(path);
     let Some(mut script) = config
         .cgi
-        .script(app.program_name(), below_mount, &config.sandbox)
+        .script(program.name, below_mount, &config.sandbox)
     else {
         return simple_response(http::StatusCode::NOT_FOUND, "Not Found\n".into());
     };
@@ -329,13 +343,17 @@ pub(crate) async fn handle(
     });
 
     let id = cx.id;
-    let guest = match app.workers() {
-        Some(workers) => workers.serve(app, id, &env, body).await,
-        None => start(app, id, &env, &script, body).await,
+    let guest = match program.workers {
+        Some(workers) => {
+            workers
+                .serve(program.runner, program.name, id, &env, body)
+                .await
+        }
+        None => start(program, id, &env, &script, body).await,
     };
     let (guest, mut stdout) = match guest {
         Ok(guest) => guest,
-        Err(failure) => return app.fail(id, failure),
+        Err(failure) => return config.fail(id, failure),
     };
 
     match response::read_head(&mut stdout).await {
@@ -361,14 +379,14 @@ pub(crate) async fn handle(
         Ok((CgiResponse::LocalRedirect(location), _)) => {
             guest.stop();
             if cx.redirects >= MAX_LOCAL_REDIRECTS {
-                return app.fail(id, Failure::RedirectLoop(location));
+                return config.fail(id, Failure::RedirectLoop(location));
             }
             let empty = http_body_util::Empty::new()
                 .map_err(|e| match e {})
                 .boxed_unsync();
             let Ok(mut redirected) = http::Request::get(location.as_str()).body(empty) else {
                 let malformed = Malformed::BadLocation(location.into_bytes());
-                return app.fail(
+                return config.fail(
                     id,
                     Failure::BadCgiOutput {
                         malformed,
@@ -399,7 +417,7 @@ pub(crate) async fn handle(
                     return Box::pin(route.app.handle(redirected, cx)).await;
                 }
             }
-            Box::pin(handle(app, redirected, cx, watch)).await
+            Box::pin(handle(app, program, redirected, cx, watch)).await
         }
         Err(malformed) => {
             // A program that wrote nonsense may still be running: stop it. One that ended
@@ -407,7 +425,7 @@ pub(crate) async fn handle(
             let ended = matches!(malformed, Malformed::NoHeaderBlock { .. });
             if !ended {
                 guest.stop();
-                return app.fail(
+                return config.fail(
                     id,
                     Failure::BadCgiOutput {
                         malformed,
@@ -417,7 +435,7 @@ pub(crate) async fn handle(
             }
             match guest.join().await {
                 Err(failure) => error_response(&failure),
-                Ok(code) => app.fail(
+                Ok(code) => config.fail(
                     id,
                     Failure::BadCgiOutput {
                         malformed,
@@ -435,15 +453,15 @@ pub(crate) type Output = Pin<Box<dyn AsyncRead + Send>>;
 /// Starts a fresh instance of the program for one request: the body flows into its stdin,
 /// its stdout comes back.
 fn start(
-    app: &App,
+    program: Program<'_>,
     id: u64,
     env: &[(String, String)],
     script: &Script,
     body: Body,
 ) -> impl Future<Output = Result<(GuestTask, Output), Failure>> {
-    let config = app.config();
+    let config = program.runner.config();
     let size: usize = env.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
-    let mut args = config.cgi.argv(app.program_name());
+    let mut args = config.cgi.argv(program.name);
     if config.cgi.docroot.is_some() || config.cgi.script_arg {
         args.push(script.filename.clone());
     }
@@ -466,7 +484,10 @@ fn start(
             wasi.stdin(AsyncStdinStream::new(stdin));
             wasi.stdout(AsyncStdoutStream::new(PIPE_SIZE, stdout_in));
         };
-        let guest = app.spawn_guest(id, configure, |_| Ok(Entry::Cgi)).await?;
+        let guest = program
+            .runner
+            .spawn(id, configure, |_| Ok(Entry::Cgi))
+            .await?;
         // A body that breaks off never reaches its end here: the program sees no EOF (it
         // would take what came for the whole body) and is stopped, as the request fails.
         let ending = guest.ending.clone();

@@ -10,8 +10,7 @@
 //! worker that fails, overruns the deadline or may be out of step with its input is dropped;
 //! a later request starts a new one.
 
-use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -22,17 +21,14 @@ use tokio::sync::Semaphore;
 use super::channel::Channel;
 use super::pipe::{PipeReader, PipeWriter, pipe};
 use super::{Malformed, Output, PIPE_SIZE};
-use crate::app::App;
 use crate::body::Spool;
 use crate::guest::{End, Ending, GuestTask};
 use crate::log::{GuestOutput, GuestStream};
+use crate::run::{GuestRun, Runner};
 use crate::{Body, Failure};
 
 /// What a program finds in its environment when it is to serve FastCGI on stdin and stdout.
 pub const WORKER_VARIABLE: &str = "WASMBRIDGE_FASTCGI";
-
-/// A program's run as a future, polled by the request it serves at the time.
-pub(crate) type GuestRun = Pin<Box<dyn Future<Output = Result<i32, Failure>> + Send>>;
 
 // FastCGI 1.0: record types, the responder role, and the flag that keeps the connection.
 const VERSION: u8 = 1;
@@ -82,18 +78,20 @@ impl Workers {
         (busy, self.idle.lock().unwrap().len())
     }
 
-    /// Hands a request to a worker, in a task of its own. The request body is read whole
-    /// first, so that a slow client never holds a worker; the response is kept for the client
-    /// as fast as the worker writes it, for the same reason. Returns the task (it ends with the
-    /// app's status, or with the failure it has logged) and the CGI response as it comes.
+    /// Hands a request to a worker, in a task of its own, starting one of `program` with
+    /// `runner` if need be. The request body is read whole first, so that a slow client never
+    /// holds a worker; the response is kept for the client as fast as the worker writes it, for
+    /// the same reason. Returns the task (it ends with the app's status, or with the failure it
+    /// has logged) and the CGI response as it comes.
     pub(crate) async fn serve(
         self: &Arc<Self>,
-        app: &App,
+        runner: &Runner,
+        program: &str,
         id: u64,
         params: &[(String, String)],
         body: Body,
     ) -> Result<(GuestTask, Output), Failure> {
-        let config = app.config();
+        let config = runner.config();
         let (input, length) = spool_body(body).await?;
         let wait = config.cgi.worker_wait;
         let permit = match tokio::time::timeout(wait, self.free.clone().acquire_owned()).await {
@@ -109,7 +107,7 @@ impl Workers {
         let idle = self.idle.lock().unwrap().pop();
         let worker = match idle {
             Some(worker) => worker,
-            None => Worker::start(app, id)?,
+            None => Worker::start(runner, program, id)?,
         };
         // The body's length is known now, chunked or not: the program reads exactly that.
         let mut params = params.to_vec();
@@ -178,15 +176,16 @@ async fn spool_body(body: Body) -> Result<(Arc<Spool>, u64), Failure> {
 }
 
 impl Worker {
-    fn start(app: &App, id: u64) -> Result<Worker, Failure> {
+    /// Starts `program` (its `argv[0]`) as a worker.
+    fn start(runner: &Runner, program: &str, id: u64) -> Result<Worker, Failure> {
         let (input, from_host) = pipe(PIPE_SIZE);
         let (to_host, output) = pipe(PIPE_SIZE);
-        let args = app.config().cgi.argv(app.program_name());
+        let args = runner.config().cgi.argv(program);
         let channel = Channel {
             input: from_host.clone(),
             output: to_host,
         };
-        let run = app.start_worker(
+        let run = runner.start_worker(
             id,
             move |wasi| {
                 wasi.args(&args);
