@@ -41,8 +41,7 @@ pub fn module_path() -> PathBuf {
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("wasmbridge-apache-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::temp_dir("apache-fixtures");
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let p2 = PathBuf::from(crate::guest("echo"));
         let p1 = PathBuf::from(crate::guest_p1("cgi-hello"));
@@ -136,6 +135,10 @@ impl Apache {
         } else {
             ""
         };
+        // A temporary directory of its own, which Apache's User may write, as /tmp.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        let _ = Command::new("chmod").arg("1777").arg(&tmp).status();
         let conf = dir.join("httpd.conf");
         let text = format!(
             "ServerRoot {dir}\n\
@@ -231,20 +234,14 @@ impl Apache {
             .ok()
     }
 
-    fn ctl(&self, action: &str) -> std::process::Output {
-        Command::new(APACHE)
-            .arg("-f")
-            .arg(&self.conf)
-            .args(["-k", action])
-            .output()
-            .unwrap()
+    /// The temporary directory (`TMPDIR`) of this Apache's processes.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
     }
-}
 
-impl Drop for Apache {
-    fn drop(&mut self) {
+    /// Stops Apache and waits until every process of it has ended.
+    pub fn stop(&self) {
         let Some(pid) = self.pid() else {
-            let _ = std::fs::remove_dir_all(&self.dir);
             return;
         };
         let _ = self.ctl("stop");
@@ -259,6 +256,22 @@ impl Drop for Apache {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             }
         }
+    }
+
+    fn ctl(&self, action: &str) -> std::process::Output {
+        Command::new(APACHE)
+            .arg("-f")
+            .arg(&self.conf)
+            .args(["-k", action])
+            .env("TMPDIR", self.tmp_dir())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

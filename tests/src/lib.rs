@@ -10,10 +10,10 @@ pub mod apache;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The `wasmbridge` binary under test.
@@ -133,6 +133,8 @@ impl Server {
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .env("WASMBRIDGE_CACHE_DIR", test_cache_dir())
+            // Its instances' temporary directories, gone with this process's space.
+            .env("TMPDIR", run_dir().join("tmp"))
             .env_remove("RUST_BACKTRACE")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -416,14 +418,38 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub fn temp_dir(name: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "wasmbridge-{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = run_dir().join(format!("{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// This test process's own space, `$TMPDIR/wasmbridge-tests/PID`: the directories its tests
+/// make, and the temporary directories of the servers it starts. A test process that is killed,
+/// or a server that is, cannot clean up after itself; so the first call removes what processes
+/// that are gone left there.
+pub fn run_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let parent = std::env::temp_dir().join("wasmbridge-tests");
+        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let pid = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = parent.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        // Apache's children (www-data) reach their fixtures through it.
+        for path in [&parent, &dir] {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755));
+        }
+        dir
+    })
 }
 
 /// An interpreter's build output, `guests/GUEST/dist`, checked to hold `file`.

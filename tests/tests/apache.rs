@@ -257,7 +257,7 @@ async fn http2_through_mod_http2_reaches_a_component() {
 
 #[test]
 fn configtest_names_the_file_line_and_reason_of_each_broken_directive() {
-    let not_wasm = std::env::temp_dir().join(format!("not-wasm-{}.wasm", std::process::id()));
+    let not_wasm = wasmbridge_tests::temp_dir("not-wasm").join("not-wasm.wasm");
     std::fs::write(&not_wasm, "hello").unwrap();
     let cases = [
         ("WasmModule {fixtures}/wasm/missing.wasm", "cannot read"),
@@ -385,7 +385,7 @@ fn serve_module(path: &std::path::Path) -> Apache {
 
 #[tokio::test]
 async fn a_graceful_restart_serves_a_replaced_module() {
-    let app = std::env::temp_dir().join(format!("replaced-{}.wasm", std::process::id()));
+    let app = wasmbridge_tests::temp_dir("replaced").join("replaced.wasm");
     std::fs::copy(fixtures().join("wasm/hello_http.wasm"), &app).unwrap();
     let apache = serve_module(&app);
     assert_eq!(get(apache.url("/")).await.1, "Hello from WebAssembly!\n");
@@ -490,8 +490,7 @@ async fn wasm_max_memory_caps_a_request() {
 
 #[tokio::test]
 async fn tls_through_mod_ssl_reaches_a_component() {
-    let certs = std::env::temp_dir().join(format!("wasmbridge-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&certs).unwrap();
+    let certs = wasmbridge_tests::temp_dir("tls");
     let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
     let made = std::process::Command::new("openssl")
         .args([

@@ -247,8 +247,7 @@ async fn an_endless_loop_is_stopped_by_the_deadline() {
 
 #[tokio::test]
 async fn docroot_style_maps_url_paths_to_scripts_in_a_granted_directory() {
-    let root = std::env::temp_dir().join(format!("wasmbridge-docroot-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = wasmbridge_tests::temp_dir("docroot");
     std::fs::create_dir_all(root.join("www/sub")).unwrap();
     std::fs::write(root.join("www/sub/page.cgi"), "#!cgi-probe\n").unwrap();
     std::fs::write(root.join("secret.cgi"), "outside\n").unwrap();

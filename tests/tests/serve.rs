@@ -129,8 +129,7 @@ async fn five_hundred_concurrent_requests_all_succeed() {
 
 #[tokio::test]
 async fn a_wasmtime_serve_command_line_works_unchanged() {
-    let data = std::env::temp_dir().join(format!("wasmbridge-compat-{}", std::process::id()));
-    std::fs::create_dir_all(&data).unwrap();
+    let data = wasmbridge_tests::temp_dir("compat");
     std::fs::write(data.join("greeting.txt"), "hi there").unwrap();
     let dir = format!("{}::/data", data.display());
     let server = Server::start(&[

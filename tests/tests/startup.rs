@@ -30,8 +30,7 @@ fn cgi_flags_are_refused_for_a_wasi_http_component() {
 
 #[test]
 fn a_file_that_is_not_wasm_is_refused() {
-    let path =
-        std::env::temp_dir().join(format!("wasmbridge-not-wasm-{}.wasm", std::process::id()));
+    let path = wasmbridge_tests::temp_dir("not-wasm").join("not-wasm.wasm");
     std::fs::write(&path, "hello").unwrap();
     let log = start_error(&[path.to_str().unwrap()]);
     assert!(log.contains("is not a WebAssembly file"), "{log}");
@@ -66,8 +65,7 @@ fn without_cli_only_the_proxy_world_is_linked() {
 
 #[tokio::test]
 async fn compiled_code_is_cached_and_a_corrupt_entry_is_recompiled() {
-    let cache = std::env::temp_dir().join(format!("wasmbridge-cache-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&cache);
+    let cache = wasmbridge_tests::temp_dir("cache-test").join("cache");
     let cache_arg = cache.to_str().unwrap();
     let args = ["--cache-dir", cache_arg, &guest("hello_http")];
 
