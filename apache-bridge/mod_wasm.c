@@ -933,6 +933,15 @@ static void log_for_server(int level, const char *message)
     ap_log_error(APLOG_MARK, level, 0, main_server, "%s", message);
 }
 
+/* The child's pool goes when the child exits: its long-lived instances (CGI workers) would
+ * leave their temporary directories behind. */
+static apr_status_t wasm_child_exit(void *data)
+{
+    (void)data;
+    wb_child_exit();
+    return APR_SUCCESS;
+}
+
 static void wasm_child_init(apr_pool_t *p, server_rec *s)
 {
     int threads = 1, i;
@@ -946,6 +955,7 @@ static void wasm_child_init(apr_pool_t *p, server_rec *s)
                       log_for_server) != 0) {
         return;
     }
+    apr_pool_cleanup_register(p, NULL, wasm_child_exit, apr_pool_cleanup_null);
     /* Load the configured apps now, from the cache the parent filled, rather than in the
      * first requests. One that fails is reported again by the requests for it. */
     for (i = 0; i < configured_apps->nelts; i++) {

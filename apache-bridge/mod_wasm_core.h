@@ -44,6 +44,7 @@ void wb_parent_init(void);
 int wb_check_engine_options(const char *optimize, char *error, size_t error_len);
 int wb_child_init(int threads, const char *cache_dir, uint32_t cache_owner,
                   const char *optimize, wb_server_log_fn server_log);
+void wb_child_exit(void);
 int wb_cache_prepare(const char *cache_dir, uint32_t user, char *note, char *error,
                      size_t len);
 int wb_inspect(const char *path, int cgi, char *error, size_t error_len);

@@ -136,6 +136,13 @@ pub unsafe extern "C" fn wb_check_engine_options(
     }
 }
 
+/// Ends the host in an Apache child that is exiting: the instances it keeps (CGI workers) go
+/// with the process, so their temporary directories go now.
+#[unsafe(no_mangle)]
+pub extern "C" fn wb_child_exit() {
+    wasmbridge::remove_scratch_dirs();
+}
+
 /// Starts the host in an Apache child: `threads` requests may run at once (the MPM's threads
 /// per child), `cache_dir` holds compiled code (NULL: no cache), `optimize` is
 /// `WasmEngineOptions` (NULL: none). Returns 0, or -1 with the reason already logged.

@@ -51,6 +51,7 @@ pub mod wrap;
 
 pub use app::{App, AppConfig, Mode, RequestContext};
 pub use failure::Failure;
+pub use state::remove_scratch_dirs;
 
 /// The body of a request or response as it crosses the host: a stream of byte chunks.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, wasmtime_wasi_http::Error>;

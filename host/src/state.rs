@@ -2,7 +2,8 @@
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::error::Context as _;
@@ -36,16 +37,17 @@ pub(crate) struct RequestState {
 /// Where a CGI program finds its own temporary directory (`TMPDIR`).
 pub const SCRATCH_DIR: &str = "/tmp/wasmbridge";
 
-/// An empty directory of one instance's own, granted read-write at [`SCRATCH_DIR`] and named
-/// by `TMPDIR` (unless the app grants a `TMPDIR` of its own), and removed with everything in it
-/// when the instance's store goes, whatever ended it.
+/// An instance's own temporary directory, mounted at [`SCRATCH_DIR`] and named by `TMPDIR`
+/// (unless the app grants a `TMPDIR` of its own). It lives in this process's directory (see
+/// [`ProcessDir`]) and is removed with everything in it when the instance's store goes,
+/// whatever ended it.
 pub(crate) struct Scratch {
     host: PathBuf,
 }
 
 impl Scratch {
     pub(crate) fn new(wasi: &mut WasiCtxBuilder, sandbox: &Sandbox) -> wasmtime::Result<Scratch> {
-        let host = Self::create_dir()?;
+        let host = ProcessDir::new_entry()?;
         let scratch = Scratch { host };
         wasi.preopened_dir(&scratch.host, SCRATCH_DIR, FsPerms::ReadWrite)?;
         if !sandbox.env.iter().any(|(name, _)| name == "TMPDIR") {
@@ -53,33 +55,94 @@ impl Scratch {
         }
         Ok(scratch)
     }
+}
 
-    /// A new directory directly under the system's temporary directory. `mkdir` fails on any
-    /// name that exists (a leftover of a process that had this pid, a symlink someone planted),
-    /// so a directory we get is ours; on such a name we try the next one.
-    fn create_dir() -> wasmtime::Result<PathBuf> {
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.host);
+        ProcessDir::release(&self.host);
+    }
+}
+
+/// The directory that holds this process's scratch directories, directly under the system's
+/// temporary directory: made when the first one is, removed when the last one goes, and
+/// removed whole by [`remove_scratch_dirs`] when the process ends with instances still alive
+/// (CGI workers). `mkdir` fails on any name that exists (a leftover of a process that had
+/// this pid, a symlink someone planted), so the directory we get is ours, and so is all in it.
+struct ProcessDir {
+    /// The process that made it: a forked child (Apache's) makes its own.
+    pid: u32,
+    path: PathBuf,
+    live: usize,
+    next: u64,
+}
+
+static PROCESS_DIR: Mutex<Option<ProcessDir>> = Mutex::new(None);
+
+impl ProcessDir {
+    /// A new, empty directory for one instance.
+    fn new_entry() -> wasmtime::Result<PathBuf> {
+        let mut current = PROCESS_DIR.lock().unwrap();
+        let pid = std::process::id();
+        if current.as_ref().is_none_or(|dir| dir.pid != pid) {
+            *current = Some(ProcessDir {
+                pid,
+                path: Self::create()?,
+                live: 0,
+                next: 0,
+            });
+        }
+        let dir = current.as_mut().expect("made above");
+        let entry = dir.path.join(dir.next.to_string());
+        dir.next += 1;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&entry)
+            .with_context(|| format!("cannot create {}", entry.display()))?;
+        dir.live += 1;
+        Ok(entry)
+    }
+
+    /// `entry` is gone; the last one takes the directory with it.
+    fn release(entry: &std::path::Path) {
+        let mut current = PROCESS_DIR.lock().unwrap();
+        let ours = |dir: &&mut ProcessDir| {
+            dir.pid == std::process::id() && entry.parent() == Some(dir.path.as_path())
+        };
+        if let Some(dir) = current.as_mut().filter(ours) {
+            dir.live -= 1;
+            if dir.live == 0 {
+                let _ = std::fs::remove_dir(&dir.path);
+                *current = None;
+            }
+        }
+    }
+
+    fn create() -> wasmtime::Result<PathBuf> {
         use std::hash::{BuildHasher as _, RandomState};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
         let tmp = std::env::temp_dir();
-        let salt = RandomState::new().hash_one(std::process::id()) as u32;
         let mut tries = 0;
         loop {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let host = tmp.join(format!("wasmbridge-{}-{salt:08x}-{n}", std::process::id()));
-            match std::fs::DirBuilder::new().mode(0o700).create(&host) {
-                Ok(()) => return Ok(host),
+            let salt = RandomState::new().hash_one(std::process::id()) as u32;
+            let path = tmp.join(format!("wasmbridge-{}-{salt:08x}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(path),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
                 Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", host.display()));
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()));
                 }
             }
         }
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.host);
+/// Removes this process's scratch directories, the instances still alive included: for a
+/// process that is ending (an Apache child at exit, `wasmbridge serve` at shutdown), whose
+/// long-lived instances would otherwise leave theirs behind.
+pub fn remove_scratch_dirs() {
+    let mut current = PROCESS_DIR.lock().unwrap();
+    if let Some(dir) = current.take_if(|dir| dir.pid == std::process::id()) {
+        let _ = std::fs::remove_dir_all(&dir.path);
     }
 }
 

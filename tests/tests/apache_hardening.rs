@@ -381,6 +381,36 @@ async fn the_deadline_runs_while_apache_reads_a_trickling_body() {
     );
 }
 
+// ---- an instance's temporary directory ------------------------------------------------
+
+/// A child's CGI workers keep their temporary directories while they live; when Apache stops,
+/// the children take them along.
+#[tokio::test]
+async fn the_temporary_directories_of_cgi_workers_go_with_their_child() {
+    let apache = Apache::start(
+        "event",
+        "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
+         Alias /php {fixtures}/www/php\n\
+         <Directory {fixtures}/www/php>\n SetHandler wasm-handler\n \
+         WasmModule {fixtures}/php/php-cgi.wasm\n WasmMapDir /www {fixtures}/www/php ro\n \
+         WasmEnableCGI On\n WasmMapCGIFileNames On\n WasmCGIWorkers 2\n</Directory>\n",
+    );
+    let (status, page) = get(apache.url("/php/hello.php")).await;
+    assert_eq!(status, 200, "{page}\n{}", apache.error_log());
+    let entries = || std::fs::read_dir(apache.tmp_dir()).unwrap().count();
+    assert!(entries() > 0, "the workers have no temporary directories");
+    apache.stop();
+    let left: Vec<_> = std::fs::read_dir(apache.tmp_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "left behind: {left:?}\n{}",
+        apache.error_log()
+    );
+}
+
 // ---- 7, body limit. slow clients and large bodies ---------------------------------------
 
 #[tokio::test]

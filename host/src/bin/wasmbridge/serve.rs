@@ -377,7 +377,10 @@ impl ServeCommand {
                 false => eprintln!("Serving HTTP on http://{}/", listener.local_addr()?),
             }
             let _ticker = EpochTicker::start(&engine);
-            serve(listener, site, options, shutdown).await
+            let served = serve(listener, site, options, shutdown).await;
+            // CGI workers are still alive, and so are their temporary directories.
+            wasmbridge::remove_scratch_dirs();
+            served
         })
     }
 
@@ -636,6 +639,7 @@ async fn shutdown_signal(shutdown_addr: Option<SocketAddr>) -> Result<impl Futur
                 _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
             }
+            wasmbridge::remove_scratch_dirs();
             std::process::exit(130);
         });
     })
