@@ -331,14 +331,7 @@ async fn responses_cut_short_end_with_an_error_and_clients_that_leave_stop_their
 
 #[tokio::test]
 async fn the_deadline_runs_while_apache_reads_a_trickling_body() {
-    let apache = Apache::start(
-        "event",
-        "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
-         Alias /php {fixtures}/www/php\n\
-         <Directory {fixtures}/www/php>\n SetHandler wasm-handler\n \
-         WasmModule {fixtures}/php/php-cgi.wasm\n WasmMapDir /www {fixtures}/www/php ro\n \
-         WasmEnableCGI On\n WasmMapCGIFileNames On\n WasmTimeout 2\n</Directory>\n",
-    );
+    let apache = Apache::start("event", &php_at("WasmTimeout 2"));
     // Compiled (once per module, seconds on a busy machine) before the clock below starts.
     assert_eq!(
         wasmbridge_tests::get(apache.url("/php/hello.php")).await.0,
@@ -387,14 +380,7 @@ async fn the_deadline_runs_while_apache_reads_a_trickling_body() {
 /// the children take them along.
 #[tokio::test]
 async fn the_temporary_directories_of_cgi_workers_go_with_their_child() {
-    let apache = Apache::start(
-        "event",
-        "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
-         Alias /php {fixtures}/www/php\n\
-         <Directory {fixtures}/www/php>\n SetHandler wasm-handler\n \
-         WasmModule {fixtures}/php/php-cgi.wasm\n WasmMapDir /www {fixtures}/www/php ro\n \
-         WasmEnableCGI On\n WasmMapCGIFileNames On\n WasmCGIWorkers 2\n</Directory>\n",
-    );
+    let apache = Apache::start("event", &php_at("WasmCGIWorkers 2"));
     let (status, page) = get(apache.url("/php/hello.php")).await;
     assert_eq!(status, 200, "{page}\n{}", apache.error_log());
     let entries = || std::fs::read_dir(apache.tmp_dir()).unwrap().count();
@@ -411,19 +397,28 @@ async fn the_temporary_directories_of_cgi_workers_go_with_their_child() {
     );
 }
 
+/// php-cgi.wasm serving the PHP fixtures at /php, with `directives` in its section.
+fn php_at(directives: &str) -> String {
+    format!(
+        "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
+         Alias /php {{fixtures}}/www/php\n\
+         <Directory {{fixtures}}/www/php>\n SetHandler wasm-handler\n \
+         WasmModule {{fixtures}}/php/php-cgi.wasm\n WasmMapDir /www {{fixtures}}/www/php ro\n \
+         WasmEnableCGI On\n WasmMapCGIFileNames On\n {directives}\n</Directory>\n"
+    )
+}
+
 // ---- 7, body limit. slow clients and large bodies ---------------------------------------
 
 #[tokio::test]
 async fn workers_serve_while_slow_clients_trickle_and_large_bodies_are_refused() {
     let apache = Apache::start(
         "event",
-        "LimitRequestBody 1024\n\
-         LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\n\
-         Alias /php {fixtures}/www/php\n\
-         <Directory {fixtures}/www/php>\n SetHandler wasm-handler\n \
-         WasmModule {fixtures}/php/php-cgi.wasm\n WasmMapDir /www {fixtures}/www/php ro\n \
-         WasmEnableCGI On\n WasmMapCGIFileNames On\n WasmCGIWorkers 2\n WasmTimeout 30\n</Directory>\n\
-         <Location /echo>\n SetHandler wasm-handler\n WasmModule {fixtures}/wasm/echo.wasm\n</Location>\n",
+        &format!(
+            "LimitRequestBody 1024\n{}\
+             <Location /echo>\n SetHandler wasm-handler\n WasmModule {{fixtures}}/wasm/echo.wasm\n</Location>\n",
+            php_at("WasmCGIWorkers 2\n WasmTimeout 30")
+        ),
     );
     let trickling: Vec<TcpStream> = (0..3)
         .map(|_| {

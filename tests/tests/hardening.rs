@@ -771,18 +771,21 @@ async fn an_upload_cut_by_the_deadline_leaves_no_temporary_file() {
 async fn the_temporary_directories_of_cgi_workers_go_with_the_server() {
     let tmp = temp_dir("process-tmp");
     let grant = format!("{}::/www::ro", fixtures_php().display());
-    let mut server = Server::start_with_env(
-        &[
-            "--cgi-workers",
-            "2",
-            "--dir",
-            &grant,
-            "--cgi-docroot",
-            "/www",
-            &php(),
-        ],
-        &[("TMPDIR", tmp.to_str().unwrap())],
-    );
+    let start = || {
+        Server::start_with_env(
+            &[
+                "--cgi-workers",
+                "2",
+                "--dir",
+                &grant,
+                "--cgi-docroot",
+                "/www",
+                &php(),
+            ],
+            &[("TMPDIR", tmp.to_str().unwrap())],
+        )
+    };
+    let mut server = start();
     let (status, page) = wasmbridge_tests::get(server.url("/hello.php")).await;
     assert_eq!(status, 200, "{page}");
     let held: Vec<PathBuf> = walk_dirs(&tmp);
@@ -795,18 +798,7 @@ async fn the_temporary_directories_of_cgi_workers_go_with_the_server() {
     assert_eq!(walk_dirs(&tmp), Vec::<PathBuf>::new(), "{}", server.log());
 
     // A second signal ends the server at once, with a request still running: the same.
-    let mut server = Server::start_with_env(
-        &[
-            "--cgi-workers",
-            "2",
-            "--dir",
-            &grant,
-            "--cgi-docroot",
-            "/www",
-            &php(),
-        ],
-        &[("TMPDIR", tmp.to_str().unwrap())],
-    );
+    let mut server = start();
     let looping = tokio::spawn(wasmbridge_tests::get(server.url("/loop.php")));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!walk_dirs(&tmp).is_empty());
