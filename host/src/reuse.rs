@@ -32,6 +32,7 @@ use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 use crate::app::{AppConfig, RequestContext};
 use crate::body::BodyWatch;
 use crate::guest::{Ending, GuardedBody, GuestTask};
+use crate::limits::LimitHit;
 use crate::run::new_store;
 use crate::state::RequestState;
 use crate::{Body, Failure};
@@ -194,7 +195,11 @@ impl Pool {
     async fn failure(&self, error: &wasmtime::Error, instance: Option<&Shared>) -> Failure {
         let limits = &self.handler.state().config.limits;
         if let Some(e) = error.downcast_ref::<InstantiationError<Ticket>>() {
-            return Failure::from_error(&e.error, None, true);
+            let hit = e
+                .error
+                .downcast_ref::<InstantiationLimit>()
+                .map(|limit| limit.0);
+            return Failure::from_error(&e.error, hit, true);
         }
         if error.is::<ExpirationError>() {
             return Failure::Deadline(limits.timeout.unwrap_or_default());
@@ -265,6 +270,19 @@ fn absolute_uri(
     Ok(http::Request::from_parts(parts, body))
 }
 
+/// A limit stopped an instantiation: the store's limiter says which, and the store goes with
+/// the failed instance, so the error carries it to the requests that waited for it.
+#[derive(Debug)]
+struct InstantiationLimit(LimitHit);
+
+impl std::fmt::Display for InstantiationLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Failure::Limit(self.0).fmt(f)
+    }
+}
+
+impl std::error::Error for InstantiationLimit {}
+
 impl HandlerState for Instances {
     type StoreData = RequestState;
     type WorkerExpiration = Expiration;
@@ -275,12 +293,16 @@ impl HandlerState for Instances {
         let mut store = new_store(self.pre.engine(), config, 0, false, |_| {})?;
         let start = std::time::Instant::now();
         let instantiate = self.pre.instantiate_async(&mut store);
-        let service = match config.limits.timeout {
+        let instantiated = match config.limits.timeout {
             Some(limit) => tokio::time::timeout(limit, instantiate)
                 .await
-                .map_err(|_| format_err!("instantiation took longer than {limit:?}"))??,
-            None => instantiate.await?,
+                .map_err(|_| format_err!("instantiation took longer than {limit:?}"))?,
+            None => instantiate.await,
         };
+        let service = instantiated.map_err(|error| match store.data().limiter.hit {
+            Some(hit) => wasmtime::Error::new(InstantiationLimit(hit)),
+            None => error,
+        })?;
         config.stats.instantiated(start.elapsed());
         let shared = Arc::new(Shared {
             ending: Arc::default(),

@@ -240,6 +240,27 @@ async fn deadline_and_memory_limits_fail_the_request_and_the_server_goes_on() {
     assert_eq!((status, body.as_str()), (200, HELLO));
 }
 
+/// An instance that cannot even start within the memory limit is the limit's 503, as under
+/// WASI 0.2, with the line that says so, not an instantiation failure's 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_over_the_memory_limit_at_start_is_503() {
+    // Without the pooling allocator, whose slots would refuse the component at load.
+    let server = Server::start(&[
+        "-O",
+        "pooling-allocator=n",
+        "-W",
+        "max-memory-size=65536",
+        &guest("http3"),
+    ]);
+    let (status, _) = get(server.url("/")).await;
+    assert_eq!(status, 503, "{}", server.log());
+    assert!(
+        server.wait_for_log("memory limit exceeded", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+}
+
 #[test]
 fn reuse_flags_and_p3_are_checked_at_start() {
     let log = start_error(&["-S", "p3=n", &guest("http3")]);
