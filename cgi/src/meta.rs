@@ -52,8 +52,14 @@ pub struct Script<'a> {
     pub document_root: &'a [u8],
 }
 
-/// Calls `set` with each meta-variable of `request` for `script`, each name once.
+/// Calls `set` with each meta-variable of `request` for `script`, each name once. A value with
+/// a NUL byte is left out: an environment entry ends at the first one.
 pub fn meta_variables(request: &Request, script: &Script, mut set: impl FnMut(&[u8], &[u8])) {
+    let mut set = |name: &[u8], value: &[u8]| {
+        if !value.contains(&0) {
+            set(name, value);
+        }
+    };
     let host_header = header(request.headers, &lit!(b"host"));
     let authority = request.authority.or(host_header).unwrap_or_default();
     let (server_name, port) = split_host(authority);
@@ -219,11 +225,43 @@ pub fn decode_path(path: &[u8]) -> Vec<u8> {
             }
         }
     }
-    if crate::text::utf8(&out).is_some() {
+    let out = if crate::text::utf8(&out).is_some() {
         out
     } else {
         path.to_vec()
+    };
+    remove_dot_segments(&out)
+}
+
+/// `/a/./b/../c` → `/a/c`, never above the root (RFC 3986 5.2.4), as Apache's
+/// `ap_getparents` makes of a decoded path: `%2E%2E` cannot climb out of the docroot in
+/// PATH_TRANSLATED.
+fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let mut parts = path.split(|b| *b == b'/').peekable();
+    // What comes before the first `/` (nothing, for an absolute path).
+    let first = parts.next().unwrap_or_default();
+    while let Some(segment) = parts.next() {
+        let last = parts.peek().is_none();
+        match segment {
+            [b'.'] | [b'.', b'.'] => {
+                if segment.len() == 2 {
+                    segments.pop();
+                }
+                // `/a/..` is the directory `/`, with its trailing slash.
+                if last {
+                    segments.push(&[]);
+                }
+            }
+            _ => segments.push(segment),
+        }
     }
+    let mut out = first.to_vec();
+    for segment in segments {
+        out.push(b'/');
+        out.extend_from_slice(segment);
+    }
+    out
 }
 
 /// One segment of a URL path decoded, all escapes included; `None` for a bad escape.
@@ -268,5 +306,26 @@ pub fn split_host(host: &[u8]) -> (&[u8], Option<&[u8]>) {
             (&host[..i], Some(&host[i + 1..]))
         }
         _ => (host, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_decoded_except_slashes_and_nul_and_never_climb() {
+        let decoded =
+            |path: &str| alloc::string::String::from_utf8(decode_path(path.as_bytes())).unwrap();
+        assert_eq!(decoded("/hello/J%C3%BCrgen"), "/hello/Jürgen");
+        assert_eq!(decoded("/a%2Fb%2fc/%00"), "/a%2Fb%2fc/%00");
+        assert_eq!(decoded("/100%"), "/100%");
+        assert_eq!(decoded("/%ff"), "/%ff");
+        assert_eq!(decoded("/%+5"), "/%+5");
+        assert_eq!(decoded("/%2e%2e/%2E%2E/etc/x"), "/etc/x");
+        assert_eq!(decoded("/a/./b/../c"), "/a/c");
+        assert_eq!(decoded("/a/b/.."), "/a/");
+        assert_eq!(decoded(""), "");
+        assert_eq!(decoded("/"), "/");
     }
 }

@@ -8,6 +8,9 @@ use crate::text::{decimal, push_quoted};
 /// Largest header block accepted, in bytes.
 pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
 
+/// Longest header name accepted, in bytes (HTTP libraries refuse names of 64 KiB).
+const MAX_NAME: usize = 8 * 1024;
+
 /// What a header block asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Head<'a> {
@@ -98,6 +101,9 @@ pub fn header_end(output: &[u8]) -> Option<(usize, usize)> {
 
 /// Reads the header lines (the block before the empty line).
 pub fn parse_head(head: &[u8]) -> Result<Head<'_>, Malformed> {
+    if head.len() > MAX_HEADER_BLOCK {
+        return Err(Malformed::TooLarge);
+    }
     let mut status = None;
     let mut location = None;
     let mut headers = Vec::new();
@@ -113,6 +119,7 @@ pub fn parse_head(head: &[u8]) -> Result<Head<'_>, Malformed> {
         let colon = raw.iter().position(|b| *b == b':').ok_or_else(bad)?;
         let (name, value) = (&raw[..colon], trim(&raw[colon + 1..]));
         if name.is_empty()
+            || name.len() > MAX_NAME
             || !name.iter().all(|b| is_token(*b))
             || !value.iter().all(|b| is_text(*b))
         {
@@ -131,11 +138,15 @@ pub fn parse_head(head: &[u8]) -> Result<Head<'_>, Malformed> {
         }
     }
     match location {
-        // A local redirect is a path alone, with no status and no other headers (6.2.2).
+        // A local redirect is a path alone, with no status and no other headers (6.2.2);
+        // `//host/x` names another host, so the client goes there.
         Some((_, path))
-            if path.first() == Some(&b'/') && status.is_none() && headers.is_empty() =>
+            if path.first() == Some(&b'/')
+                && path.get(1) != Some(&b'/')
+                && status.is_none()
+                && headers.is_empty() =>
         {
-            if path.iter().all(|b| (0x21..0x7f).contains(b)) {
+            if path.iter().all(|b| *b > 0x20 && *b != 0x7f) {
                 Ok(Head::LocalRedirect(path))
             } else {
                 Err(Malformed::BadLocation(path.to_vec()))

@@ -39,18 +39,26 @@ pub async fn read_head(
         }
     };
     let response = match wasmbridge_cgi::parse_head(&buf[..head_len])? {
-        Head::Document { status, headers } => CgiResponse::Document {
-            // The core checked both: a final status, names that are tokens, values of text.
-            status: StatusCode::from_u16(status).expect("a status from 200 to 599"),
-            headers: headers
-                .into_iter()
-                .map(|(name, value)| {
-                    let name = HeaderName::from_bytes(name).expect("a token");
-                    let value = HeaderValue::from_bytes(value).expect("text");
-                    (name, value)
-                })
-                .collect(),
-        },
+        Head::Document { status, headers } => {
+            // The core checked all three: a final status, names that are tokens of a sane
+            // length, values of text.
+            let status =
+                StatusCode::from_u16(status).map_err(|_| Malformed::StatusOutOfRange(status))?;
+            let mut converted = Vec::with_capacity(headers.len());
+            for (name, value) in headers {
+                let bad = || Malformed::BadLine {
+                    line: 0,
+                    text: name.to_vec(),
+                };
+                let name = HeaderName::from_bytes(name).map_err(|_| bad())?;
+                let value = HeaderValue::from_bytes(value).map_err(|_| bad())?;
+                converted.push((name, value));
+            }
+            CgiResponse::Document {
+                status,
+                headers: converted,
+            }
+        }
         Head::LocalRedirect(path) => {
             CgiResponse::LocalRedirect(String::from_utf8_lossy(path).into_owned())
         }
@@ -154,6 +162,14 @@ mod tests {
                 Malformed::StatusOutOfRange(_)
             ));
         }
+        // A name longer than HTTP libraries take is a bad line, not a panic.
+        let long_name = format!("{}: x\n\n", "A".repeat(10_000));
+        assert!(matches!(
+            read(&long_name).await.unwrap_err(),
+            Malformed::BadLine { line: 1, .. }
+        ));
+        let longest_name = format!("{}: x\n\n", "A".repeat(MAX_HEADER_BLOCK + 1000));
+        assert_eq!(read(&longest_name).await.unwrap_err(), Malformed::TooLarge);
         let huge = format!("X: {}\n", "a".repeat(MAX_HEADER_BLOCK + 10));
         assert_eq!(read(&huge).await.unwrap_err(), Malformed::TooLarge);
     }
