@@ -76,9 +76,11 @@ async fn a_64_mib_body_streams_through_echo_in_little_memory() {
 
     assert_eq!(length, 64 * MIB);
     assert_eq!(hex(&hasher.finalize()), expected);
+    // Far less than the body: nothing holds it whole. (The slot keeps up to 16 MiB resident
+    // between requests, so the margin is above that, not at it: a CI run saw exactly 16.)
     let growth = peak.saturating_sub(baseline);
     assert!(
-        growth < 16 * MIB as u64,
+        growth < 24 * MIB as u64,
         "RSS grew by {} MiB (baseline {} MiB)",
         growth >> 20,
         baseline >> 20
