@@ -377,10 +377,7 @@ impl ServeCommand {
                 false => eprintln!("Serving HTTP on http://{}/", listener.local_addr()?),
             }
             let _ticker = EpochTicker::start(&engine);
-            let served = serve(listener, site, options, shutdown).await;
-            // CGI workers are still alive, and so are their temporary directories.
-            wasmbridge::remove_scratch_dirs();
-            served
+            serve(listener, site, options, shutdown).await
         })
     }
 
@@ -639,6 +636,7 @@ async fn shutdown_signal(shutdown_addr: Option<SocketAddr>) -> Result<impl Futur
                 _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
             }
+            // Exiting here drops no instance: CGI workers would leave their directories.
             wasmbridge::remove_scratch_dirs();
             std::process::exit(130);
         });
